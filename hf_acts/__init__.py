@@ -1,0 +1,40 @@
+"""hf-acts: trainable activation functions for timm and transformers models."""
+
+from .activations import (
+    AIEC,
+    ADReLU,
+    DynActGLU,
+    DynActivation,
+    DyReLU,
+    FleS,
+    SwishBeta,
+    aiec_loss,
+    aiec_targets,
+    reset_aiec_counters,
+)
+from .param_groups import activation_parameter_names, param_groups_weight_decay
+from .registry import create_activation, get_activation, list_activations
+from .swap import SwapRecord, SwapReport, replace_activations
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AIEC",
+    "ADReLU",
+    "DyReLU",
+    "DynActGLU",
+    "DynActivation",
+    "FleS",
+    "SwapRecord",
+    "SwapReport",
+    "SwishBeta",
+    "activation_parameter_names",
+    "aiec_loss",
+    "aiec_targets",
+    "create_activation",
+    "get_activation",
+    "list_activations",
+    "param_groups_weight_decay",
+    "replace_activations",
+    "reset_aiec_counters",
+]

@@ -1,0 +1,73 @@
+"""dynActivation: ``f(x) = base(x) * (alpha - beta) + beta * x`` (papers/dynactivation-abstract.md)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._base import LazyChannels
+from .bases import get_base
+
+DYN_BASES = ("relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish")
+
+
+class DynActivation(LazyChannels):
+    """``f_i(x) = BaseAct(x) (alpha_i - beta_i) + beta_i x`` (abstract), one learned pair per module.
+
+    ``alpha_init=1, beta_init=0`` (default) is exactly the base activation: function-preserving when
+    swapped into a pretrained network. ``alpha_init=beta_init=1`` is the identity. Training from
+    scratch may want a partly linear start (``0 < beta_init < alpha_init``).
+    ``per_channel=True`` learns one pair per channel (project extension; channels inferred at the
+    first call when not given). Layouts: any for scalars; images ``(B, C, H, W)``, tokens
+    ``(B, N, C)`` and vectors ``(B, C)`` for ``per_channel``. ``inplace`` is accepted and ignored.
+    """
+
+    _channel_key = ("alpha", 0, 1)
+
+    def __init__(
+        self,
+        base: str = "silu",
+        alpha_init: float = 1.0,
+        beta_init: float = 0.0,
+        per_channel: bool = False,
+        channels: int | None = None,
+        inplace: bool = False,
+    ) -> None:
+        self.base = base
+        self.fn = get_base(base, DYN_BASES)
+        self.alpha_init = float(alpha_init)
+        self.beta_init = float(beta_init)
+        self.per_channel = per_channel
+        super().__init__(channels if per_channel else None)
+        if not per_channel:
+            self.alpha = nn.Parameter(torch.tensor(self.alpha_init))
+            self.beta = nn.Parameter(torch.tensor(self.beta_init))
+
+    @staticmethod
+    def preserving_kwargs(base: str) -> dict | None:
+        """Constructor kwargs that make the module equal ``base`` at init, or None if impossible."""
+        return {"base": base} if base in DYN_BASES else None
+
+    def _needs_channels(self) -> bool:
+        return self.per_channel
+
+    def _build(self, channels: int) -> None:
+        self.alpha = nn.Parameter(torch.full((channels,), self.alpha_init))
+        self.beta = nn.Parameter(torch.full((channels,), self.beta_init))
+
+    def _coefficient(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not self.per_channel:
+            return p
+        return p.view(-1, 1, 1) if x.ndim == 4 else p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_channel:
+            self._check_input(x)
+        alpha, beta = self._coefficient(self.alpha, x), self._coefficient(self.beta, x)
+        return torch.addcmul(beta * x, self.fn(x), alpha - beta)
+
+    def extra_repr(self) -> str:
+        return (
+            f"base={self.base!r}, alpha_init={self.alpha_init}, beta_init={self.beta_init}, "
+            f"per_channel={self.per_channel}"
+        )
