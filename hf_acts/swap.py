@@ -208,14 +208,12 @@ def replace_activations(
 
     params = inspect.signature(cls).parameters
     report = SwapReport(activation=activation_name(cls) or cls.__name__, kwargs=dict(kwargs))
-    for name in candidates:
+    built: list[tuple[str, nn.Module]] = []
+    for name in candidates:  # build everything first: a bad site leaves the model untouched
         old = model.get_submodule(name)
         site = sites.get(name)
         shapes = site["shapes"] if site else []
         channels = _channels_of(shapes[0]) if shapes else None
-        if "channels" in params and len({_channels_of(s) for s in shapes}) > 1:
-            raise ValueError(f"{name} is called with different channel counts {shapes}; a {cls.__name__} "
-                             "instance has one channel count -- give each call its own module first")
         base = base_name(old)
         preserving = cls.preserving_kwargs(base) if preserve and base else None
         ctor = {**(preserving or {}), **kwargs}
@@ -224,10 +222,13 @@ def replace_activations(
         if "spatial_dims" in params and shapes and len(shapes[0]) in (2, 3):
             ctor.setdefault("spatial_dims", 1)
         module = cls(**ctor)
+        if getattr(module, "channels", None) is not None and len({_channels_of(s) for s in shapes}) > 1:
+            raise ValueError(f"{name} is called with different channel counts {shapes}; a {cls.__name__} "
+                             "instance has one channel count -- give each call its own module first")
         if site is not None:
             module.to(device=site["x"].device, dtype=site["x"].dtype if site["x"].is_floating_point() else None)
         module.train(old.training)
-        _set_submodule(model, name, module)
+        built.append((name, module))
         report.records.append(SwapRecord(
             name=name, old=type(old).__name__, new=cls.__name__, channels=channels,
             input_shape=list(shapes[0]) if shapes else None,
@@ -235,5 +236,7 @@ def replace_activations(
             function_preserving=preserving is not None and all(ctor.get(k) == v for k, v in preserving.items()),
             calls=len(shapes) or 1,
         ))
+    for name, module in built:
+        _set_submodule(model, name, module)
     return report
 

@@ -43,10 +43,9 @@ class SwishBeta(LazyChannels):
         self.beta = nn.Parameter(torch.full((channels,), self.beta_init))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = self.beta
         if self.per_channel:
             self._check_input(x)
-            beta = beta.view(-1, 1, 1) if x.ndim == 4 else beta
+        beta = self.beta.view(-1, 1, 1) if self.per_channel and x.ndim == 4 else self.beta
         return x * torch.sigmoid(beta * x)
 
     def extra_repr(self) -> str:

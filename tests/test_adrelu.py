@@ -1,0 +1,106 @@
+"""ADReLU against a loop-by-loop transcription of Eqs. 1-6."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import randomize_
+
+from hf_acts import ADReLU
+
+
+def grouped_1x1(weight: torch.Tensor, x: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped 1x1 conv written as one einsum per group."""
+    cin = x.shape[1] // groups
+    cout = weight.shape[0] // groups
+    outs = [torch.einsum("oc,bchw->bohw", weight[i * cout:(i + 1) * cout, :, 0, 0], x[:, i * cin:(i + 1) * cin])
+            for i in range(groups)]
+    return torch.cat(outs, 1), cout
+
+
+def adrelu_reference(m: ADReLU, x: torch.Tensor, dw) -> torch.Tensor:
+    """Eqs. 1-6 on (B, C, H, W); ``dw`` applies the depthwise conv of Eq. 3."""
+    c, g, dk = x.shape[1], m.groups, m.head_dim
+    qkv, cout = grouped_1x1(m.qkv.weight, x, g)  # each group: [Q_g | K_g | V_g]
+    cg = cout // 3
+    q = torch.cat([qkv[:, i * cout:i * cout + cg] for i in range(g)], 1)
+    k = torch.cat([qkv[:, i * cout + cg:i * cout + 2 * cg] for i in range(g)], 1)
+    v = torch.cat([qkv[:, i * cout + 2 * cg:(i + 1) * cout] for i in range(g)], 1)
+    a = torch.empty_like(v)
+    for h in range(c // dk):  # Eq. 2, head by head
+        s = slice(h * dk, (h + 1) * dk)
+        qn = q[:, s] / (torch.linalg.vector_norm(q[:, s], dim=1, keepdim=True) + m.eps)
+        kn = k[:, s] / (torch.linalg.vector_norm(k[:, s], dim=1, keepdim=True) + m.eps)
+        a[:, s] = torch.sigmoid((qn * kn).sum(1, keepdim=True)) * v[:, s]
+    z = dw(a)  # Eq. 3
+    z = F.group_norm(z, m.norm_groups, m.norm_dw.weight, m.norm_dw.bias, m.norm_dw.eps)  # Eq. 4
+    t, _ = grouped_1x1(m.proj.weight, z, g)  # Eq. 5
+    tau = F.group_norm(t, g, m.norm.weight, m.norm.bias, m.norm.eps)  # Eq. 6
+    return torch.maximum(x, tau)  # Eq. 1
+
+
+@pytest.mark.parametrize("channels,groups,head_dim", [(16, 4, 8), (32, 4, 8), (24, 2, 4)])
+def test_images_match_equations(channels, groups, head_dim):
+    m = randomize_(ADReLU(channels, groups=groups, head_dim=head_dim)).double()
+    x = torch.randn(2, channels, 5, 6, dtype=torch.float64)
+    ref = adrelu_reference(m, x, lambda a: F.conv2d(a, m.dw.weight, padding=1, groups=channels))
+    torch.testing.assert_close(m(x), ref)
+
+
+def test_tokens_use_a_kernel_of_three_along_n():
+    m = randomize_(ADReLU(16)).double()
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    x4 = x.transpose(1, 2).unsqueeze(2)  # (B, C, 1, N)
+    row = m.dw.weight[:, :, 1:2, :]  # the middle row of the 3x3 kernel
+    ref = adrelu_reference(m, x4, lambda a: F.conv2d(a, row, padding=(0, 1), groups=16))
+    torch.testing.assert_close(m(x), ref.squeeze(2).transpose(1, 2))
+
+
+def test_tokens_with_1d_kernel_and_vectors():
+    m = randomize_(ADReLU(16, spatial_dims=1)).double()
+    assert m.dw.weight.shape == (16, 1, 1, 3)
+    x = torch.randn(3, 16, dtype=torch.float64)
+    center = m.dw.weight[:, 0, 0, 1].view(1, -1, 1, 1)
+    ref = adrelu_reference(m, x[:, :, None, None], lambda a: a * center)
+    torch.testing.assert_close(m(x), ref[:, :, 0, 0])
+    with pytest.raises(ValueError, match="spatial_dims=1"):
+        m(torch.randn(1, 16, 4, 4, dtype=torch.float64))
+
+
+def test_threshold_is_sometimes_active():
+    """The reference comparison is only meaningful if tau changes the output."""
+    m = randomize_(ADReLU(16))
+    x = torch.randn(2, 16, 5, 5)
+    y = m(x)
+    assert (y != x).any() and (y != F.relu(x)).any()
+
+
+def test_zero_tau_init_is_exactly_relu_and_still_learns():
+    m = ADReLU(32, tau_init="zero")
+    x = torch.randn(2, 32, 6, 6, requires_grad=True)
+    y = m(x)
+    assert torch.equal(y, F.relu(x))
+    y.sum().backward()  # where tau wins (x < 0) the threshold's affine gets gradient
+    assert m.norm.bias.grad.abs().sum() > 0
+
+
+def test_gradcheck():
+    m = randomize_(ADReLU(8, groups=2, head_dim=4)).double()
+    x = torch.randn(1, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+
+
+def test_parameter_count():
+    # qkv 3C*C/g + dw 9C + GN 2C + proj C*C/g + GN 2C
+    c, g = 64, 4
+    assert sum(p.numel() for p in ADReLU(c).parameters()) == 3 * c * c // g + 9 * c + 2 * c + c * c // g + 2 * c
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(channels=18), "groups=4"),
+    (dict(channels=20, head_dim=8), "head_dim=8"),
+    (dict(channels=16, tau_init="one"), "tau_init"),
+    (dict(channels=16, spatial_dims=3), "spatial_dims"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ADReLU(**kwargs)

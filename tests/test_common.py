@@ -1,0 +1,113 @@
+"""Contract every registered activation keeps: layouts, dtypes, lazy channels, compile, state dicts."""
+
+import pytest
+import torch
+from conftest import randomize_
+from safetensors.torch import load_file, save_file
+
+import hf_acts
+from hf_acts import DynActGLU
+
+NAMES = [n for n in hf_acts.list_activations() if n != "dynactglu"]
+EXTRA = {"aiec": {"num_classes": 5}, "dynactivation": {"per_channel": True}, "swish_beta": {"per_channel": True}}
+LAYOUTS = [(2, 16, 5, 5), (2, 7, 16), (2, 16), (1, 16, 3, 3), (1, 4, 16), (1, 16)]
+
+
+def build(name, channels=None, **kw):
+    return hf_acts.create_activation(name, channels=channels, **{**EXTRA.get(name, {}), **kw})
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", LAYOUTS)
+def test_layouts_and_batch_one(name, shape):
+    m = randomize_(build(name, 16), 0.2)
+    x = torch.randn(shape)
+    y = m(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision(name, dtype):
+    m = randomize_(build(name, 16), 0.2)
+    x = torch.randn(2, 16, 4, 4)
+    ref = m(x)
+    y = m.to(dtype)(x.to(dtype))
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    assert (y.float() - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_timm_style_construction_is_lazy(name):
+    """timm calls act_layer(inplace=True) without a channel count."""
+    lazy = build(name, inplace=True)
+    x = torch.randn(2, 16, 4, 4)
+    lazy(x)
+    eager = build(name, 16)
+    eager.load_state_dict(lazy.state_dict())
+    torch.testing.assert_close(lazy(x), eager(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_safetensors_round_trip_into_an_unbuilt_module(name, tmp_path):
+    m = randomize_(build(name, 16), 0.2)
+    x = torch.randn(2, 5, 16)
+    save_file(m.state_dict(), tmp_path / "w.safetensors")
+    fresh = build(name)  # channels unknown: built from the stored shapes
+    fresh.load_state_dict(load_file(tmp_path / "w.safetensors"))
+    assert torch.equal(fresh(x), m(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compile_fullgraph_parity(name):
+    m = randomize_(build(name, 16), 0.2)
+    x = torch.randn(2, 16, 6, 6)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True)
+    torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compile_aiec_training_forward():
+    m = hf_acts.AIEC(16, num_classes=3).train()
+    m.set_targets(torch.tensor([0, 2]))
+    torch._dynamo.reset()
+    y = torch.compile(m, fullgraph=True)(torch.randn(2, 16, 4, 4))
+    assert y.shape == (2, 16, 4, 4) and m.aux_loss is not None and m.phi.sum() >= 0
+
+
+def test_compile_dynactglu():
+    m = DynActGLU(16, 32)
+    x = torch.randn(2, 3, 16)
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(m, fullgraph=True)(x), m(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_extra_repr_names_hyperparameters(name):
+    text = repr(build(name, 16))
+    assert "=" in text.splitlines()[0] + text
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", [(16,), (2, 16, 3, 3, 3)])
+def test_wrong_rank_is_a_clear_error(name, shape):
+    m = build(name, 16, **({"per_channel": True} if name in ("dynactivation", "swish_beta") else {}))
+    with pytest.raises(ValueError, match="expects images"):
+        m(torch.randn(shape))
+
+
+@pytest.mark.parametrize("name", ["adrelu", "fles", "dyrelu", "aiec"])
+def test_wrong_channel_count(name):
+    with pytest.raises(ValueError, match="built for channels=16"):
+        build(name, 16)(torch.randn(2, 8, 3, 3))
+
+
+def test_registry():
+    assert set(hf_acts.list_activations()) == {"adrelu", "fles", "dynactivation", "dynactglu", "swish_beta",
+                                               "dyrelu", "aiec"}
+    assert hf_acts.get_activation("dynact") is hf_acts.DynActivation
+    assert hf_acts.get_activation(hf_acts.FleS) is hf_acts.FleS
+    assert hf_acts.create_activation("dynactglu", channels=8, intermediate_size=16).hidden_size == 8
+    assert hf_acts.create_activation("fles", channels=32).channels == 32
+    with pytest.raises(ValueError, match="unknown activation 'prelu'"):
+        hf_acts.get_activation("prelu")

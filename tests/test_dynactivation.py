@@ -1,0 +1,97 @@
+"""dynActivation and dynActGLU against the abstract's formula and a hand-written SwiGLU."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hf_acts import DynActGLU, DynActivation
+
+BASES = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.01), "silu": F.silu,
+         "gelu": F.gelu, "mish": lambda t: t * torch.tanh(F.softplus(t))}
+
+
+@pytest.mark.parametrize("base", list(BASES))
+def test_formula(base):
+    m = DynActivation(base, alpha_init=1.3, beta_init=0.4)
+    x = torch.randn(4, 10, 3) * 2
+    ref = BASES[base](x) * (1.3 - 0.4) + 0.4 * x
+    torch.testing.assert_close(m(x), ref)
+
+
+@pytest.mark.parametrize("base", list(BASES))
+def test_default_init_is_the_base_exactly(base):
+    x = torch.randn(8, 64) * 3
+    assert (DynActivation(base)(x) - BASES[base](x)).abs().max() <= 1e-6
+
+
+def test_identity_init():
+    x = torch.randn(5, 7)
+    torch.testing.assert_close(DynActivation("silu", alpha_init=1.0, beta_init=1.0)(x), x)
+
+
+def test_per_channel_images_and_tokens():
+    m = DynActivation("relu", per_channel=True)
+    x = torch.randn(2, 6, 4, 4)
+    m(x)  # builds for 6 channels
+    with torch.no_grad():
+        m.alpha.copy_(torch.arange(6.0))
+        m.beta.copy_(torch.linspace(-1, 1, 6))
+    a, b = m.alpha.view(1, 6, 1, 1), m.beta.view(1, 6, 1, 1)
+    torch.testing.assert_close(m(x), F.relu(x) * (a - b) + b * x)
+    tok = torch.randn(2, 3, 6)
+    torch.testing.assert_close(m(tok), F.relu(tok) * (m.alpha - m.beta) + m.beta * tok)
+    with pytest.raises(ValueError, match="channels=6"):
+        m(torch.randn(2, 5, 4, 4))
+
+
+def test_gradcheck_including_alpha_beta():
+    m = DynActivation("gelu", alpha_init=0.8, beta_init=0.3).double()
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    a, b = (p.detach().clone().requires_grad_() for p in (m.alpha, m.beta))
+    fn = lambda x, a, b: torch.func.functional_call(m, {"alpha": a, "beta": b}, (x,))  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, a, b))
+
+
+def test_bad_base():
+    with pytest.raises(ValueError, match="base must be one of"):
+        DynActivation("tanh")
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, h, i):
+        super().__init__()
+        self.gate_proj, self.up_proj = nn.Linear(h, i, bias=False), nn.Linear(h, i, bias=False)
+        self.down_proj = nn.Linear(i, h, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+@pytest.mark.parametrize("mode", ["gate", "both"])
+def test_dynactglu_equals_swiglu_at_init_with_the_same_keys(mode):
+    ref = SwiGLU(16, 40)
+    m = DynActGLU(16, 40, mode=mode)
+    missing, unexpected = m.load_state_dict(ref.state_dict(), strict=False)
+    assert not unexpected and all(k.split(".")[-1] in ("alpha", "beta") for k in missing)
+    x = torch.randn(2, 5, 16)
+    assert (m(x) - ref(x)).abs().max() <= 1e-6
+
+
+def test_dynactglu_formula_after_training_moves_alpha_beta():
+    m = DynActGLU(8, 12, mode="both")
+    with torch.no_grad():
+        m.act_fn.alpha.fill_(1.5)
+        m.act_fn.beta.fill_(0.2)
+        m.up_act.alpha.fill_(0.7)
+        m.up_act.beta.fill_(0.9)
+    x = torch.randn(3, 8)
+    g, u = m.gate_proj(x), m.up_proj(x)
+    act = F.silu(g) * 1.3 + 0.2 * g
+    up = F.silu(u) * (0.7 - 0.9) + 0.9 * u
+    torch.testing.assert_close(m(x), m.down_proj(act * up))
+
+
+def test_dynactglu_bad_mode():
+    with pytest.raises(ValueError, match="mode"):
+        DynActGLU(8, 16, mode="up")

@@ -1,0 +1,30 @@
+import timm
+import torch
+
+import hf_acts
+from hf_acts import param_groups_weight_decay, replace_activations
+
+
+def test_activation_parameters_have_no_weight_decay():
+    model = timm.create_model("resnet18", num_classes=3)
+    x = torch.randn(1, 3, 32, 32)
+    replace_activations(model, "adrelu", target="relu", select=r"^layer4\.1", example_inputs=x)
+    replace_activations(model, "dynactivation", target="relu", select=r"^layer1", example_inputs=x)
+    no_decay, decay = param_groups_weight_decay(model, weight_decay=0.1, skip_1d=False)
+    ids = {id(p) for p in no_decay["params"]}
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
+    act = model.layer4[1].act1
+    assert id(act.norm.weight) in ids and id(act.norm_dw.bias) in ids  # GroupNorm affine inside ADReLU
+    assert id(act.qkv.weight) not in ids  # its projections are ordinary weights
+    assert id(model.layer1[0].act1.alpha) in ids and id(model.layer1[0].act1.beta) in ids
+    assert id(model.fc.bias) not in ids  # skip_1d=False: only activation parameters are exempt
+    assert len(ids) + len(decay["params"]) == len(list(model.parameters()))
+
+
+def test_timm_convention_and_dynactglu_projections():
+    model = torch.nn.Sequential(hf_acts.DynActGLU(8, 16), torch.nn.LayerNorm(8))
+    no_decay, decay = param_groups_weight_decay(model, weight_decay=0.05)
+    ids = {id(p) for p in no_decay["params"]}
+    assert {id(model[0].act_fn.alpha), id(model[0].act_fn.beta), id(model[1].weight), id(model[1].bias)} <= ids
+    assert {id(p) for p in decay["params"]} == {id(model[0].gate_proj.weight), id(model[0].up_proj.weight),
+                                                id(model[0].down_proj.weight)}
