@@ -21,7 +21,7 @@ demo: venv
 	$(PY) scripts/demo_swap.py
 
 test: venv
-	$(PY) -m ruff check hf_acts tests scripts finetune
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 lint: venv

@@ -1,5 +1,6 @@
 """hf-acts: trainable activation functions for timm and transformers models."""
 
+from . import models  # noqa: F401  (registers the timm zoo)
 from .activations import (
     AIEC,
     ADReLU,
@@ -12,6 +13,7 @@ from .activations import (
     aiec_targets,
     reset_aiec_counters,
 )
+from .integrations.timm import save_timm_model  # registers hf_acts_swapped
 from .param_groups import activation_parameter_names, param_groups_weight_decay
 from .registry import create_activation, get_activation, list_activations
 from .swap import SwapRecord, SwapReport, replace_activations
@@ -37,4 +39,5 @@ __all__ = [
     "param_groups_weight_decay",
     "replace_activations",
     "reset_aiec_counters",
+    "save_timm_model",
 ]

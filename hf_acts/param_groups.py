@@ -6,12 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .registry import ACTIVATIONS
-
-
-def is_activation(module: nn.Module) -> bool:
-    """True for the hf-acts activation modules of the registry (not the DynActGLU block itself)."""
-    return isinstance(module, tuple(ACTIVATIONS.values())) and type(module).__name__ != "DynActGLU"
+from .registry import is_activation
 
 
 def activation_parameter_names(model: nn.Module) -> set[str]:

@@ -56,3 +56,8 @@ def create_activation(name: str | type[nn.Module], channels: int | None = None, 
         elif "hidden_size" in params:
             kwargs.setdefault("hidden_size", channels)
     return cls(**kwargs)
+
+
+def is_activation(module: nn.Module) -> bool:
+    """True for hf-acts activation modules (not the DynActGLU block, whose projections are MLP weights)."""
+    return isinstance(module, tuple(ACTIVATIONS.values())) and not isinstance(module, DynActGLU)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import activation_name, get_activation
+from .registry import activation_name, get_activation, is_activation
 
 # class names (torch, timm, transformers) -> the base function they compute
 _BASE_BY_CLASS = {
@@ -240,3 +240,13 @@ def replace_activations(
         _set_submodule(model, name, module)
     return report
 
+
+
+def activation_state_keys(model: nn.Module) -> set[str]:
+    """State-dict keys that belong to hf-acts activation modules of ``model``."""
+    keys = set()
+    for name, module in model.named_modules():
+        if is_activation(module):
+            prefix = f"{name}." if name else ""
+            keys.update(prefix + k for k in module.state_dict())
+    return keys

@@ -1,0 +1,147 @@
+"""The timm zoo: registration, builds, warm starts from a local file, save_for_hf -> local-dir, act_layer."""
+
+import json
+
+import pytest
+import timm
+import torch
+from conftest import randomize_
+from safetensors.torch import save_file
+from timm.layers import create_act
+
+import hf_acts
+from hf_acts.integrations.timm import register_names
+from hf_acts.models.zoo import ZOO
+
+
+def small_input(model, batch=2):
+    c, h, w = model.pretrained_cfg["input_size"]
+    if not model.pretrained_cfg.get("fixed_input_size"):
+        h = w = min(h, 64)
+    return torch.randn(batch, c, h, w)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_variant_builds_and_trains(name):
+    variant = ZOO[name]
+    model = timm.create_model(name, num_classes=4)
+    base = timm.create_model(variant.base.split(".")[0], num_classes=4)
+    (report,) = model.hf_acts_reports
+    assert report.records, "no site replaced"
+    assert all(isinstance(model.get_submodule(n), hf_acts.get_activation(variant.act)) for n in report.names)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == sum(p.numel() for p in base.parameters()) + report.params_added
+    x = small_input(model)
+    y = torch.tensor([0, 3])
+    with hf_acts.aiec_targets(model, y):  # a no-op for the other methods
+        out = model(x)
+    assert out.shape == (2, 4)
+    (torch.nn.functional.cross_entropy(out, y) + hf_acts.aiec_loss(model)).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith(report.names[-1]))
+    cfg = model.pretrained_cfg
+    assert cfg["architecture"] == name and cfg["paper_name"] and variant.act in cfg["notes"]
+    assert cfg["mean"] == timm.models.get_pretrained_cfg(variant.base).mean
+
+
+def test_placements_follow_the_papers():
+    names = lambda n: timm.create_model(n).hf_acts_reports[0].names  # noqa: E731
+    assert names("efficientnetv2_rw_t_adrelu") == ["blocks.5.13.bn1.act", "blocks.5.13.bn2.act", "bn2.act"]
+    assert names("efficientnetv2_s_adrelu") == ["blocks.5.14.bn1.act", "blocks.5.14.bn2.act", "bn2.act"]
+    assert names("resnet18_aiec") == ["layer4.1.act1", "layer4.1.act2"]
+    assert len(names("vit_tiny_patch16_224_aiec")) == 12
+    assert len(names("resnet8_cifar_adrelu")) == 7
+
+
+def test_cifar_resnets_reproduce_table5_parameter_counts():
+    count = lambda n: sum(p.numel() for p in timm.create_model(n, num_classes=100).parameters())  # noqa: E731
+    assert count("resnet8_cifar") == 83_892 and count("resnet32_cifar") == 472_756
+    assert count("resnet8_cifar_dyrelu") == 98_672 and count("resnet32_cifar_dyrelu") == 545_104
+
+
+def test_list_models():
+    assert "efficientnetv2_rw_t_adrelu" in timm.list_models("*adrelu*")
+    assert set(timm.list_models("*fles*")) >= {"resnet50_fles", "vit_tiny_patch16_224_fles",
+                                                "swin_tiny_patch4_window7_224_fles", "poolformer_s12_fles"}
+    assert {"resnet18_aiec", "vit_tiny_patch16_224_aiec"} <= set(timm.list_models("*aiec*"))
+
+
+@pytest.mark.parametrize("name,exact", [("resnet18_adrelu", True), ("vit_tiny_patch16_224_fles", False),
+                                        ("resnet18_dynact", True), ("efficientnetv2_rw_t_adrelu", None)])
+def test_warm_start_from_a_local_base_checkpoint(name, exact, tmp_path):
+    base = timm.create_model(ZOO[name].base.split(".")[0], num_classes=5).eval()
+    save_file(base.state_dict(), tmp_path / "base.safetensors")
+    model = timm.create_model(name, pretrained=True, num_classes=5,
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / "base.safetensors"), num_classes=5))
+    model.eval()
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in base.state_dict().items())  # every base weight loaded
+    x = small_input(model)
+    if exact is True:
+        assert torch.equal(model(x), base(x))
+    elif exact is False:
+        assert (model(x) - base(x)).abs().max() <= 1e-5 * base(x).abs().max()
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("resnet8_cifar_adrelu", {}),
+    ("vit_tiny_patch16_224_fles", {}),
+    ("resnet18_aiec", {}),
+    ("hf_acts_swapped", {"base_model": "resnet34",
+                         "swaps": [{"act": "fles", "target": "relu", "select": r"^layer4\."}]}),
+])
+def test_save_for_hf_local_dir_round_trip(name, kwargs, tmp_path):
+    model = timm.create_model(name, num_classes=6, **kwargs).eval()
+    for n in model.hf_acts_reports[0].names:
+        randomize_(model.get_submodule(n), 0.1)
+    x = small_input(model)
+    hf_acts.save_timm_model(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == name and "num_classes" not in config["model_args"]
+    assert (tmp_path / "model.safetensors").exists()
+    reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    assert reloaded.num_classes == 6
+    assert torch.equal(reloaded(x), model(x))
+
+
+@pytest.mark.parametrize("arch", ["convnext_atto", "resnet18", "efficientnet_b0", "vit_tiny_patch16_224"])
+def test_act_layer_class_infers_channels(arch):
+    model = timm.create_model(arch, act_layer=hf_acts.get_activation("fles"), num_classes=3)
+    x = small_input(model, batch=1)
+    assert model(x).shape == (1, 3)
+    assert any(isinstance(m, hf_acts.FleS) and m.channels for m in model.modules())
+
+
+def test_register_names_string_act_layer_round_trip(tmp_path):
+    register_names()
+    model = timm.create_model("resnet18", act_layer="fles", num_classes=3).eval()
+    x = torch.randn(1, 3, 32, 32)
+    model(x)  # lazy channels materialise
+    for m in model.modules():
+        if isinstance(m, hf_acts.FleS):
+            randomize_(m, 0.05)
+    hf_acts.save_timm_model(model, tmp_path)
+    reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    assert torch.equal(reloaded(x), model(x))
+
+
+def test_register_names_fails_loudly_if_timm_internals_change(monkeypatch):
+    monkeypatch.delattr(create_act, "_ACT_LAYER_DEFAULT")
+    with pytest.raises(RuntimeError, match="_ACT_LAYER_DEFAULT changed"):
+        register_names()
+
+
+def test_register_names_never_shadows_timm(monkeypatch):
+    monkeypatch.setitem(create_act._ACT_LAYER_DEFAULT, "fles", torch.nn.ReLU)
+    with pytest.raises(RuntimeError, match="timm already defines act_layer 'fles'"):
+        register_names()
+
+
+def test_bad_input():
+    with pytest.raises(RuntimeError, match="Unknown model"):
+        timm.create_model("resnet18_prelu")
+    with pytest.raises(ValueError, match="unknown activation"):
+        timm.create_model("hf_acts_swapped", base_model="resnet18", swaps=[{"act": "prelu", "target": "relu"}])
+    with pytest.raises(ValueError, match="needs swaps"):
+        timm.create_model("hf_acts_swapped", base_model="resnet18")
+    with pytest.raises(ValueError, match="only the keys"):
+        timm.create_model("hf_acts_swapped", swaps=[{"act": "fles", "where": "layer4"}])
