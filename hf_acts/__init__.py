@@ -14,6 +14,7 @@ from .activations import (
     reset_aiec_counters,
 )
 from .integrations.timm import save_timm_model  # registers hf_acts_swapped
+from .integrations.transformers import convert_glu  # registers the causal-LM family and ACT2FN names
 from .param_groups import activation_parameter_names, param_groups_weight_decay
 from .registry import create_activation, get_activation, list_activations
 from .swap import SwapRecord, SwapReport, replace_activations
@@ -33,6 +34,7 @@ __all__ = [
     "activation_parameter_names",
     "aiec_loss",
     "aiec_targets",
+    "convert_glu",
     "create_activation",
     "get_activation",
     "list_activations",

@@ -45,6 +45,27 @@ class DynActGLU(nn.Module):
         if mode == "both":
             self.up_act = DynActivation(base, alpha_init=1.0, beta_init=1.0)
 
+    @classmethod
+    def from_gated_mlp(
+        cls, mlp: nn.Module, base: str = "silu", mode: str = "gate", alpha_init: float = 1.0, beta_init: float = 0.0
+    ) -> DynActGLU:
+        """A DynActGLU that *shares* the projections of an existing gated MLP (LlamaMLP-style
+        ``gate_proj``/``up_proj``/``down_proj``): no copy, same state-dict keys, plus alpha/beta."""
+        projs = {n: getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")}
+        missing = [n for n, p in projs.items() if not isinstance(p, nn.Linear)]
+        if missing:
+            raise ValueError(f"expected a gated MLP with nn.Linear gate_proj, up_proj and down_proj (LlamaMLP-style); "
+                             f"{type(mlp).__name__} lacks {missing}")
+        gate = projs["gate_proj"]
+        with torch.device("meta"):  # projections are replaced below: allocate nothing for them
+            new = cls(gate.in_features, gate.out_features, base, mode, gate.bias is not None, alpha_init, beta_init)
+        for name, proj in projs.items():
+            setattr(new, name, proj)
+        new.act_fn = DynActivation(base, alpha_init=alpha_init, beta_init=beta_init)
+        if mode == "both":
+            new.up_act = DynActivation(base, alpha_init=1.0, beta_init=1.0)
+        return new.to(device=gate.weight.device, dtype=gate.weight.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = self.up_proj(x)
         if self.mode == "both":

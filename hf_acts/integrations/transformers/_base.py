@@ -1,0 +1,1 @@
+../../activations/_base.py

@@ -1,0 +1,1 @@
+../../activations/swish_beta.py
