@@ -1,0 +1,153 @@
+"""Pieces the Accelerate scripts share: run folders, crash-safe checkpoints, logs and curves.
+
+Not a trainer: the scripts in ``finetune/`` own their loops (Accelerate-examples style).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+CHECKPOINTS = "checkpoints"
+ARGS_FILE = "training_args.json"
+# arguments that may differ between a run and its resumption
+RESUME_FREE = {"resume", "output_dir", "report_to"}
+
+
+class TrainState:
+    """Counters saved with every checkpoint (registered with ``accelerator.register_for_checkpointing``)."""
+
+    def __init__(self) -> None:
+        self.step = 0  # optimizer steps
+        self.epoch = 0
+        self.batches_in_epoch = 0  # micro-batches of ``epoch`` already consumed
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step, self.epoch, self.batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
+
+
+def prepare_output_dir(output_dir: str | Path, args: dict[str, Any], resume: bool) -> Path:
+    """Create the run folder and record the arguments; refuse (``ValueError``) a folder holding another
+    run, or a finished/started run without ``--resume``."""
+    out = Path(output_dir)
+    saved = out / ARGS_FILE
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        differs = {k for k in set(previous) | set(args) if k not in RESUME_FREE and previous.get(k) != args.get(k)}
+        if differs:
+            raise ValueError(f"{out} holds a different run (arguments differ: {sorted(differs)}); use another "
+                             "--output-dir")
+        if not resume:
+            raise ValueError(f"{out} already holds this run; pass --resume to continue it or use another --output-dir")
+    elif resume and out.exists() and any(out.iterdir()):
+        raise ValueError(f"--resume: {out} has no {ARGS_FILE}, it is not a run folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_args(output_dir: Path, args: dict[str, Any]) -> None:
+    (output_dir / ARGS_FILE).write_text(json.dumps(args, indent=2, sort_keys=True))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (half-written ones only exist under a temporary name)."""
+    ckpts = sorted(p for p in (Path(output_dir) / CHECKPOINTS).glob("step_*") if p.is_dir())
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int = 2) -> Path:
+    """``accelerator.save_state`` into a temporary folder, renamed into place when complete; keeps the
+    newest ``keep`` checkpoints."""
+    root = output_dir / CHECKPOINTS
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp-step_{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)  # atomic on one filesystem
+        for old in sorted(root.glob("step_*"))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def append_log(output_dir: Path, record: dict[str, Any]) -> None:
+    with (output_dir / "log.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(output_dir: Path) -> list[dict[str, Any]]:
+    path = output_dir / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, metrics: tuple[str, ...]) -> Path:
+    """Training curves (train loss and the given eval metrics per epoch) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(4.5 * (1 + len(metrics)), 3.5))
+    epochs = [r["epoch"] for r in records]
+    for ax, key in zip(axes, ("train_loss", *metrics), strict=True):
+        ax.plot(epochs, [r.get(key) for r in records], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def epoch_batches(accelerator: Accelerator, loader, state: TrainState):
+    """The batches of ``state.epoch`` still to do (skips those a resumed checkpoint already consumed)."""
+    loader.set_epoch(state.epoch)
+    return accelerator.skip_first_batches(loader, state.batches_in_epoch)
+
+
+def optimizer_step(accelerator: Accelerator, model, optimizer, scheduler, loss, clip_grad: float) -> None:
+    """Backward, clip at synchronisation steps, step optimizer and scheduler (inside ``accumulate``)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and clip_grad:
+        accelerator.clip_grad_norm_(model.parameters(), clip_grad)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+
+
+def after_batch(accelerator: Accelerator, state: TrainState, output_dir: Path, checkpoint_steps: int,
+                keep: int) -> bool:
+    """Count the micro-batch; on an optimizer step count it and checkpoint every ``checkpoint_steps``.
+    Returns whether an optimizer step happened."""
+    state.batches_in_epoch += 1
+    if not accelerator.sync_gradients:
+        return False
+    state.step += 1
+    if checkpoint_steps and state.step % checkpoint_steps == 0:
+        save_checkpoint(accelerator, output_dir, state.step, keep)
+    return True
+
+
+def end_epoch(accelerator: Accelerator, state: TrainState, output_dir: Path, record: dict[str, Any],
+              checkpoint_steps: int, keep: int) -> None:
+    """Log the epoch's record (console, trackers, ``log.jsonl``) and checkpoint if saving per epoch."""
+    accelerator.log(record, step=state.step)
+    accelerator.print(json.dumps(record))
+    if accelerator.is_main_process:
+        append_log(output_dir, record)
+    if not checkpoint_steps:
+        save_checkpoint(accelerator, output_dir, state.step, keep)
