@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) scripts/demo_swap.py
+	$(PY) -m accelerate.commands.launch --config_file finetune/configs/cpu_single.yaml finetune/vision.py \
+		--model efficientnetv2_rw_t_adrelu --dataset digits --img-size 64 --hflip 0 --epochs 3 --batch-size 32 \
+		--output-dir outputs/demo-efficientnetv2_rw_t_adrelu-digits $(if $(wildcard outputs/demo-efficientnetv2_rw_t_adrelu-digits/training_args.json),--resume,)
 
 test: venv
 	$(PY) -m ruff check .

@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Sequence, Value, load_dataset
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Image,
+    Sequence,
+    Value,
+    load_dataset,
+    load_from_disk,
+)
 
 EMBEDDED_IMAGE = ("digits", "mnist1d")
 EMBEDDED_TEXT = ("pydoc",)
@@ -65,6 +75,19 @@ def mnist1d_dataset(num_samples: int = 5000, seed: int = 42) -> DatasetDict:
     )
 
 
+def _load(name: str, image: bool) -> DatasetDict:
+    """A local folder (``imagefolder`` for images, ``load_from_disk`` / data files otherwise) or a Hub dataset."""
+    try:
+        if Path(name).is_dir():
+            if (Path(name) / "dataset_dict.json").exists():
+                return load_from_disk(name)
+            return load_dataset("imagefolder", data_dir=name) if image else load_dataset(name)
+        return load_dataset(name)
+    except Exception as e:  # datasets raises many types; the user needs the name and the cause
+        raise ValueError(f"cannot load dataset {name!r} (not embedded, not a local folder, not on the Hub or "
+                         f"offline): {type(e).__name__}: {e}") from e
+
+
 def _pick(columns: list[str], given: str | None, candidates: tuple[str, ...], what: str, name: str) -> str:
     if given:
         if given not in columns:
@@ -89,10 +112,8 @@ def load_image_dataset(
         ds = digits_dataset(image_size)
     elif name == "mnist1d":
         ds = mnist1d_dataset()
-    elif Path(name).is_dir():
-        ds = load_dataset("imagefolder", data_dir=name)
     else:
-        ds = load_dataset(name)
+        ds = _load(name, image=True)
     if train_split not in ds:
         raise ValueError(f"dataset {name!r} has no split {train_split!r} (splits: {list(ds)})")
     eval_split = eval_split or next((s for s in EVAL_SPLITS if s in ds), None)
@@ -118,7 +139,7 @@ def load_text_dataset(name: str, text_column: str = "text", train_split: str = "
 
         ds = DatasetDict(train=Dataset.from_dict({"text": [topics[k] for k in sorted(topics)]}))
     else:
-        ds = load_dataset(name)
+        ds = _load(name, image=False)
     if text_column not in ds[train_split].column_names:
         raise ValueError(f"text column {text_column!r} not in dataset {name!r} ({ds[train_split].column_names})")
     if eval_split is None:

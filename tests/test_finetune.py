@@ -1,0 +1,163 @@
+"""The Accelerate scripts end to end on the embedded datasets (subprocesses through `accelerate launch`)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import hf_acts
+from hf_acts.data import load_image_dataset, load_text_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "finetune"))
+import lm  # noqa: E402
+import vision  # noqa: E402
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "ACCELERATE_USE_CPU": "1",
+       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+VISION = ["--model", "resnet8_cifar_adrelu", "--dataset", "digits", "--img-size", "32", "--hflip", "0",
+          "--batch-size", "32", "--max-train-samples", "320", "--report-to", "none"]
+LM = ["--model", "tiny", "--hidden-size", "64", "--intermediate-size", "160", "--num-layers", "2", "--vocab-size",
+      "400", "--block-size", "64", "--batch-size", "8", "--report-to", "none"]
+
+
+def launch(script, args, processes=1, **kw):
+    config = ROOT / "finetune" / "configs" / ("cpu_2proc.yaml" if processes == 2 else "cpu_single.yaml")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           str(ROOT / "finetune" / script), *args]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600, **kw)
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def vision_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vision") / "run"
+    ok(launch("vision.py", [*VISION, "--epochs", "2", "--max-eval-samples", "100", "--output-dir", str(out)]))
+    return out
+
+
+@pytest.mark.slow
+def test_vision_output_is_hub_ready_and_reproduces_its_metrics(vision_run):
+    files = {p.name for p in vision_run.iterdir()}
+    assert {"model.safetensors", "config.json", "training_args.json", "metrics.json", "log.jsonl",
+            "training_curves.png", "hf_acts_swaps.json"} <= files
+    metrics = json.loads((vision_run / "metrics.json").read_text())
+    assert metrics["steps"] == 2 * 10 and metrics["eval_count"] == 100
+    config = json.loads((vision_run / "config.json").read_text())
+    assert config["label_names"] == [str(i) for i in range(10)] and "num_classes" not in config["model_args"]
+    model = timm.create_model(f"local-dir:{vision_run}", pretrained=True).eval()
+    data = load_image_dataset("digits")
+    _, eval_tf, _ = vision.make_transforms(model, data, vision.parse_args(VISION))
+    batch = eval_tf(data.eval[:100])
+    with torch.no_grad():
+        logits = model(batch["x"])
+    assert (logits.argmax(-1) == batch["y"]).float().mean().item() == pytest.approx(metrics["top1"])
+    last = sorted((vision_run / "checkpoints").glob("step_*"))[-1]
+    from safetensors.torch import load_file
+    twin = timm.create_model("resnet8_cifar_adrelu", num_classes=10).eval()
+    twin.load_state_dict(load_file(last / "model.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(twin(batch["x"]), logits)
+
+
+@pytest.mark.slow
+def test_vision_two_processes_count_each_eval_sample_once(tmp_path):
+    out = tmp_path / "run"
+    ok(launch("vision.py", [*VISION, "--epochs", "1", "--max-eval-samples", "101", "--output-dir", str(out)],
+              processes=2))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["eval_count"] == 101  # odd: the padded duplicate is dropped
+    assert metrics["steps"] == 5  # 320 samples / (2 x 32)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_finishes_with_the_same_number_of_steps(tmp_path):
+    out = tmp_path / "run"
+    args = [*VISION, "--epochs", "2", "--max-eval-samples", "50", "--checkpoint-steps", "3", "--output-dir", str(out)]
+    config = ROOT / "finetune" / "configs" / "cpu_single.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           str(ROOT / "finetune" / "vision.py"), *args]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "checkpoints").glob("step_00000006")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((out / "checkpoints").glob("step_*")), "no checkpoint before the kill"
+    assert not (out / "metrics.json").exists(), "the run finished before it was killed"
+    proc2 = ok(launch("vision.py", [*args, "--resume"]))
+    assert "resumed from" in proc2.stdout + proc2.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 * 10
+    assert [r["epoch"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())][-1] == 2
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.mark.slow
+def test_lm_tiny_end_to_end_and_reload(tmp_path):
+    out = tmp_path / "run"
+    ok(launch("lm.py", [*LM, "--mlp", "dynactglu", "--max-steps", "12", "--output-dir", str(out)]))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 12 and metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"])
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    remote = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert type(model).__name__ == "HfActsLlamaForCausalLM"
+    assert model.model.layers[0].mlp.act_fn.alpha.item() != 1.0  # trained
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    blocks = lm.pack(load_text_dataset("pydoc")["eval"], tokenizer, 64)
+    batch = {k: torch.stack([b[k] for b in blocks]) for k in ("input_ids", "labels")}
+    with torch.no_grad():
+        ours, theirs = model(**batch), remote(**batch)
+    assert torch.equal(ours.logits, theirs.logits)
+    assert ours.loss.item() == pytest.approx(metrics["eval_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--model", "resnet_nope"], "unknown model 'resnet_nope'"),
+    (["--label-column", "klass"], "label column 'klass' not in dataset 'digits'"),
+    (["--act", "fles", "--select", "nothing_matches"], "no module matches"),
+    (["--dataset", "no-such-org/no-such-dataset"], "cannot load dataset 'no-such-org/no-such-dataset'"),
+])
+def test_vision_bad_input_fails_before_training(tmp_path, extra, match):
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match=match):
+        vision.main([*VISION, "--epochs", "1", "--output-dir", str(out), *extra])
+    assert not (out / "checkpoints").exists()
+
+
+def test_output_dir_holding_another_run_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "training_args.json").write_text(json.dumps({"model": "other"}))
+    with pytest.raises(ValueError, match="holds a different run"):
+        vision.main([*VISION, "--output-dir", str(out)])
+    with pytest.raises(ValueError, match="holds a different run"):
+        lm.main([*LM, "--output-dir", str(out), "--resume"])
+
+
+def test_same_run_without_resume_is_refused(tmp_path):
+    out = tmp_path / "run"
+    args = vision.parse_args([*VISION, "--output-dir", str(out)])
+    hf_acts.training.prepare_output_dir(out, vars(args), resume=False)
+    hf_acts.training.write_args(out, vars(args))
+    with pytest.raises(ValueError, match="pass --resume"):
+        vision.main([*VISION, "--output-dir", str(out)])
+
+
+def test_lm_bad_model(tmp_path):
+    with pytest.raises(ValueError, match="cannot load model"):
+        lm.main([*LM, "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "run")])
