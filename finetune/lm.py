@@ -31,8 +31,10 @@ from transformers import (
 )
 
 import hf_acts
+from hf_acts.cards import render_card
 from hf_acts.data import load_text_dataset
 from hf_acts.training import (
+    RecipeArgumentParser,
     TrainState,
     after_batch,
     end_epoch,
@@ -47,7 +49,7 @@ from hf_acts.training import (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = RecipeArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--model", default="tiny", help="tiny | Hub id | local folder (Llama/Mistral/Qwen2/Qwen3)")
     g.add_argument("--mlp", default="dynactglu", choices=["swiglu", "dynactglu"])
@@ -214,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
                      parameters=sum(p.numel() for p in model.parameters()))
         (out / "metrics.json").write_text(json.dumps(final, indent=2))
         plot_curves(read_log(out), out / "training_curves.png", ("eval_loss", "perplexity"))
-        accelerator.print(f"Hub-ready folder: {out.resolve()}")
+        render_card(out).save(out / "README.md")
+        accelerator.print(f"Hub-ready folder: {out.resolve()} (publish: hf-acts publish {out} --repo-id ORG/NAME)")
     return final
 
 

@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 import hf_acts
+from hf_acts.cards import render_card
 from hf_acts.data import load_image_dataset
 from hf_acts.metrics import load_metric
 from hf_acts.training import (
+    RecipeArgumentParser,
     TrainState,
     after_batch,
     end_epoch,
@@ -43,7 +45,7 @@ from hf_acts.training import (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = RecipeArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--model", default="efficientnetv2_rw_t_adrelu", help="timm / hf-acts model, hf-hub:, local-dir:")
     g.add_argument("--pretrained", action="store_true", help="start from pretrained (or warm-start) weights")
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
                      parameters=sum(p.numel() for p in model.parameters()))
         (out / "metrics.json").write_text(json.dumps(final, indent=2))
         plot_curves(read_log(out), out / "training_curves.png", ("top1", "eval_loss"))
-        accelerator.print(f"Hub-ready folder: {out.resolve()}")
+        render_card(out).save(out / "README.md")
+        accelerator.print(f"Hub-ready folder: {out.resolve()} (publish: hf-acts publish {out} --repo-id ORG/NAME)")
     return final
 
 

@@ -5,6 +5,7 @@ Not a trainer: the scripts in ``finetune/`` own their loops (Accelerate-examples
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -151,3 +152,14 @@ def end_epoch(accelerator: Accelerator, state: TrainState, output_dir: Path, rec
         append_log(output_dir, record)
     if not checkpoint_steps:
         save_checkpoint(accelerator, output_dir, state.step, keep)
+
+
+class RecipeArgumentParser(argparse.ArgumentParser):
+    """argparse that reads ``@recipe.args`` files: one ``--flag=value`` per line, ``#`` comments allowed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, fromfile_prefix_chars="@", **kwargs)
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        line = arg_line.strip()
+        return [] if not line or line.startswith("#") else [line]

@@ -1,7 +1,18 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "ACCELERATE_USE_CPU": "1",
+       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+VISION = ["--model", "resnet8_cifar_adrelu", "--dataset", "digits", "--img-size", "32", "--hflip", "0",
+          "--batch-size", "32", "--max-train-samples", "320", "--report-to", "none"]
+LM = ["--model", "tiny", "--hidden-size", "64", "--intermediate-size", "160", "--num-layers", "2", "--vocab-size",
+      "400", "--block-size", "64", "--batch-size", "8", "--report-to", "none"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -18,3 +29,29 @@ def randomize_(module: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
         for p in module.parameters():
             p.normal_(0.0, scale)
     return module
+
+
+def launch(script: str, args: list[str], processes: int = 1) -> subprocess.CompletedProcess:
+    """``accelerate launch finetune/<script>`` in a subprocess; fails the test with its stderr."""
+    config = ROOT / "finetune" / "configs" / ("cpu_2proc.yaml" if processes == 2 else "cpu_single.yaml")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           str(ROOT / "finetune" / script), *args]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def vision_run(tmp_path_factory) -> Path:
+    """A real (tiny) fine-tuning output: ResNet-8 ADReLU on digits, 2 epochs."""
+    out = tmp_path_factory.mktemp("vision") / "run"
+    launch("vision.py", [*VISION, "--epochs", "2", "--max-eval-samples", "100", "--output-dir", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def lm_run(tmp_path_factory) -> Path:
+    """A real (tiny) LM training output: dynActGLU Llama on pydoc, 12 steps."""
+    out = tmp_path_factory.mktemp("lm") / "run"
+    launch("lm.py", [*LM, "--mlp", "dynactglu", "--max-steps", "12", "--output-dir", str(out)])
+    return out

@@ -6,53 +6,26 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import timm
 import torch
+from conftest import ENV, LM, ROOT, VISION, launch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_acts
 from hf_acts.data import load_image_dataset, load_text_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "finetune"))
 import lm  # noqa: E402
 import vision  # noqa: E402
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "ACCELERATE_USE_CPU": "1",
-       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-VISION = ["--model", "resnet8_cifar_adrelu", "--dataset", "digits", "--img-size", "32", "--hflip", "0",
-          "--batch-size", "32", "--max-train-samples", "320", "--report-to", "none"]
-LM = ["--model", "tiny", "--hidden-size", "64", "--intermediate-size", "160", "--num-layers", "2", "--vocab-size",
-      "400", "--block-size", "64", "--batch-size", "8", "--report-to", "none"]
-
-
-def launch(script, args, processes=1, **kw):
-    config = ROOT / "finetune" / "configs" / ("cpu_2proc.yaml" if processes == 2 else "cpu_single.yaml")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           str(ROOT / "finetune" / script), *args]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600, **kw)
-
-
-def ok(proc):
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def vision_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vision") / "run"
-    ok(launch("vision.py", [*VISION, "--epochs", "2", "--max-eval-samples", "100", "--output-dir", str(out)]))
-    return out
 
 
 @pytest.mark.slow
 def test_vision_output_is_hub_ready_and_reproduces_its_metrics(vision_run):
     files = {p.name for p in vision_run.iterdir()}
     assert {"model.safetensors", "config.json", "training_args.json", "metrics.json", "log.jsonl",
-            "training_curves.png", "hf_acts_swaps.json"} <= files
+            "training_curves.png", "hf_acts_swaps.json", "README.md"} <= files
     metrics = json.loads((vision_run / "metrics.json").read_text())
     assert metrics["steps"] == 2 * 10 and metrics["eval_count"] == 100
     config = json.loads((vision_run / "config.json").read_text())
@@ -75,8 +48,8 @@ def test_vision_output_is_hub_ready_and_reproduces_its_metrics(vision_run):
 @pytest.mark.slow
 def test_vision_two_processes_count_each_eval_sample_once(tmp_path):
     out = tmp_path / "run"
-    ok(launch("vision.py", [*VISION, "--epochs", "1", "--max-eval-samples", "101", "--output-dir", str(out)],
-              processes=2))
+    launch("vision.py", [*VISION, "--epochs", "1", "--max-eval-samples", "101", "--output-dir", str(out)],
+           processes=2)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
     assert metrics["eval_count"] == 101  # odd: the padded duplicate is dropped
@@ -99,7 +72,7 @@ def test_kill_and_resume_finishes_with_the_same_number_of_steps(tmp_path):
     proc.wait()
     assert list((out / "checkpoints").glob("step_*")), "no checkpoint before the kill"
     assert not (out / "metrics.json").exists(), "the run finished before it was killed"
-    proc2 = ok(launch("vision.py", [*args, "--resume"]))
+    proc2 = launch("vision.py", [*args, "--resume"])
     assert "resumed from" in proc2.stdout + proc2.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2 * 10
@@ -108,9 +81,8 @@ def test_kill_and_resume_finishes_with_the_same_number_of_steps(tmp_path):
 
 
 @pytest.mark.slow
-def test_lm_tiny_end_to_end_and_reload(tmp_path):
-    out = tmp_path / "run"
-    ok(launch("lm.py", [*LM, "--mlp", "dynactglu", "--max-steps", "12", "--output-dir", str(out)]))
+def test_lm_tiny_end_to_end_and_reload(lm_run):
+    out = lm_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 12 and metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"])
     model = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -161,3 +133,10 @@ def test_same_run_without_resume_is_refused(tmp_path):
 def test_lm_bad_model(tmp_path):
     with pytest.raises(ValueError, match="cannot load model"):
         lm.main([*LM, "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "run")])
+
+
+def test_recipes_parse_and_the_lm_pair_differs_only_in_the_mlp():
+    recipe = vision.parse_args([f"@{ROOT}/finetune/configs/efficientnetv2_s_adrelu_cifar100.args"])
+    assert recipe.model == "efficientnetv2_s_adrelu" and recipe.pretrained and recipe.label_column == "fine_label"
+    a, b = (vars(lm.parse_args([f"@{ROOT}/finetune/configs/lm_tiny_{m}.args"])) for m in ("swiglu", "dynactglu"))
+    assert {k for k in a if a[k] != b[k]} == {"mlp", "output_dir"}

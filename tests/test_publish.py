@@ -1,0 +1,229 @@
+"""Model cards, Hub upload against a test double, loading by Hub id through a real loopback server, CLI."""
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx2
+import pytest
+import yaml
+from conftest import ENV, ROOT
+from huggingface_hub import ModelCard, set_client_factory
+
+from hf_acts.cards import render_card
+from hf_acts.cli import main as cli
+from hf_acts.publish import files_to_upload, publish_to_hub
+
+TOKEN = "hf_test_token_never_written_0123456789"
+
+
+def metadata(card: ModelCard) -> dict:
+    return yaml.safe_load(str(card).split("---")[1])
+
+
+def test_timm_card_from_a_real_run(vision_run):
+    card = render_card(vision_run, repo_id="org/resnet8-adrelu-digits")
+    meta = metadata(card)
+    metrics = json.loads((vision_run / "metrics.json").read_text())
+    assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-classification"
+    assert {"hf-acts", "adrelu"} <= set(meta["tags"])
+    values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert values == {"top-1 accuracy": metrics["top1"], "top-5 accuracy": metrics["top5"]}
+    text = str(card)
+    assert "`stages.2.0.act2` | ReLU | ADReLU | 64" in text  # the swap report as a table
+    assert 'timm.create_model("hf-hub:org/resnet8-adrelu-digits", pretrained=True)' in text
+    assert "import hf_acts" in text and "@misc{adrelu" in text and "rw2019timm" in text
+    assert "| parameters | 78,042 | 92,170 |" in text  # ResNet-8 with 10 classes, and its ADReLU twin
+    assert f"{metrics['top1']:.4f}" in text and "training_curves.png" in text
+
+
+def test_transformers_card_from_a_real_run(lm_run):
+    card = render_card(lm_run, repo_id="org/tiny-dynactglu")
+    meta = metadata(card)
+    metrics = json.loads((lm_run / "metrics.json").read_text())
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
+    assert {"hf-acts", "dynactglu"} <= set(meta["tags"])
+    (result,) = meta["model-index"][0]["results"][0]["metrics"]
+    assert result["type"] == "perplexity" and result["value"] == metrics["perplexity"]
+    assert 'from_pretrained("org/tiny-dynactglu", trust_remote_code=True)' in str(card)
+    assert "@article{bachmann2026dynactivation" in str(card)
+
+
+class FakeHub:
+    """A test double of the Hub endpoints an upload uses (no request leaves the process)."""
+
+    def __init__(self):
+        self.requests, self.commits = [], []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if path == "/api/validate-yaml":
+            readme = json.loads(request.content)["content"]
+            yaml.safe_load(readme.split("---")[1])  # the front matter must parse
+            return httpx2.Response(200, json={"errors": [], "warnings": []})
+        if path == "/api/repos/create":
+            return httpx2.Response(200, json={"url": "https://huggingface.co/org/run", "name": "org/run"})
+        if "/preupload/" in path:
+            files = json.loads(request.content)["files"]
+            return httpx2.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular",
+                                                         "shouldIgnore": False} for f in files]})
+        if "/commit/" in path:
+            self.commits.append([json.loads(line) for line in request.content.decode().splitlines()])
+            return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/org/run/commit/1",
+                                              "commitOid": "1" * 40, "pullRequestUrl": None})
+        if path == "/api/agent-harnesses":
+            return httpx2.Response(200, json=[])
+        return httpx2.Response(404, json={"error": f"not part of the test double: {path}"})
+
+
+@pytest.fixture
+def fake_hub():
+    hub = FakeHub()
+    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+    yield hub
+    set_client_factory(httpx2.Client)
+
+
+def test_upload_sends_files_card_and_commit(vision_run, tmp_path, fake_hub, caplog):
+    folder = tmp_path / "run"
+    shutil.copytree(vision_run, folder)
+    assert publish_to_hub(folder, "org/run", dry_run=True) == files_to_upload(folder)
+    assert not fake_hub.requests  # a dry run sends nothing
+    publish_to_hub(folder, "org/run", token=TOKEN)
+    (commit,) = fake_hub.commits
+    header, files = commit[0]["value"], {op["value"]["path"]: op["value"] for op in commit[1:]}
+    assert header["summary"].startswith("Upload hf-acts model")
+    assert set(files) == set(files_to_upload(folder)) and not any(p.startswith("checkpoints") for p in files)
+    for path, op in files.items():
+        assert base64.b64decode(op["content"]) == (folder / path).read_bytes()
+    card = base64.b64decode(files["README.md"]["content"]).decode()
+    assert yaml.safe_load(card.split("---")[1])["tags"][0] == "hf-acts"
+    created = json.loads(next(r for r in fake_hub.requests if r.url.path == "/api/repos/create").content)
+    assert created["name"] == "run" and created["organization"] == "org"
+    assert all(r.url.host == "huggingface.co" for r in fake_hub.requests)  # served by the double, not a network
+    everything = "".join(p.read_text(errors="ignore") for p in folder.rglob("*") if p.is_file())
+    assert TOKEN not in everything and TOKEN not in caplog.text and TOKEN not in json.dumps(commit)
+    publish_to_hub(folder, "org/run", token=TOKEN)  # re-publishing the same folder is safe
+    assert len(fake_hub.commits) == 2
+
+
+def test_publish_refuses_a_broken_folder(vision_run, tmp_path, fake_hub):
+    folder = tmp_path / "run"
+    shutil.copytree(vision_run, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="does not load as a timm model"):
+        publish_to_hub(folder, "org/run", token=TOKEN)
+    assert not fake_hub.requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hub_server(tmp_path):
+    """olah, a Hub-compatible server, serving local git repositories on 127.0.0.1 in offline mode."""
+    port = free_port()
+    mirrors = tmp_path / "mirrors"
+    config = tmp_path / "olah.toml"
+    config.write_text(textwrap.dedent(f"""
+        [basic]
+        host = "127.0.0.1"
+        port = {port}
+        repos-path = "{tmp_path / 'repos'}"
+        mirrors-path = ["{mirrors}"]
+
+        [accessibility]
+        offline = true
+    """))
+    olah = shutil.which("olah-cli", path=str(ROOT / ".venv" / "bin")) or shutil.which("olah-cli")
+    proc = subprocess.Popen([olah, "-c", str(config)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            httpx2.get(endpoint + "/api/models/none/none", timeout=1)
+            break
+        except httpx2.TransportError:
+            time.sleep(0.3)
+
+    def add(folder, repo_id):
+        dest = mirrors / "models" / repo_id
+        shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("checkpoints"))
+        git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+        for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "publish"]):
+            subprocess.run([*git, *cmd], cwd=dest, check=True)
+
+    yield endpoint, add
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_load_by_hub_id_through_a_real_server(hub_server, vision_run, lm_run, tmp_path):
+    endpoint, add = hub_server
+    add(vision_run, "org/resnet8-adrelu")
+    add(lm_run, "org/tiny-lm")
+    script = textwrap.dedent(f"""
+        import sys, torch
+        import hf_acts, timm
+        from transformers import AutoModelForImageClassification
+        x = torch.randn(2, 3, 32, 32)
+        hub = timm.create_model("hf-hub:org/resnet8-adrelu", pretrained=True).eval()
+        local = timm.create_model("local-dir:{vision_run}", pretrained=True).eval()
+        wrapped = AutoModelForImageClassification.from_pretrained("org/resnet8-adrelu").eval()
+        with torch.no_grad():
+            assert torch.equal(hub(x), local(x)) and torch.equal(wrapped(pixel_values=x).logits, local(x))
+        print("timm ok")
+    """)
+    remote = textwrap.dedent(f"""
+        import sys
+        sys.modules["hf_acts"] = None  # a machine without hf-acts
+        import torch
+        from transformers import AutoModelForCausalLM
+        ids = torch.arange(20).view(2, 10)
+        hub = AutoModelForCausalLM.from_pretrained("org/tiny-lm", trust_remote_code=True).eval()
+        local = AutoModelForCausalLM.from_pretrained("{lm_run}", trust_remote_code=True).eval()
+        with torch.no_grad():
+            assert torch.equal(hub(input_ids=ids).logits, local(input_ids=ids).logits)
+        print("transformers ok")
+    """)
+    env = {**ENV, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf_home")}
+    for code, expected in ((script, "timm ok"), (remote, "transformers ok")):
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and expected in proc.stdout, proc.stderr[-3000:]
+
+
+def test_cli_swap_card_publish_dry_run(tmp_path, capsys):
+    out = tmp_path / "swapped"
+    cli(["swap", "resnet18", "--act", "fles", "--target", "relu", "--select", r"^layer4\.1", "--num-classes", "4",
+         "--output-dir", str(out)])
+    assert "`layer4.1.act1` | ReLU | FleS" in capsys.readouterr().out
+    meta = metadata(ModelCard.load(out / "README.md"))
+    assert "model-index" not in meta  # untrained: no numbers
+    cli(["card", str(out), "--repo-id", "org/r18-fles"])
+    assert "hf-hub:org/r18-fles" in (out / "README.md").read_text()
+    cli(["publish", str(out), "--repo-id", "org/r18-fles", "--dry-run"])
+    assert "model.safetensors" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown timm model 'resnet_nope'"):
+        cli(["swap", "resnet_nope", "--act", "fles", "--output-dir", str(tmp_path / "x")])
+
+
+def test_cli_help_and_list(capsys):
+    for command in ("list", "swap", "card", "publish", "bench"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli([command, "--help"])
+        assert exit_info.value.code == 0
+    cli(["list"])
+    out = capsys.readouterr().out
+    assert "efficientnetv2_s_adrelu" in out and "hf_acts_qwen3" in out and "dynactglu" in out
+
