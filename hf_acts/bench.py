@@ -1,0 +1,236 @@
+"""Cost benchmarks: activations and training steps, as ratios measured within one run.
+
+Times are medians of repeated runs; every ratio divides two numbers measured in the same process, minutes
+apart at most. ``memory`` is what autograd saves for the backward pass (bytes), which is what an activation adds
+to training memory; it is exact, unlike process RSS on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import create_activation
+
+BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, constructor kwargs)
+    "adrelu": ("relu", {}),
+    "aiec": ("relu", {"num_classes": 10}),
+    "dyrelu": ("relu", {}),
+    "dynactivation": ("silu", {"base": "silu"}),
+    "fles": ("silu", {"base": "silu"}),
+    "swish_beta": ("silu", {}),
+}
+NATIVE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def median_time(fn: Callable[[], Any], reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes autograd keeps for the backward pass of ``fn()`` (each storage counted once)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def _run(module_or_fn: Callable, x: torch.Tensor, backward: bool, reps: int) -> float:
+    xg = x.detach().requires_grad_(backward)
+    grad = torch.randn_like(x)
+
+    def step():
+        y = module_or_fn(xg)
+        if backward:
+            y.backward(grad)
+            xg.grad = None
+    if not backward:
+        with torch.no_grad():
+            return median_time(step, reps)
+    return median_time(step, reps)
+
+
+def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
+    """Every activation vs its native base and vs a memory-bound floor (``out.copy_(x)``)."""
+    shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
+              "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
+    dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
+    modes = ["eager"] if quick else ["eager", "compiled"]
+    reps = 5 if quick else 15
+    rows = []
+    for shape_name, shape in shapes.items():
+        for dtype in dtypes:
+            x = torch.randn(shape, dtype=dtype)
+            out = torch.empty_like(x)
+            floor = median_time(lambda: out.copy_(x), reps)  # noqa: B023
+            for name, (base, kwargs) in BASES.items():
+                act = create_activation(name, channels=x.shape[-1] if x.ndim == 3 else x.shape[1], **kwargs)
+                act = act.to(dtype)
+                for mode in modes:
+                    fn, ref = act, NATIVE[base]
+                    if mode == "compiled":
+                        torch._dynamo.reset()
+                        fn, ref = torch.compile(act), torch.compile(NATIVE[base])
+                    row = {"activation": name, "base": base, "shape": shape_name, "dtype": str(dtype)[6:],
+                           "mode": mode, "floor_ms": floor * 1e3}
+                    for backward in (False, True):
+                        key = "fwd_bwd" if backward else "fwd"
+                        t, t_base = _run(fn, x, backward, reps), _run(ref, x, backward, reps)
+                        row.update({f"{key}_ms": t * 1e3, f"{key}_vs_base": t / t_base,
+                                    f"{key}_vs_floor": t / floor})
+                    xg = x.detach().requires_grad_()
+                    row["saved_bytes_vs_base"] = saved_bytes(lambda: act(xg)) / max(  # noqa: B023
+                        saved_bytes(lambda: NATIVE[base](xg)), 1)  # noqa: B023
+                    rows.append(row)
+    return rows
+
+
+def train_step_time(model: nn.Module, inputs: Any, loss_fn: Callable, reps: int) -> float:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        loss = loss_fn(model, inputs)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.train()
+    return median_time(step, reps)
+
+
+def _ce(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(model(batch[0]), batch[1])
+
+
+def _lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=ids, labels=ids).loss
+
+
+def bench_models(quick: bool = False) -> list[dict[str, Any]]:
+    """Training-step time (forward + backward + AdamW) of hf-acts models against their base, same run."""
+    import timm
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    reps = 3 if quick else 10
+    rows: list[dict[str, Any]] = []
+
+    def compare(group: str, names: dict[str, Callable[[], nn.Module]], inputs: Any, loss_fn: Callable,
+                units: float | None = None) -> None:
+        times = {label: train_step_time(build(), inputs, loss_fn, reps) for label, build in names.items()}
+        base = next(iter(times.values()))
+        for label, t in times.items():
+            row = {"group": group, "model": label, "step_ms": t * 1e3, "vs_base": t / base}
+            if units:
+                row["tokens_per_s"] = units / t
+            rows.append(row)
+
+    batch = 32 if quick else 128
+    cifar = (torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,)))
+    for depth in (8,) if quick else (8, 32):
+        compare(f"resnet{depth}_cifar (CIFAR-100, 32px, batch {batch})",
+                {v: (lambda v=v: timm.create_model(v, num_classes=100))
+                 for v in (f"resnet{depth}_cifar", f"resnet{depth}_cifar_adrelu", f"resnet{depth}_cifar_dyrelu")},
+                cifar, _ce)
+    vit_batch = 4 if quick else 16
+    vit = (torch.randn(vit_batch, 3, 224, 224), torch.randint(0, 10, (vit_batch,)))
+    compare(f"vit_tiny (224px, batch {vit_batch})",
+            {v: (lambda v=v: timm.create_model(v, num_classes=10))
+             for v in ("vit_tiny_patch16_224", "vit_tiny_patch16_224_fles")}, vit, _ce)
+    seq, lm_batch = (128, 4) if quick else (256, 8)
+    ids = torch.randint(0, 1024, (lm_batch, seq))
+    lm = {mlp: (lambda mlp=mlp: AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "hf_acts_llama", vocab_size=1024, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+        num_attention_heads=4, max_position_embeddings=seq, mlp_variant=mlp))) for mlp in ("swiglu", "dynactglu")}
+    compare(f"tiny Llama LM (seq {seq}, batch {lm_batch})", lm, ids, _lm_loss, units=seq * lm_batch)
+    if not quick:
+        eff = (torch.randn(16, 3, 128, 128), torch.randint(0, 10, (16,)))
+        compare("efficientnetv2_rw_t (128px, batch 16)",
+                {v: (lambda v=v: timm.create_model(v, num_classes=10))
+                 for v in ("efficientnetv2_rw_t", "efficientnetv2_rw_t_adrelu")}, eff, _ce)
+    act = create_activation("adrelu", channels=64)
+    for size in (32, 64) if quick else (32, 64, 128):
+        x = torch.randn(8, 64, size, size)
+        t = _run(act, x, True, reps)
+        rows.append({"group": "ADReLU fwd+bwd vs input size (C=64, batch 8)", "model": f"{size}x{size}",
+                     "step_ms": t * 1e3, "ms_per_kpixel": t * 1e3 / (size * size / 1000)})
+    return rows
+
+
+def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eager = [r for r in rows if r["mode"] == "eager" and r["dtype"] == "float32"]
+    labels = [f"{r['activation']}\n{r['shape']}" for r in eager]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(labels)), 3.5))
+    ax.bar(range(len(eager)), [r["fwd_bwd_vs_base"] for r in eager])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(eager)), labels, fontsize=7)
+    ax.set_ylabel("fwd+bwd time / native base")
+    ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks") -> dict[str, Any]:
+    """Run both benchmarks; write JSON, a markdown table and a PNG into ``output_dir``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    acts = bench_activations(quick)
+    models = bench_models(quick)
+    result = {"machine": machine(), "quick": quick, "activations": acts, "models": models}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    m = result["machine"]
+    table = "\n\n".join([
+        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}. Medians; ratios within one run.",
+        "### Activations (ratio to the native base activation and to a copy_ memory floor)",
+        _markdown(acts, ["activation", "base", "shape", "dtype", "mode", "fwd_vs_base", "fwd_bwd_vs_base",
+                         "fwd_bwd_vs_floor", "saved_bytes_vs_base"]),
+        "### Training steps (forward + backward + AdamW)",
+        _markdown(models, ["group", "model", "step_ms", "vs_base", "tokens_per_s", "ms_per_kpixel"]),
+    ])
+    (out / "results.md").write_text(table + "\n")
+    _plot(acts, out / "activations.png")
+    print(table)
+    return result
