@@ -95,3 +95,41 @@ def test_dynactglu_formula_after_training_moves_alpha_beta():
 def test_dynactglu_bad_mode():
     with pytest.raises(ValueError, match="mode"):
         DynActGLU(8, 16, mode="up")
+
+
+@pytest.mark.parametrize("base", ["relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fused_path_matches_the_reference_formula_and_its_gradients(base, per_channel):
+    """The default (fused, custom-backward) path against autograd through the plain formula."""
+    from hf_acts.activations.dynactivation import dynact_reference
+
+    m = DynActivation(base, alpha_init=1.2, beta_init=0.3, per_channel=per_channel, channels=6 if per_channel else None)
+    x = torch.randn(3, 6, 5, 5, requires_grad=True)
+    grad = torch.randn(3, 6, 5, 5)
+    m(x).backward(grad)
+    fused = (x.grad.clone(), m.alpha.grad.clone(), m.beta.grad.clone())
+    x.grad = m.alpha.grad = m.beta.grad = None
+    shape = (-1, 1, 1) if per_channel else ()
+    dynact_reference(x, m.alpha.view(shape), m.beta.view(shape), base).backward(grad)
+    for got, want in zip(fused, (x.grad, m.alpha.grad, m.beta.grad), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_path_bf16_and_tokens():
+    m = DynActivation("silu", alpha_init=0.9, beta_init=0.2, per_channel=True, channels=16).to(torch.bfloat16)
+    x = torch.randn(2, 7, 16, dtype=torch.bfloat16, requires_grad=True)
+    y = m(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and m.alpha.grad.dtype == torch.bfloat16
+    ref = F.silu(x.float()) * (m.alpha.float() - m.beta.float()) + m.beta.float() * x.float()
+    torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_eager_fallback_gives_the_same_result(monkeypatch):
+    from hf_acts.activations import dynactivation
+
+    m = DynActivation("gelu", alpha_init=1.1, beta_init=0.4)
+    x = torch.randn(4, 9)
+    fused = m(x)
+    monkeypatch.setattr(dynactivation._Kernels, "enabled", False)
+    torch.testing.assert_close(m(x), fused)

@@ -2,13 +2,97 @@
 
 from __future__ import annotations
 
+import os
+import types
+import warnings
+
 import torch
 from torch import nn
 
 from ._base import LazyChannels
-from .bases import get_base
+from .bases import BASE_ACTIVATIONS, get_base
 
 DYN_BASES = ("relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish")
+_aten = torch.ops.aten
+# d base(x)/dx times grad, as aten's fused backward ops (one kernel each in eager, decomposed under compile)
+_BASE_BACKWARD = {
+    "relu": lambda g, x: _aten.threshold_backward(g, x, 0),
+    "leaky_relu": lambda g, x: _aten.leaky_relu_backward(g, x, 0.01, False),
+    "silu": _aten.silu_backward,
+    "gelu": lambda g, x: _aten.gelu_backward(g, x),
+    "gelu_tanh": lambda g, x: _aten.gelu_backward(g, x, approximate="tanh"),
+    "mish": _aten.mish_backward,
+}
+
+
+def dynact_reference(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, base: str) -> torch.Tensor:
+    """The abstract's formula as written, ``base(x) (alpha - beta) + beta x`` (the tests' reference)."""
+    return BASE_ACTIVATIONS[base](x) * (alpha - beta) + beta * x
+
+
+def _forward_kernel(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, base: str) -> torch.Tensor:
+    return torch.addcmul(beta * x, BASE_ACTIVATIONS[base](x), alpha - beta)
+
+
+def _backward_kernel(grad: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, base: str,
+                     dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``dx = g ((alpha - beta) base'(x) + beta)``, ``dalpha = sum(g base(x))``, ``dbeta = sum(g x) - dalpha``
+    (sums in float32)."""
+    grad_x = _BASE_BACKWARD[base](grad * (alpha - beta), x) + grad * beta
+    g32 = grad.float()
+    grad_alpha = (g32 * BASE_ACTIVATIONS[base](x).float()).sum(dims)
+    grad_beta = (g32 * x.float()).sum(dims) - grad_alpha
+    return grad_x, grad_alpha, grad_beta
+
+
+class _Kernels:
+    """Inductor-fused versions of the two kernels, compiled on first use (one loop over the tensor each).
+
+    Each (kernel, base, dtype, rank, reduced dims) gets its own code object, hence its own compile cache, so
+    dynamo's per-function recompile limit is never reached. Falls back to eager, once and with a warning, where
+    compilation is unavailable (e.g. no C++ compiler). ``HF_ACTS_FUSED=0`` disables them.
+    """
+
+    enabled = os.environ.get("HF_ACTS_FUSED", "1") != "0"
+    compiled: dict = {}
+
+    @classmethod
+    def run(cls, fn, *args):
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)  # gradients: DynActFunction
+        if cls.enabled:
+            x = args[1] if fn is _backward_kernel else args[0]
+            key = (fn.__name__, *args[4 if fn is _backward_kernel else 3:], x.dtype, x.ndim)
+            if key not in cls.compiled:
+                code = fn.__code__.replace(co_name=f"{fn.__name__}_{abs(hash(key))}")
+                specialised = types.FunctionType(code, fn.__globals__, code.co_name)
+                cls.compiled[key] = torch.compile(specialised, dynamic=True, fullgraph=True)
+            try:
+                return cls.compiled[key](*args)
+            except Exception as e:  # noqa: BLE001 - any compiler failure: eager is always correct
+                warnings.warn(f"hf-acts: fused dynActivation kernels unavailable ({type(e).__name__}); using eager",
+                              stacklevel=3)
+                cls.enabled = False
+        return fn(*args)
+
+
+class DynActFunction(torch.autograd.Function):
+    """Fused dynActivation: saves only ``x`` (and alpha/beta); forward and backward are one pass each."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, beta, base, dims):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, alpha, beta)
+        ctx.base, ctx.dims = base, dims
+        if x.device.type == "cpu" and bool((alpha == 1).all()) and bool((beta == 0).all()):
+            return BASE_ACTIVATIONS[base](x)  # exactly the base op at init: swapped models reproduce logits bit for bit
+        return _Kernels.run(_forward_kernel, x, alpha, beta, base)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, alpha, beta = ctx.saved_tensors
+        grad_x, grad_alpha, grad_beta = _Kernels.run(_backward_kernel, grad.contiguous(), x, alpha, beta, ctx.base,
+                                                     ctx.dims)
+        return (grad_x, grad_alpha.reshape(alpha.shape).to(alpha.dtype),
+                grad_beta.reshape(beta.shape).to(beta.dtype), None, None)
 
 
 class DynActivation(LazyChannels):
@@ -20,6 +104,10 @@ class DynActivation(LazyChannels):
     ``per_channel=True`` learns one pair per channel (project extension; channels inferred at the
     first call when not given). Layouts: any for scalars; images ``(B, C, H, W)``, tokens
     ``(B, N, C)`` and vectors ``(B, C)`` for ``per_channel``. ``inplace`` is accepted and ignored.
+
+    Speed: the default path is :class:`DynActFunction`, whose forward and backward are single fused passes
+    (compiled once per base and dtype) and which saves only ``x`` for the backward; ``dynact_reference`` is the
+    plain formula.
     """
 
     _channel_key = ("alpha", 0, 1)
@@ -34,7 +122,7 @@ class DynActivation(LazyChannels):
         inplace: bool = False,
     ) -> None:
         self.base = base
-        self.fn = get_base(base, DYN_BASES)
+        get_base(base, DYN_BASES)  # validates the name
         self.alpha_init = float(alpha_init)
         self.beta_init = float(beta_init)
         self.per_channel = per_channel
@@ -64,7 +152,13 @@ class DynActivation(LazyChannels):
         if self.per_channel:
             self._check_input(x)
         alpha, beta = self._coefficient(self.alpha, x), self._coefficient(self.beta, x)
-        return torch.addcmul(beta * x, self.fn(x), alpha - beta)
+        if torch.compiler.is_compiling():  # inductor fuses the plain formula itself
+            return _forward_kernel(x, alpha, beta, self.base)
+        if not self.per_channel:
+            dims = tuple(range(x.ndim))
+        else:
+            dims = tuple(d for d in range(x.ndim) if d != (1 if x.ndim == 4 else x.ndim - 1))
+        return DynActFunction.apply(x, alpha, beta, self.base, dims)
 
     def extra_repr(self) -> str:
         return (
