@@ -87,7 +87,6 @@ def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
     shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
               "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
-    modes = ["eager"] if quick else ["eager", "compiled"]
     reps = 5 if quick else 15
     rows = []
     for shape_name, shape in shapes.items():
@@ -98,7 +97,7 @@ def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
             for name, (base, kwargs) in BASES.items():
                 act = create_activation(name, channels=x.shape[-1] if x.ndim == 3 else x.shape[1], **kwargs)
                 act = act.to(dtype)
-                for mode in modes:
+                for mode in ["eager"] if quick or dtype != torch.float32 else ["eager", "compiled"]:
                     fn, ref = act, NATIVE[base]
                     if mode == "compiled":
                         torch._dynamo.reset()
@@ -117,16 +116,31 @@ def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def train_step_time(model: nn.Module, inputs: Any, loss_fn: Callable, reps: int) -> float:
+def train_step(model: nn.Module, inputs: Any, loss_fn: Callable) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) as a closure."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
 
     def step():
         loss = loss_fn(model, inputs)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    model.train()
-    return median_time(step, reps)
+    return step
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 2) -> dict[str, float]:
+    """Median time of each function, timed in alternation so that machine noise hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _ce(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -147,7 +161,8 @@ def bench_models(quick: bool = False) -> list[dict[str, Any]]:
 
     def compare(group: str, names: dict[str, Callable[[], nn.Module]], inputs: Any, loss_fn: Callable,
                 units: float | None = None) -> None:
-        times = {label: train_step_time(build(), inputs, loss_fn, reps) for label, build in names.items()}
+        times = interleaved_medians({label: train_step(build(), inputs, loss_fn) for label, build in names.items()},
+                                    reps)
         base = next(iter(times.values()))
         for label, t in times.items():
             row = {"group": group, "model": label, "step_ms": t * 1e3, "vs_base": t / base}

@@ -10,6 +10,32 @@ from ._base import LazyChannels, check_divisible, from_nchw, to_nchw
 TAU_INITS = ("paper", "zero")
 
 
+def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped 1x1 convolution as one batched matmul: same result as ``F.conv2d(x, weight, groups=groups)``,
+    several times faster forward and backward on CPU than the grouped-convolution kernels."""
+    b, c, h, w = x.shape
+    out = weight.shape[0]
+    y = torch.matmul(weight.view(groups, out // groups, c // groups), x.reshape(b, groups, c // groups, h * w))
+    return y.view(b, out, h, w)
+
+
+class _Maximum(torch.autograd.Function):
+    """``max(x, tau)`` saving a 1-byte mask: backward is two element-wise ops instead of torch.maximum's seven
+    (ties go to tau, where the gradient is taken)."""
+
+    @staticmethod
+    def forward(ctx, x, tau):  # noqa: ANN001, ANN205
+        above = x > tau
+        ctx.save_for_backward(above)
+        return torch.where(above, x, tau)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (above,) = ctx.saved_tensors
+        grad_x = grad * above
+        return grad_x, grad - grad_x
+
+
 class ADReLU(LazyChannels):
     """``y = max(x, tau)`` with an input-dependent threshold ``tau = f(x)`` (Eq. 1).
 
@@ -82,7 +108,7 @@ class ADReLU(LazyChannels):
         """Eq. 2 on a ``(B, C, H, W)`` map: ``A = sigmoid(<Qn, Kn>_head) * V``."""
         b, c, h, w = x.shape
         g, dk = self.groups, self.head_dim
-        qkv = self.qkv(x).view(b, g, 3, c // g, h * w)
+        qkv = grouped_pointwise(x, self.qkv.weight, g).view(b, g, 3, c // g, h * w)
         if (c // g) % dk == 0:  # heads nest inside groups: pure views, no copy
             q, k, v = qkv.view(b, g, 3, c // g // dk, dk, h * w).unbind(2)
             head_axis = 3
@@ -101,12 +127,15 @@ class ADReLU(LazyChannels):
         if self.spatial_dims == 1 and x.shape[2] != 1:
             raise ValueError("ADReLU(spatial_dims=1) accepts tokens (B, N, C) or vectors (B, C) only")
         z = self.norm_dw(self.dw(self.attention(x)))  # Eqs. 3-4
-        return self.norm(self.proj(z))  # Eqs. 5-6
+        return self.norm(grouped_pointwise(z, self.proj.weight, self.groups))  # Eqs. 5-6
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x4 = to_nchw(x)
-        return from_nchw(torch.maximum(x4, self.threshold(x4)), x)  # Eq. 1
+        tau = self.threshold(x4)
+        if torch.compiler.is_compiling():
+            return from_nchw(torch.maximum(x4, tau), x)  # Eq. 1
+        return from_nchw(_Maximum.apply(x4, tau), x)  # Eq. 1, lean backward
 
     def extra_repr(self) -> str:
         return (
