@@ -17,7 +17,7 @@ import math
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import set_seed
 from tokenizers import ByteLevelBPETokenizer
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -35,15 +35,17 @@ from hf_acts.cards import render_card
 from hf_acts.data import load_text_dataset
 from hf_acts.training import (
     RecipeArgumentParser,
-    TrainState,
+    add_training_args,
     after_batch,
     end_epoch,
     epoch_batches,
-    latest_checkpoint,
+    final_metrics,
+    make_accelerator,
     optimizer_step,
     plot_curves,
     prepare_output_dir,
     read_log,
+    start_state,
     write_args,
 )
 
@@ -65,23 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--dataset", default="pydoc", help="pydoc | Hub text dataset | local dataset folder")
     g.add_argument("--text-column", default="text")
     g.add_argument("--block-size", type=int, default=128)
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=1)
+    g = p.add_argument_group("schedule")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (per epoch budget)")
-    g.add_argument("--batch-size", type=int, default=16, help="per process")
-    g.add_argument("--lr", type=float, default=3e-3)
-    g.add_argument("--weight-decay", type=float, default=0.1)
-    g.add_argument("--warmup-ratio", type=float, default=0.05)
-    g.add_argument("--grad-accum", type=int, default=1)
-    g.add_argument("--clip-grad", type=float, default=1.0)
-    g.add_argument("--mixed-precision", default="no", choices=["no", "bf16"])
-    g.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("output")
-    g.add_argument("--output-dir")
-    g.add_argument("--checkpoint-steps", type=int, default=0, help="save every N optimizer steps (0: each epoch)")
-    g.add_argument("--keep-checkpoints", type=int, default=2)
-    g.add_argument("--resume", action="store_true")
-    g.add_argument("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+    add_training_args(p, lr=3e-3, batch_size=16, weight_decay=0.1, warmup_ratio=0.05, epochs=1)
     args = p.parse_args(argv)
     args.output_dir = args.output_dir or f"outputs/lm-{args.model.replace('/', '_')}-{args.mlp}-{args.dataset}"
     return args
@@ -154,11 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_args = dict(vars(args))
     out = prepare_output_dir(args.output_dir, run_args, args.resume)
     set_seed(args.seed)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to, project_dir=str(out),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    accelerator = make_accelerator(args, out)
     data = load_text_dataset(args.dataset, args.text_column)
     tokenizer, model = build(args, data["train"]["text"])
     train_ds, eval_ds = pack(data["train"], tokenizer, args.block_size), pack(data["eval"], tokenizer, args.block_size)
@@ -177,12 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
-    state = TrainState()
-    accelerator.register_for_checkpointing(state)
-    if args.resume and (ckpt := latest_checkpoint(out)) is not None:
-        accelerator.load_state(str(ckpt))
-        accelerator.print(f"resumed from {ckpt} (step {state.step}, epoch {state.epoch})")
-    accelerator.init_trackers("lm", config={k: str(v) for k, v in run_args.items()})
+    state = start_state(accelerator, out, args.resume, "lm", run_args)
 
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process)
     while state.epoch < args.epochs:
@@ -205,9 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     progress.close()
     accelerator.end_training()
 
-    last = read_log(out)[-1]
-    final = {"epochs": args.epochs, "steps": state.step, "num_processes": accelerator.num_processes,
-             **{k: v for k, v in last.items() if k not in ("epoch", "step")}}
+    final = final_metrics(accelerator, out, state, args.epochs)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)
         model.save_pretrained(out)

@@ -19,7 +19,7 @@ import math
 import timm
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import set_seed
 from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -31,15 +31,17 @@ from hf_acts.data import load_image_dataset
 from hf_acts.metrics import load_metric
 from hf_acts.training import (
     RecipeArgumentParser,
-    TrainState,
+    add_training_args,
     after_batch,
     end_epoch,
     epoch_batches,
-    latest_checkpoint,
+    final_metrics,
+    make_accelerator,
     optimizer_step,
     plot_curves,
     prepare_output_dir,
     read_log,
+    start_state,
     write_args,
 )
 
@@ -65,25 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability in training")
     g.add_argument("--max-train-samples", type=int)
     g.add_argument("--max-eval-samples", type=int)
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=3)
-    g.add_argument("--batch-size", type=int, default=32, help="per process")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument("--warmup-ratio", type=float, default=0.1)
+    g = p.add_argument_group("method")
     g.add_argument("--label-smoothing", type=float, default=0.1)
-    g.add_argument("--grad-accum", type=int, default=1)
-    g.add_argument("--clip-grad", type=float, default=1.0)
-    g.add_argument("--mixed-precision", default="no", choices=["no", "bf16"])
     g.add_argument("--aiec-lambda-aux", type=float, default=1.0)
     g.add_argument("--aiec-lambda-gate", type=float, default=200.0)
-    g.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("output")
-    g.add_argument("--output-dir")
-    g.add_argument("--checkpoint-steps", type=int, default=0, help="save every N optimizer steps (0: each epoch)")
-    g.add_argument("--keep-checkpoints", type=int, default=2)
-    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
-    g.add_argument("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+    add_training_args(p, lr=1e-3, batch_size=32, weight_decay=0.05, warmup_ratio=0.1, epochs=3)
     args = p.parse_args(argv)
     args.output_dir = args.output_dir or f"outputs/{args.model.replace('/', '_').replace(':', '_')}-{args.dataset}"
     return args
@@ -154,11 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_args = {k: v for k, v in vars(args).items()}
     out = prepare_output_dir(args.output_dir, run_args, args.resume)  # fails before any heavy work
     set_seed(args.seed)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to, project_dir=str(out),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    accelerator = make_accelerator(args, out)
     data = load_image_dataset(args.dataset, args.image_column, args.label_column, args.train_split, args.eval_split)
     if args.max_train_samples:
         data.train = data.train.select(range(min(args.max_train_samples, len(data.train))))
@@ -179,12 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
-    state = TrainState()
-    accelerator.register_for_checkpointing(state)
-    if args.resume and (ckpt := latest_checkpoint(out)) is not None:
-        accelerator.load_state(str(ckpt))
-        accelerator.print(f"resumed from {ckpt} (step {state.step}, epoch {state.epoch})")
-    accelerator.init_trackers("vision", config={k: str(v) for k, v in run_args.items()})
+    state = start_state(accelerator, out, args.resume, "vision", run_args)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     k = min(5, len(data.label_names))
 
@@ -213,8 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     progress.close()
     accelerator.end_training()
 
-    final = {"epochs": args.epochs, "steps": state.step, "num_processes": accelerator.num_processes,
-             **{k_: v for k_, v in read_log(out)[-1].items() if k_ not in ("epoch", "step")}} if read_log(out) else {}
+    final = final_metrics(accelerator, out, state, args.epochs)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)
         hf_acts.save_timm_model(model, out, label_names=data.label_names)

@@ -25,9 +25,9 @@ BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, 
     "adrelu": ("relu", {}),
     "aiec": ("relu", {"num_classes": 10}),
     "dyrelu": ("relu", {}),
-    "dynactivation": ("silu", {"base": "silu"}),
+    "dynactivation": ("silu", {"base": "silu", "alpha_init": 1.1, "beta_init": 0.1}),  # off-init: the general path
     "fles": ("silu", {"base": "silu"}),
-    "swish_beta": ("silu", {}),
+    "swish_beta": ("silu", {"beta_init": 1.1}),
 }
 NATIVE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
 
@@ -87,7 +87,7 @@ def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
     shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
               "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
-    reps = 5 if quick else 15
+    reps = 5 if quick else 9
     rows = []
     for shape_name, shape in shapes.items():
         for dtype in dtypes:
@@ -249,3 +249,19 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks") -
     _plot(acts, out / "activations.png")
     print(table)
     return result
+
+
+def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """``scripts/bench_<kind>.py``: run one benchmark, write ``<output-dir>/<kind>.json``, print the table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=f"hf-acts {kind} benchmark (ratios measured in one run)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output-dir", default="benchmarks")
+    args = parser.parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = bench_activations(args.quick) if kind == "activations" else bench_models(args.quick)
+    (out / f"{kind}.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    print(_markdown(rows, list(rows[0])))
+    return rows

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
 
 CHECKPOINTS = "checkpoints"
 ARGS_FILE = "training_args.json"
@@ -163,3 +164,52 @@ class RecipeArgumentParser(argparse.ArgumentParser):
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
         line = arg_line.strip()
         return [] if not line or line.startswith("#") else [line]
+
+
+def add_training_args(parser: argparse.ArgumentParser, lr: float, batch_size: int, weight_decay: float,
+                      warmup_ratio: float, epochs: int) -> None:
+    """The optimisation and output flags both scripts share (defaults differ per script)."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=epochs)
+    g.add_argument("--batch-size", type=int, default=batch_size, help="per process")
+    g.add_argument("--lr", type=float, default=lr)
+    g.add_argument("--weight-decay", type=float, default=weight_decay)
+    g.add_argument("--warmup-ratio", type=float, default=warmup_ratio)
+    g.add_argument("--grad-accum", type=int, default=1)
+    g.add_argument("--clip-grad", type=float, default=1.0)
+    g.add_argument("--mixed-precision", default="no", choices=["no", "bf16"])
+    g.add_argument("--seed", type=int, default=0)
+    g = parser.add_argument_group("output")
+    g.add_argument("--output-dir")
+    g.add_argument("--checkpoint-steps", type=int, default=0, help="save every N optimizer steps (0: each epoch)")
+    g.add_argument("--keep-checkpoints", type=int, default=2)
+    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    g.add_argument("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+
+
+def make_accelerator(args: argparse.Namespace, output_dir: Path) -> Accelerator:
+    """An Accelerator for the scripts: accumulation, mixed precision, trackers, reproducible shuffling."""
+    return Accelerator(
+        gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to, project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def start_state(accelerator: Accelerator, output_dir: Path, resume: bool, name: str,
+                run_args: dict[str, Any]) -> TrainState:
+    """Register the counters for checkpointing, load the newest checkpoint when resuming, start trackers."""
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    if resume and (ckpt := latest_checkpoint(output_dir)) is not None:
+        accelerator.load_state(str(ckpt))
+        accelerator.print(f"resumed from {ckpt} (step {state.step}, epoch {state.epoch})")
+    accelerator.init_trackers(name, config={k: str(v) for k, v in run_args.items()})
+    return state
+
+
+def final_metrics(accelerator: Accelerator, output_dir: Path, state: TrainState, epochs: int) -> dict[str, Any]:
+    """The last epoch's record plus the run's totals (what ``metrics.json`` and the model card report)."""
+    last = read_log(output_dir)[-1]
+    return {"epochs": epochs, "steps": state.step, "num_processes": accelerator.num_processes,
+            **{k: v for k, v in last.items() if k not in ("epoch", "step")}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._base import LazyChannels, check_divisible, from_nchw, to_nchw
@@ -108,7 +109,7 @@ class ADReLU(LazyChannels):
         """Eq. 2 on a ``(B, C, H, W)`` map: ``A = sigmoid(<Qn, Kn>_head) * V``."""
         b, c, h, w = x.shape
         g, dk = self.groups, self.head_dim
-        qkv = grouped_pointwise(x, self.qkv.weight, g).view(b, g, 3, c // g, h * w)
+        qkv = grouped_pointwise(x, self.qkv.weight.to(x.dtype), g).view(b, g, 3, c // g, h * w)
         if (c // g) % dk == 0:  # heads nest inside groups: pure views, no copy
             q, k, v = qkv.view(b, g, 3, c // g // dk, dk, h * w).unbind(2)
             head_axis = 3
@@ -123,11 +124,20 @@ class ADReLU(LazyChannels):
         return (score * v).reshape(b, c, h, w)
 
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
-        """``tau = f(x)`` on a ``(B, C, H, W)`` map (Eqs. 2-6)."""
+        """``tau = f(x)`` on a ``(B, C, H, W)`` map (Eqs. 2-6).
+
+        bfloat16/float16 inputs on the CPU are computed in float32 (and tau cast back): CPU half-precision
+        GEMM and depthwise-conv kernels are 8-10x slower than float32 ones here (project decision)."""
         if self.spatial_dims == 1 and x.shape[2] != 1:
             raise ValueError("ADReLU(spatial_dims=1) accepts tokens (B, N, C) or vectors (B, C) only")
-        z = self.norm_dw(self.dw(self.attention(x)))  # Eqs. 3-4
-        return self.norm(grouped_pointwise(z, self.proj.weight, self.groups))  # Eqs. 5-6
+        dtype = x.dtype
+        if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        f32 = lambda p: p.to(x.dtype)  # noqa: E731
+        z = F.conv2d(self.attention(x), f32(self.dw.weight), padding=self.dw.padding, groups=x.shape[1])  # Eq. 3
+        z = F.group_norm(z, self.norm_groups, f32(self.norm_dw.weight), f32(self.norm_dw.bias), self.norm_dw.eps)
+        t = grouped_pointwise(z, f32(self.proj.weight), self.groups)  # Eq. 5
+        return F.group_norm(t, self.groups, f32(self.norm.weight), f32(self.norm.bias), self.norm.eps).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
