@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
                      parameters=sum(p.numel() for p in model.parameters()))
         (out / "metrics.json").write_text(json.dumps(final, indent=2))
         plot_curves(read_log(out), out / "training_curves.png", ("top1", "eval_loss"))
-        render_card(out).save(out / "README.md")
+        if (out / "hf_acts_swaps.json").exists():  # a card describes an hf-acts activation swap
+            render_card(out).save(out / "README.md")
         accelerator.print(f"Hub-ready folder: {out.resolve()} (publish: hf-acts publish {out} --repo-id ORG/NAME)")
     return final
 

@@ -133,3 +133,18 @@ def test_eager_fallback_gives_the_same_result(monkeypatch):
     fused = m(x)
     monkeypatch.setattr(dynactivation._Kernels, "enabled", False)
     torch.testing.assert_close(m(x), fused)
+
+
+def test_dispatch_modes_run_eager_without_disabling_the_fused_path():
+    """FlopCounterMode (used by the model cards) cannot run compiled kernels; it must not switch them off."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hf_acts.activations.dynactivation import _Kernels
+
+    m = DynActivation("mish", alpha_init=1.3, beta_init=0.2)
+    x = torch.randn(5, 11)
+    with FlopCounterMode(display=False):
+        inside = m(x)
+    outside = m(x)
+    torch.testing.assert_close(inside, outside)
+    assert _Kernels.enabled and any(k[0] == "_forward_kernel" and v is not None for k, v in _Kernels.compiled.items())

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._base import LazyChannels
 from .bases import BASE_ACTIVATIONS, get_base
@@ -50,7 +51,8 @@ class _Kernels:
 
     Each (kernel, base, dtype, rank, reduced dims) gets its own code object, hence its own compile cache, so
     dynamo's per-function recompile limit is never reached. Falls back to eager, once and with a warning, where
-    compilation is unavailable (e.g. no C++ compiler). ``HF_ACTS_FUSED=0`` disables them.
+    compilation is unavailable (e.g. no C++ compiler), and under dispatch modes such as ``FlopCounterMode``.
+    ``HF_ACTS_FUSED=0`` disables them.
     """
 
     enabled = os.environ.get("HF_ACTS_FUSED", "1") != "0"
@@ -59,19 +61,21 @@ class _Kernels:
     @classmethod
     def run(cls, fn, *args):
         args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)  # gradients: DynActFunction
-        if cls.enabled:
-            x = args[1] if fn is _backward_kernel else args[0]
-            key = (fn.__name__, *args[4 if fn is _backward_kernel else 3:], x.dtype, x.ndim)
-            if key not in cls.compiled:
-                code = fn.__code__.replace(co_name=f"{fn.__name__}_{abs(hash(key))}")
-                specialised = types.FunctionType(code, fn.__globals__, code.co_name)
-                cls.compiled[key] = torch.compile(specialised, dynamic=True, fullgraph=True)
+        if not cls.enabled or _get_current_dispatch_mode() is not None:  # e.g. FlopCounterMode: stay eager
+            return fn(*args)
+        x = args[1] if fn is _backward_kernel else args[0]
+        key = (fn.__name__, *args[4 if fn is _backward_kernel else 3:], x.dtype, x.ndim)
+        if key not in cls.compiled:
+            code = fn.__code__.replace(co_name=f"{fn.__name__}_{abs(hash(key))}")
+            cls.compiled[key] = torch.compile(types.FunctionType(code, fn.__globals__, code.co_name), dynamic=True,
+                                              fullgraph=True)
+        if cls.compiled[key] is not None:
             try:
                 return cls.compiled[key](*args)
             except Exception as e:  # noqa: BLE001 - any compiler failure: eager is always correct
-                warnings.warn(f"hf-acts: fused dynActivation kernels unavailable ({type(e).__name__}); using eager",
-                              stacklevel=3)
-                cls.enabled = False
+                warnings.warn(f"hf-acts: fused dynActivation kernel {key[0]} unavailable ({type(e).__name__}: {e}); "
+                              "using eager", stacklevel=3)
+                cls.compiled[key] = None
         return fn(*args)
 
 
