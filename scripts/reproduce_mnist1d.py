@@ -21,6 +21,7 @@ import vision  # noqa: E402
 
 ACTIVATIONS = {"relu": None, "dynactivation": '{"base": "relu"}', "adrelu": "{}", "fles": '{"base": "silu"}',
                "swish_beta": "{}", "dyrelu": "{}", "aiec": "{}"}
+EXTRA = {"aiec": ["--last", "1"]}  # AIEC on the last layer only, as the paper places it in non-transformers
 
 
 def main() -> None:
@@ -33,13 +34,13 @@ def main() -> None:
     for act, kwargs in ACTIVATIONS.items():
         accs = []
         for seed in args.seeds:
+            out = ROOT / "outputs" / "mnist1d" / f"{act}-s{seed}"
             run = ["--model", "mlp_mnist1d", "--dataset", "mnist1d", "--epochs", str(args.epochs), "--batch-size",
                    "128", "--lr", "3e-3", "--label-smoothing", "0", "--checkpoint-steps", "1000000", "--report-to",
-                   "none", "--seed", str(seed), "--output-dir", str(ROOT / "outputs" / "mnist1d" / f"{act}-s{seed}")]
+                   "none", "--seed", str(seed), "--output-dir", str(out)]
             if kwargs is not None:
-                run += ["--act", act, "--target", "relu", "--act-kwargs", kwargs]
-            out = Path(run[-1])
-            if (out / "metrics.json").exists():
+                run += ["--act", act, "--target", "relu", "--act-kwargs", kwargs, *EXTRA.get(act, [])]
+            if (out / "metrics.json").exists():  # reuse finished runs
                 metrics = json.loads((out / "metrics.json").read_text())
             else:
                 metrics = vision.main(run)
