@@ -139,7 +139,7 @@ def evaluate_model(model, loader, accelerator: Accelerator, k: int) -> dict[str,
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    run_args = {k: v for k, v in vars(args).items()}
+    run_args = dict(vars(args))
     out = prepare_output_dir(args.output_dir, run_args, args.resume)  # fails before any heavy work
     set_seed(args.seed)
     accelerator = make_accelerator(args, out)

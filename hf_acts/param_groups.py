@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .registry import is_activation
+from .registry import named_activations
 
 
 def activation_parameter_names(model: nn.Module) -> set[str]:
@@ -14,12 +14,8 @@ def activation_parameter_names(model: nn.Module) -> set[str]:
     (alpha/beta, Swish beta) and every bias/norm affine inside them (ADReLU GroupNorms, FleS and
     Dy-ReLU biases). Their projection matrices (ADReLU convs, FleS/Dy-ReLU FCs, AIEC's decision
     unit) are ordinary weights and keep weight decay (project decision)."""
-    names: set[str] = set()
-    for mod_name, module in model.named_modules():
-        if is_activation(module):
-            prefix = f"{mod_name}." if mod_name else ""
-            names.update(prefix + n for n, p in module.named_parameters() if p.ndim <= 1)
-    return names
+    return {prefix + n for prefix, module in named_activations(model)
+            for n, p in module.named_parameters() if p.ndim <= 1}
 
 
 def param_groups_weight_decay(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -61,3 +62,10 @@ def create_activation(name: str | type[nn.Module], channels: int | None = None, 
 def is_activation(module: nn.Module) -> bool:
     """True for hf-acts activation modules (not the DynActGLU block, whose projections are MLP weights)."""
     return isinstance(module, tuple(ACTIVATIONS.values())) and not isinstance(module, DynActGLU)
+
+
+def named_activations(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(prefix, module)`` for every hf-acts activation of ``model``; ``prefix`` ends with ``.`` (or is empty)."""
+    for name, module in model.named_modules():
+        if is_activation(module):
+            yield (f"{name}." if name else ""), module

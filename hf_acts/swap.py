@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import activation_name, get_activation, is_activation
+from .registry import activation_name, get_activation, named_activations
 
 # class names (torch, timm, transformers) -> the base function they compute
 _BASE_BY_CLASS = {
@@ -241,12 +241,6 @@ def replace_activations(
     return report
 
 
-
 def activation_state_keys(model: nn.Module) -> set[str]:
     """State-dict keys that belong to hf-acts activation modules of ``model``."""
-    keys = set()
-    for name, module in model.named_modules():
-        if is_activation(module):
-            prefix = f"{name}." if name else ""
-            keys.update(prefix + k for k in module.state_dict())
-    return keys
+    return {prefix + k for prefix, module in named_activations(model) for k in module.state_dict()}

@@ -7,11 +7,12 @@ from torch import nn
 
 from hf_acts import DynActGLU, DynActivation
 
-BASES = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.01), "silu": F.silu,
-         "gelu": F.gelu, "mish": lambda t: t * torch.tanh(F.softplus(t))}
+BASES = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.01), "silu": lambda t: t * torch.sigmoid(t),
+         "gelu": lambda t: 0.5 * t * (1 + torch.erf(t / 2**0.5)), "mish": lambda t: t * torch.tanh(F.softplus(t)),
+         "gelu_tanh": lambda t: 0.5 * t * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (t + 0.044715 * t**3)))}
 
 
-@pytest.mark.parametrize("base", list(BASES))
+@pytest.mark.parametrize("base", ["relu", "leaky_relu", "silu", "gelu", "mish"])
 def test_formula(base):
     m = DynActivation(base, alpha_init=1.3, beta_init=0.4)
     x = torch.randn(4, 10, 3) * 2
@@ -19,7 +20,7 @@ def test_formula(base):
     torch.testing.assert_close(m(x), ref)
 
 
-@pytest.mark.parametrize("base", list(BASES))
+@pytest.mark.parametrize("base", ["relu", "leaky_relu", "silu", "gelu", "mish"])
 def test_default_init_is_the_base_exactly(base):
     x = torch.randn(8, 64) * 3
     assert (DynActivation(base)(x) - BASES[base](x)).abs().max() <= 1e-6
@@ -100,9 +101,7 @@ def test_dynactglu_bad_mode():
 @pytest.mark.parametrize("base", ["relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish"])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_fused_path_matches_the_reference_formula_and_its_gradients(base, per_channel):
-    """The default (fused, custom-backward) path against autograd through the plain formula."""
-    from hf_acts.activations.dynactivation import dynact_reference
-
+    """The default (fused, custom-backward) path against autograd through the abstract's formula written here."""
     m = DynActivation(base, alpha_init=1.2, beta_init=0.3, per_channel=per_channel, channels=6 if per_channel else None)
     x = torch.randn(3, 6, 5, 5, requires_grad=True)
     grad = torch.randn(3, 6, 5, 5)
@@ -110,7 +109,8 @@ def test_fused_path_matches_the_reference_formula_and_its_gradients(base, per_ch
     fused = (x.grad.clone(), m.alpha.grad.clone(), m.beta.grad.clone())
     x.grad = m.alpha.grad = m.beta.grad = None
     shape = (-1, 1, 1) if per_channel else ()
-    dynact_reference(x, m.alpha.view(shape), m.beta.view(shape), base).backward(grad)
+    alpha, beta = m.alpha.view(shape), m.beta.view(shape)
+    (BASES[base](x) * (alpha - beta) + beta * x).backward(grad)
     for got, want in zip(fused, (x.grad, m.alpha.grad, m.beta.grad), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 

@@ -133,11 +133,11 @@ class ADReLU(LazyChannels):
         dtype = x.dtype
         if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
             x = x.float()
-        f32 = lambda p: p.to(x.dtype)  # noqa: E731
-        z = F.conv2d(self.attention(x), f32(self.dw.weight), padding=self.dw.padding, groups=x.shape[1])  # Eq. 3
-        z = F.group_norm(z, self.norm_groups, f32(self.norm_dw.weight), f32(self.norm_dw.bias), self.norm_dw.eps)
-        t = grouped_pointwise(z, f32(self.proj.weight), self.groups)  # Eq. 5
-        return F.group_norm(t, self.groups, f32(self.norm.weight), f32(self.norm.bias), self.norm.eps).to(dtype)
+        w = lambda p: p.to(x.dtype)  # noqa: E731  (parameters in the compute dtype)
+        z = F.conv2d(self.attention(x), w(self.dw.weight), padding=self.dw.padding, groups=x.shape[1])  # Eq. 3
+        z = F.group_norm(z, self.norm_groups, w(self.norm_dw.weight), w(self.norm_dw.bias), self.norm_dw.eps)  # 4
+        t = grouped_pointwise(z, w(self.proj.weight), self.groups)  # Eq. 5
+        return F.group_norm(t, self.groups, w(self.norm.weight), w(self.norm.bias), self.norm.eps).to(dtype)  # 6
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

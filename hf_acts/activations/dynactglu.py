@@ -41,8 +41,11 @@ class DynActGLU(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self._build_activations(base, alpha_init, beta_init)
+
+    def _build_activations(self, base: str, alpha_init: float, beta_init: float) -> None:
         self.act_fn = DynActivation(base, alpha_init=alpha_init, beta_init=beta_init)
-        if mode == "both":
+        if self.mode == "both":  # identity at init: alpha = beta = 1
             self.up_act = DynActivation(base, alpha_init=1.0, beta_init=1.0)
 
     @classmethod
@@ -61,9 +64,7 @@ class DynActGLU(nn.Module):
             new = cls(gate.in_features, gate.out_features, base, mode, gate.bias is not None, alpha_init, beta_init)
         for name, proj in projs.items():
             setattr(new, name, proj)
-        new.act_fn = DynActivation(base, alpha_init=alpha_init, beta_init=beta_init)
-        if mode == "both":
-            new.up_act = DynActivation(base, alpha_init=1.0, beta_init=1.0)
+        new._build_activations(base, alpha_init, beta_init)  # real (not meta) alpha/beta
         return new.to(device=gate.weight.device, dtype=gate.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,11 +26,6 @@ _BASE_BACKWARD = {
 }
 
 
-def dynact_reference(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, base: str) -> torch.Tensor:
-    """The abstract's formula as written, ``base(x) (alpha - beta) + beta x`` (the tests' reference)."""
-    return BASE_ACTIVATIONS[base](x) * (alpha - beta) + beta * x
-
-
 def _forward_kernel(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, base: str) -> torch.Tensor:
     return torch.addcmul(beta * x, BASE_ACTIVATIONS[base](x), alpha - beta)
 
@@ -110,8 +105,8 @@ class DynActivation(LazyChannels):
     ``(B, N, C)`` and vectors ``(B, C)`` for ``per_channel``. ``inplace`` is accepted and ignored.
 
     Speed: the default path is :class:`DynActFunction`, whose forward and backward are single fused passes
-    (compiled once per base and dtype) and which saves only ``x`` for the backward; ``dynact_reference`` is the
-    plain formula.
+    (compiled once per base and dtype) and which saves only ``x`` for the backward; under ``torch.compile`` the
+    plain formula is used and fused by inductor.
     """
 
     _channel_key = ("alpha", 0, 1)

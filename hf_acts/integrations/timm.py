@@ -47,24 +47,21 @@ def apply_swaps(model: nn.Module, swaps: Sequence[Mapping[str, Any]], preserve: 
         kwargs = dict(spec.get("kwargs") or {})
         if canonical_name(spec["act"]) == "aiec":
             kwargs.setdefault("num_classes", model.num_classes)
-        reports.append(replace_activations(
-            model, spec["act"], target=spec.get("target", ("relu", "silu", "gelu")), select=spec.get("select"),
-            exclude=spec.get("exclude"), last=spec.get("last"), example_inputs=x, preserve=preserve, **kwargs,
-        ))
+        where = {k: spec[k] for k in ("target", "select", "exclude", "last") if spec.get(k) is not None}
+        reports.append(replace_activations(model, spec["act"], example_inputs=x, preserve=preserve, **where, **kwargs))
     return reports
 
 
 def _build_swapped(base_model: str, swaps: Sequence[Mapping[str, Any]], preserve: bool, **kwargs: Any) -> nn.Module:
     model = timm.create_model(base_model, pretrained=False, **kwargs)
     model.hf_acts_reports = apply_swaps(model, swaps, preserve=preserve)
-    model.hf_acts_base_module = sys.modules[type(model).__module__]
     return model
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Run the base architecture's own checkpoint filter, then give activation parameters a base
     checkpoint lacks their init values (so a base checkpoint is a warm start, loaded strictly)."""
-    base_filter = getattr(getattr(model, "hf_acts_base_module", None), "checkpoint_filter_fn", None)
+    base_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if base_filter is not None:
         state_dict = base_filter(state_dict, model)
     own = model.state_dict()
