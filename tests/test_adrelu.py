@@ -104,3 +104,59 @@ def test_parameter_count():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ADReLU(**kwargs)
+
+
+# The default CPU path is the fused kernel (csrc/adrelu.cpp); the module's plain PyTorch path (HF_ACTS_FUSED=0)
+# is checked against the equations above, and the fused one against both.
+
+def test_the_fused_kernel_is_built_and_is_the_default():
+    from hf_acts.activations import _cpp
+
+    assert _cpp.load("adrelu") is not None
+    y = ADReLU(16)(torch.randn(2, 16, 4, 4, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "ADReLUFunctionBackward"
+
+
+@pytest.mark.parametrize("shape,kwargs", [
+    ((3, 24, 5, 7), {"groups": 4, "head_dim": 8}),  # heads straddle groups, 6 rows per group, odd H*W
+    ((2, 32, 4, 16), {"groups": 4, "head_dim": 8, "norm_groups": 2}),
+    ((2, 9, 16), {"groups": 2, "head_dim": 8}),  # tokens, 3x3 kernel (middle row)
+    ((2, 9, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
+    ((5, 16), {"groups": 4, "head_dim": 4}),  # vectors
+])
+def test_fused_path_matches_the_plain_path_with_all_gradients(monkeypatch, shape, kwargs):
+    from hf_acts.activations import _cpp
+
+    channels = shape[-1] if len(shape) == 3 else shape[1]
+    m = randomize_(ADReLU(channels, **kwargs)).double()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(_cpp, "FUSED", fused)
+        y = m(x)
+        results.append((y, *torch.autograd.grad(y, (x, *m.parameters()), grad)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_fused_path_gradcheck_including_parameters():
+    m = randomize_(ADReLU(12, groups=3, head_dim=4)).double()
+    names, params = zip(*m.named_parameters(), strict=True)
+    x = torch.randn(2, 12, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, *p):
+        return torch.func.functional_call(m, dict(zip(names, p, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *(p.detach().requires_grad_() for p in params)))
+
+
+def test_fused_path_bfloat16_runs_in_float32(monkeypatch):
+    from hf_acts.activations import _cpp
+
+    m = randomize_(ADReLU(16))
+    x = torch.randn(2, 16, 6, 6).bfloat16()
+    y = m(x)
+    monkeypatch.setattr(_cpp, "FUSED", False)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, m(x))

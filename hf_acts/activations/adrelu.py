@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _cpp
 from ._base import LazyChannels, check_divisible, from_nchw, to_nchw
 
 TAU_INITS = ("paper", "zero")
@@ -35,6 +36,25 @@ class _Maximum(torch.autograd.Function):
         (above,) = ctx.saved_tensors
         grad_x = grad * above
         return grad_x, grad - grad_x
+
+
+class ADReLUFunction(torch.autograd.Function):
+    """Eqs. 1-6 as one fused CPU kernel (``csrc/adrelu.cpp``) per direction, sample by sample in cache.
+
+    Saves only ``x`` and the parameters: the backward recomputes each sample's forward."""
+
+    @staticmethod
+    def forward(ctx, x, config, *params):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, *params)
+        ctx.config = config
+        return _cpp.load("adrelu").forward(x, list(params), *config)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, *params = ctx.saved_tensors
+        grads = _cpp.load("adrelu").backward(grad.contiguous(), x, params, *ctx.config)
+        return grads[0], None, *grads[1:]
 
 
 class ADReLU(LazyChannels):
@@ -142,10 +162,23 @@ class ADReLU(LazyChannels):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x4 = to_nchw(x)
+        if _cpp.fused_allowed(x4) and _cpp.load("adrelu") is not None:
+            return from_nchw(self._fused(x4), x)
         tau = self.threshold(x4)
         if torch.compiler.is_compiling():
             return from_nchw(torch.maximum(x4, tau), x)  # Eq. 1
         return from_nchw(_Maximum.apply(x4, tau), x)  # Eq. 1, lean backward
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The default CPU path: :class:`ADReLUFunction` (half precision computed in float32, as ``threshold``)."""
+        if self.spatial_dims == 1 and x.shape[2] != 1:
+            raise ValueError("ADReLU(spatial_dims=1) accepts tokens (B, N, C) or vectors (B, C) only")
+        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        params = [p.to(dtype).contiguous() for p in (self.qkv.weight, self.dw.weight, self.norm_dw.weight,
+                                                       self.norm_dw.bias, self.proj.weight, self.norm.weight,
+                                                       self.norm.bias)]
+        config = (self.groups, self.head_dim, self.norm_groups, self.eps, self.norm_dw.eps, self.norm.eps)
+        return ADReLUFunction.apply(x.to(dtype).contiguous(), config, *params).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

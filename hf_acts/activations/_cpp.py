@@ -1,0 +1,56 @@
+"""Hand-written CPU kernels (``hf_acts/csrc``), compiled on first use by ``torch.utils.cpp_extension``.
+
+The build lands in torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
+under a name that includes the host's CPU features, since it is built with ``-march=native``. Where it cannot
+be built (no C++ compiler or OpenMP), callers fall back to their plain PyTorch path, with one warning.
+``HF_ACTS_FUSED=0`` turns every fused path off (the plain formulas then run, as in the tests' references).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+FUSED = os.environ.get("HF_ACTS_FUSED", "1") != "0"
+_modules: dict[str, ModuleType | None] = {}
+
+
+def _host_tag() -> str:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
+
+
+def fused_allowed(x: torch.Tensor) -> bool:
+    """Whether a fused CPU kernel may run on ``x``: enabled, a real CPU tensor, not under ``torch.compile``
+    (inductor fuses the plain formula itself) nor a dispatch mode such as ``FlopCounterMode``."""
+    return (FUSED and x.device.type == "cpu" and not torch.compiler.is_compiling()
+            and _get_current_dispatch_mode() is None)
+
+
+def load(name: str) -> ModuleType | None:
+    """The compiled extension ``csrc/<name>.cpp``, or None (with one warning) where it cannot be built."""
+    if name not in _modules:
+        from torch.utils.cpp_extension import load as build
+
+        try:
+            _modules[name] = build(
+                name=f"hf_acts_{name}_{_host_tag()}", sources=[str(CSRC / f"{name}.cpp")],
+                extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
+        except Exception as e:  # noqa: BLE001 - any build failure: the plain PyTorch path is always correct
+            warnings.warn(f"hf-acts: the fused {name} CPU kernel could not be built ({type(e).__name__}: {e}); "
+                          "using the plain PyTorch path", stacklevel=2)
+            _modules[name] = None
+    return _modules[name]
