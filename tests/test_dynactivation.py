@@ -46,8 +46,10 @@ def test_per_channel_images_and_tokens():
         m(torch.randn(2, 5, 4, 4))
 
 
-def test_gradcheck_including_alpha_beta():
-    m = DynActivation("gelu", alpha_init=0.8, beta_init=0.3).double()
+@pytest.mark.parametrize("base", ["relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_gradcheck_including_alpha_beta(base, per_channel):
+    m = DynActivation(base, alpha_init=0.8, beta_init=0.3, per_channel=per_channel, channels=5).double()
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     a, b = (p.detach().clone().requires_grad_() for p in (m.alpha, m.beta))
     fn = lambda x, a, b: torch.func.functional_call(m, {"alpha": a, "beta": b}, (x,))  # noqa: E731
@@ -115,36 +117,56 @@ def test_fused_path_matches_the_reference_formula_and_its_gradients(base, per_ch
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_fused_path_bf16_and_tokens():
-    m = DynActivation("silu", alpha_init=0.9, beta_init=0.2, per_channel=True, channels=16).to(torch.bfloat16)
-    x = torch.randn(2, 7, 16, dtype=torch.bfloat16, requires_grad=True)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_path_half_precision_and_tokens(dtype):
+    m = DynActivation("silu", alpha_init=0.9, beta_init=0.2, per_channel=True, channels=16).to(dtype)
+    x = torch.randn(2, 7, 16, dtype=dtype, requires_grad=True)
     y = m(x)
     y.float().sum().backward()
-    assert y.dtype == torch.bfloat16 and m.alpha.grad.dtype == torch.bfloat16
+    assert y.dtype == dtype and m.alpha.grad.dtype == dtype
     ref = F.silu(x.float()) * (m.alpha.float() - m.beta.float()) + m.beta.float() * x.float()
     torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
 
 
-def test_eager_fallback_gives_the_same_result(monkeypatch):
-    from hf_acts.activations import dynactivation
+def test_the_fused_kernel_is_built_and_is_the_default():
+    from hf_acts.activations import _cpp
 
-    m = DynActivation("gelu", alpha_init=1.1, beta_init=0.4)
-    x = torch.randn(4, 9)
-    fused = m(x)
-    monkeypatch.setattr(dynactivation._Kernels, "enabled", False)
-    torch.testing.assert_close(m(x), fused)
+    assert _cpp.load("dynact") is not None
+    y = DynActivation("silu", alpha_init=1.1)(torch.randn(4, 9, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "DynActFunctionBackward"
 
 
-def test_dispatch_modes_run_eager_without_disabling_the_fused_path():
-    """FlopCounterMode (used by the model cards) cannot run compiled kernels; it must not switch them off."""
+@pytest.mark.parametrize("base", ["relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish"])
+@pytest.mark.parametrize("shape,per_channel", [((3, 6, 5, 5), True), ((3, 5, 6), True), ((4, 6), True),
+                                               ((2, 6, 64, 64), True), ((2, 6, 64, 64), False)])
+def test_fused_path_equals_the_plain_path_in_float64(monkeypatch, base, shape, per_channel):
+    """Every layout, several threads' worth of elements (64x64 planes), gradients of x, alpha and beta."""
+    from hf_acts.activations import _cpp
+
+    m = DynActivation(base, alpha_init=1.2, beta_init=0.3, per_channel=per_channel,
+                      channels=6 if per_channel else None).double()
+    with torch.no_grad():
+        m.alpha.add_(torch.randn_like(m.alpha) * 0.1)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(_cpp, "FUSED", fused)
+        y = m(x)
+        results.append((y, *torch.autograd.grad(y, (x, m.alpha, m.beta), grad)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_dispatch_modes_run_the_plain_formula():
+    """FlopCounterMode (used by the model cards) counts the formula's ops; the kernel stays the default."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hf_acts.activations.dynactivation import _Kernels
-
     m = DynActivation("mish", alpha_init=1.3, beta_init=0.2)
-    x = torch.randn(5, 11)
+    x = torch.randn(5, 11, requires_grad=True)
     with FlopCounterMode(display=False):
         inside = m(x)
     outside = m(x)
     torch.testing.assert_close(inside, outside)
-    assert _Kernels.enabled and any(k[0] == "_forward_kernel" and v is not None for k, v in _Kernels.compiled.items())
+    assert type(inside.grad_fn).__name__ != "DynActFunctionBackward"
+    assert type(outside.grad_fn).__name__ == "DynActFunctionBackward"

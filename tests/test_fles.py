@@ -43,9 +43,9 @@ def test_images_tokens_vectors_match_equations(base, proto):
 
 @pytest.mark.parametrize("base,fn", [("silu", F.silu), ("gelu", F.gelu)])
 def test_function_preserving_init(base, fn):
-    m = FleS(64, base=base)
-    x = torch.randn(4, 64, 7, 7) * 3
-    assert (m(x) - fn(x)).abs().max() <= 1e-6
+    m = FleS(64, base=base).double()  # float64: equal up to rounding, whatever the magnitude of x
+    x = torch.randn(4, 64, 7, 7, dtype=torch.float64) * 3
+    assert (m(x) - fn(x)).abs().max() <= 1e-12
 
 
 def test_per_sample_statistics_do_not_mix_the_batch():

@@ -1,7 +1,8 @@
 """Hand-written CPU kernels (``hf_acts/csrc``), compiled on first use by ``torch.utils.cpp_extension``.
 
 The build lands in torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
-under a name that includes the host's CPU features, since it is built with ``-march=native``. Where it cannot
+under a name that includes the host's CPU features, since it is built with ``-march=native``, and a hash
+of the shared headers. Where it cannot
 be built (no C++ compiler or OpenMP), callers fall back to their plain PyTorch path, with one warning.
 ``HF_ACTS_FUSED=0`` turns every fused path off (the plain formulas then run, as in the tests' references).
 """
@@ -23,12 +24,14 @@ FUSED = os.environ.get("HF_ACTS_FUSED", "1") != "0"
 _modules: dict[str, ModuleType | None] = {}
 
 
-def _host_tag() -> str:
+def _build_tag() -> str:
+    """A hash of the host's CPU features and of the shared headers (torch rebuilds on source changes only)."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = platform.processor()
-    return hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
+    headers = "".join(p.read_text() for p in sorted(CSRC.glob("*.h")))
+    return hashlib.sha1(f"{platform.machine()} {flags} {headers}".encode()).hexdigest()[:8]
 
 
 def fused_allowed(x: torch.Tensor) -> bool:
@@ -45,7 +48,7 @@ def load(name: str) -> ModuleType | None:
 
         try:
             _modules[name] = build(
-                name=f"hf_acts_{name}_{_host_tag()}", sources=[str(CSRC / f"{name}.cpp")],
+                name=f"hf_acts_{name}_{_build_tag()}", sources=[str(CSRC / f"{name}.cpp")],
                 extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"], extra_ldflags=["-fopenmp"],
                 verbose=False,
             )

@@ -14,17 +14,11 @@
 #include <cmath>
 #include <vector>
 
-// glibc's vector math (libmvec) declares these SIMD variants only under -ffast-math; declaring them here lets
-// the compiler vectorise the sigmoid loops with exact IEEE semantics kept everywhere else.
-#if defined(__GLIBC__) && defined(__x86_64__)
-extern "C" float expf(float) __attribute__((simd("notinbranch")));
-extern "C" double exp(double) __attribute__((simd("notinbranch")));
-#endif
+#include "vec_math.h"
 
 namespace {
 
-inline float exp_(float v) { return ::expf(v); }
-inline double exp_(double v) { return ::exp(v); }
+using hf_acts::sigmoid_;
 
 struct Shape {
   int64_t C, H, W, P, G, Cg, dk, NG, KH, KW;
@@ -316,7 +310,7 @@ void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
       qn[p] = std::sqrt(qq[p]);
       kn[p] = std::sqrt(kk[p]);
       ratio[p] = qk[p] / ((qn[p] + eps) * (kn[p] + eps));
-      score[p] = T(1) / (T(1) + exp_(-ratio[p]));
+      score[p] = sigmoid_(ratio[p]);
     }
     for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
       const T* v = b.qkv.data() + (qrow(s, c) + 2 * s.Cg) * P;
