@@ -72,3 +72,54 @@ def test_parameter_overhead_matches_the_paper_ratio():
 def test_bad_base():
     with pytest.raises(ValueError, match="base must be one of"):
         FleS(16, base="relu")
+
+
+# The default CPU path is fused (csrc/fles.cpp, coefficient MLP in PyTorch); the plain path is the reference above.
+
+def test_the_fused_kernel_is_built_and_is_the_default():
+    from hf_acts.activations import _cpp
+
+    assert _cpp.load("fles") is not None
+    y = FleS(16)(torch.randn(2, 5, 16, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "FleSFunctionBackward"
+    assert type(FleS(16, proto=True)(torch.randn(2, 5, 16, requires_grad=True)).grad_fn).__name__ != \
+        "FleSFunctionBackward"  # FleS-Proto (an ablation) stays on the plain path
+
+
+@pytest.mark.parametrize("base", ["silu", "gelu"])
+@pytest.mark.parametrize("shape", [(3, 16, 5, 7), (3, 7, 16), (4, 16), (2, 16, 40, 40)])
+def test_fused_path_equals_the_plain_path_in_float64(monkeypatch, base, shape):
+    from hf_acts.activations import _cpp
+
+    m = randomize_(FleS(16, base=base), 0.3).double()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(_cpp, "FUSED", fused)
+        y = m(x)
+        results.append((y, *torch.autograd.grad(y, (x, *m.parameters()), grad)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_fused_path_gradcheck_including_parameters():
+    m = randomize_(FleS(8, base="silu"), 0.3).double()
+    names, params = zip(*m.named_parameters(), strict=True)
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+
+    def f(x, *p):
+        return torch.func.functional_call(m, dict(zip(names, p, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *(p.detach().requires_grad_() for p in params)))
+
+
+def test_fused_path_bfloat16(monkeypatch):
+    from hf_acts.activations import _cpp
+
+    m = randomize_(FleS(16, base="gelu"), 0.3).bfloat16()
+    x = torch.randn(2, 9, 16).bfloat16()
+    y = m(x)
+    monkeypatch.setattr(_cpp, "FUSED", False)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, m(x), rtol=2e-2, atol=2e-2)
