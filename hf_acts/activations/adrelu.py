@@ -78,6 +78,10 @@ class ADReLU(LazyChannels):
     GroupNorm); ``eps = 1e-6``. ``tau_init="paper"`` keeps the default GroupNorm affine init;
     ``tau_init="zero"`` zeroes the last GroupNorm's affine so ``tau = 0`` and the module is exactly
     ReLU at init (function-preserving over ReLU). ``inplace`` is accepted and ignored.
+
+    Speed: on the CPU the default path is :class:`ADReLUFunction`, one fused C++ kernel per direction that
+    keeps each sample's intermediates in cache and saves only ``x`` for the backward. The plain PyTorch path
+    (:meth:`threshold`) runs under ``torch.compile``, dispatch modes, on other devices and with ``HF_ACTS_FUSED=0``.
     """
 
     _channel_key = ("qkv.weight", 0, 3)

@@ -69,6 +69,10 @@ class FleS(LazyChannels):
     Layouts: images ``(B, C, H, W)`` (positions H*W), tokens ``(B, N, C)`` (positions N), vectors
     ``(B, C)`` (one position). Project decisions: the hidden activation is ReLU, ``reduction=32``
     (reproduces the paper's overheads), ``eps=1e-6``. ``inplace`` is accepted and ignored.
+
+    Speed: on the CPU the default path is :class:`FleSFunction` (two fused passes over ``x`` per direction); the
+    plain PyTorch path below runs for FleS-Proto, under ``torch.compile``, dispatch modes, on other devices and with
+    ``HF_ACTS_FUSED=0``.
     """
 
     _channel_key = ("fc2.weight", 0, 2)
