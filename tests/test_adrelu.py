@@ -120,9 +120,8 @@ def test_the_fused_kernel_is_built_and_is_the_default():
 @pytest.mark.parametrize("shape,kwargs", [
     ((3, 24, 5, 7), {"groups": 4, "head_dim": 8}),  # heads straddle groups, 6 rows per group, odd H*W
     ((2, 32, 4, 16), {"groups": 4, "head_dim": 8, "norm_groups": 2}),
-    ((2, 9, 16), {"groups": 2, "head_dim": 8}),  # tokens, 3x3 kernel (middle row)
-    ((2, 9, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
-    ((5, 16), {"groups": 4, "head_dim": 4}),  # vectors
+    ((2, 20, 16), {"groups": 2, "head_dim": 8}),  # tokens, 3x3 kernel (middle row)
+    ((2, 20, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
 ])
 def test_fused_path_matches_the_plain_path_with_all_gradients(monkeypatch, shape, kwargs):
     from hf_acts.activations import _cpp
@@ -140,10 +139,20 @@ def test_fused_path_matches_the_plain_path_with_all_gradients(monkeypatch, shape
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("channels,shape,fused", [
+    (16, (2, 16, 4, 4), True), (256, (2, 256, 4, 4), True),  # 64 channels per group, 16 positions
+    (16, (2, 16, 3, 3), False), (16, (5, 16), False), (16, (2, 9, 16), False),  # fewer than 16 positions
+    (512, (2, 512, 4, 4), False),  # 128 channels per group: GEMM-bound, batched matmuls win
+])
+def test_the_kernel_runs_where_it_wins(channels, shape, fused):
+    y = ADReLU(channels)(torch.randn(*shape, requires_grad=True))
+    assert (type(y.grad_fn).__name__ == "ADReLUFunctionBackward") is fused
+
+
 def test_fused_path_gradcheck_including_parameters():
     m = randomize_(ADReLU(12, groups=3, head_dim=4)).double()
     names, params = zip(*m.named_parameters(), strict=True)
-    x = torch.randn(2, 12, 3, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 12, 4, 5, dtype=torch.float64, requires_grad=True)
 
     def f(x, *p):
         return torch.func.functional_call(m, dict(zip(names, p, strict=True)), (x,))

@@ -1,5 +1,7 @@
 """Contract every registered activation keeps: layouts, dtypes, lazy channels, compile, state dicts."""
 
+import warnings
+
 import pytest
 import torch
 from conftest import randomize_
@@ -114,3 +116,27 @@ def test_registry():
     assert hf_acts.create_activation("fles", channels=32).channels == 32
     with pytest.raises(ValueError, match="unknown activation 'prelu'"):
         hf_acts.get_activation("prelu")
+
+
+@pytest.mark.parametrize("name,kernel", [("adrelu", "adrelu"), ("dynactivation", "dynact"), ("fles", "fles")])
+def test_a_kernel_that_cannot_be_built_warns_once_and_falls_back_to_the_plain_path(monkeypatch, name, kernel):
+    import torch.utils.cpp_extension
+
+    from hf_acts.activations import _cpp
+
+    m = randomize_(build(name, 16), 0.2)
+    x = torch.randn(2, 16, 4, 4)
+    fused = m(x)
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(_cpp, "_modules", {})
+    with pytest.warns(UserWarning, match=f"fused {kernel} CPU kernel could not be built .*no C\\+\\+ compiler"):
+        plain = m(x)
+    assert _cpp._modules == {kernel: None}
+    torch.testing.assert_close(plain, fused)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second attempt, no second warning
+        torch.testing.assert_close(m(x), fused)

@@ -10,6 +10,7 @@ be built (no C++ compiler or OpenMP), callers fall back to their plain PyTorch p
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import warnings
@@ -22,6 +23,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 FUSED = os.environ.get("HF_ACTS_FUSED", "1") != "0"
 _modules: dict[str, ModuleType | None] = {}
+logger = logging.getLogger(__name__)
 
 
 def _build_tag() -> str:
@@ -44,8 +46,14 @@ def fused_allowed(x: torch.Tensor) -> bool:
 def load(name: str) -> ModuleType | None:
     """The compiled extension ``csrc/<name>.cpp``, or None (with one warning) where it cannot be built."""
     if name not in _modules:
-        from torch.utils.cpp_extension import load as build
-
+        cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+        level = cpp_logger.level
+        cpp_logger.setLevel(logging.ERROR)  # its import warns "No CUDA runtime is found" on CPU-only machines
+        try:
+            from torch.utils.cpp_extension import load as build
+        finally:
+            cpp_logger.setLevel(level)
+        logger.info("hf-acts: loading the fused %s CPU kernel (built once, ~30 s, on first use)", name)
         try:
             _modules[name] = build(
                 name=f"hf_acts_{name}_{_build_tag()}", sources=[str(CSRC / f"{name}.cpp")],

@@ -166,12 +166,19 @@ class ADReLU(LazyChannels):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x4 = to_nchw(x)
-        if _cpp.fused_allowed(x4) and _cpp.load("adrelu") is not None:
+        if self._fused_wins(x4) and _cpp.fused_allowed(x4) and _cpp.load("adrelu") is not None:
             return from_nchw(self._fused(x4), x)
         tau = self.threshold(x4)
         if torch.compiler.is_compiling():
             return from_nchw(torch.maximum(x4, tau), x)  # Eq. 1
         return from_nchw(_Maximum.apply(x4, tau), x)  # Eq. 1, lean backward
+
+    def _fused_wins(self, x: torch.Tensor) -> bool:
+        """The per-sample kernel pays off where ADReLU is memory-bound: at most 64 channels per group and at least
+        16 positions per sample (measured on ResNet/EfficientNet/ViT shapes, scripts/bench_activations.py). Wider
+        groups are GEMM-bound, where the plain path's batched matmuls (BLAS) win 1.3-5x; with fewer positions the
+        kernel's vector lanes run empty (vectors (B, C) take the plain path)."""
+        return x.shape[1] // self.groups <= 64 and x.shape[2] * x.shape[3] >= 16
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """The default CPU path: :class:`ADReLUFunction` (half precision computed in float32, as ``threshold``)."""

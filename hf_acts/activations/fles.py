@@ -70,9 +70,9 @@ class FleS(LazyChannels):
     ``(B, C)`` (one position). Project decisions: the hidden activation is ReLU, ``reduction=32``
     (reproduces the paper's overheads), ``eps=1e-6``. ``inplace`` is accepted and ignored.
 
-    Speed: on the CPU the default path is :class:`FleSFunction` (two fused passes over ``x`` per direction); the
-    plain PyTorch path below runs for FleS-Proto, under ``torch.compile``, dispatch modes, on other devices and with
-    ``HF_ACTS_FUSED=0``.
+    Speed: on the CPU the default path for images and tokens is :class:`FleSFunction` (two fused passes over
+    ``x`` per direction); the plain PyTorch path below runs for vectors, FleS-Proto, under ``torch.compile``,
+    dispatch modes, on other devices and with ``HF_ACTS_FUSED=0``.
     """
 
     _channel_key = ("fc2.weight", 0, 2)
@@ -127,7 +127,9 @@ class FleS(LazyChannels):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if not self.proto and x.numel() and _cpp.fused_allowed(x) and _cpp.load("fles") is not None:
+        # vectors (B, C) stay on the plain path: one position per channel leaves nothing to fuse, the coefficient
+        # MLP on (B, 2C) matrices is the whole cost, and autograd runs it faster than the manual backward
+        if x.ndim > 2 and not self.proto and x.numel() and _cpp.fused_allowed(x) and _cpp.load("fles") is not None:
             inner = x.shape[2] * x.shape[3] if x.ndim == 4 else 1
             return FleSFunction.apply(x.contiguous(), self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
                                       self.base, inner, self.eps)

@@ -10,6 +10,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "vec_math.h"
@@ -57,32 +58,40 @@ void visit(const Layout& l, int64_t b, Span span, Row row) {
   }
 }
 
+// Sums run in the compute type within a sample (spans of H*W, or N rows) and are stored in double.
 template <typename S>
 void stats_impl(const Layout& l, const S* x, double* pos, double* count) {
+  using T = compute_t<S>;
   at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> sp(l.C), sn(l.C);
     for (int64_t b = b0; b < b1; ++b) {
-      double *p = pos + b * l.C, *n = count + b * l.C;
+      std::fill(sp.begin(), sp.end(), T(0));
+      std::fill(sn.begin(), sn.end(), T(0));
       visit(
           l, b,
           [&](int64_t off, int64_t len, int64_t c) {
-            double sp = 0, sn = 0;
-#pragma omp simd reduction(+ : sp, sn)
-            for (int64_t i = 0; i < len; ++i) {
-              const double v = load(x, off + i);
-              sp += v > 0 ? v : 0.0;
-              sn += v > 0 ? 1.0 : 0.0;
+            T p = 0, n = 0;
+#pragma omp simd reduction(+ : p, n)
+            for (int64_t i = off; i < off + len; ++i) {
+              const T v = load(x, i);
+              p += v > T(0) ? v : T(0);
+              n += v > T(0) ? T(1) : T(0);
             }
-            p[c] += sp;
-            n[c] += sn;
+            sp[c] += p;
+            sn[c] += n;
           },
           [&](int64_t off) {
 #pragma omp simd
             for (int64_t c = 0; c < l.C; ++c) {
-              const double v = load(x, off + c);
-              p[c] += v > 0 ? v : 0.0;
-              n[c] += v > 0 ? 1.0 : 0.0;
+              const T v = load(x, off + c);
+              sp[c] += v > T(0) ? v : T(0);
+              sn[c] += v > T(0) ? T(1) : T(0);
             }
           });
+      for (int64_t c = 0; c < l.C; ++c) {
+        pos[b * l.C + c] = sp[c];
+        count[b * l.C + c] = sn[c];
+      }
     }
   });
 }
@@ -121,24 +130,26 @@ void coef_grads_impl(const Layout& l, const S* g, const S* x, const compute_t<S>
                      double* d_ve, double* d_ho) {
   using T = compute_t<S>;
   at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> sv(l.C), sh(l.C);
     for (int64_t b = b0; b < b1; ++b) {
       const T *ve = kve + b * l.C, *ho = kho + b * l.C;
-      double *dv = d_ve + b * l.C, *dh = d_ho + b * l.C;
+      std::fill(sv.begin(), sv.end(), T(0));
+      std::fill(sh.begin(), sh.end(), T(0));
       visit(
           l, b,
           [&](int64_t off, int64_t len, int64_t c) {
             const T h = ho[c];
-            double sv = 0, sh = 0;
-#pragma omp simd reduction(+ : sv, sh)
+            T a = 0, d = 0;
+#pragma omp simd reduction(+ : a, d)
             for (int64_t i = off; i < off + len; ++i) {
               const T v = load(x, i), gi = load(g, i);
               T dgate;
               const T rho = gate<G>(h * v, &dgate);
-              sv += double(gi * rho * v);
-              sh += double(gi * dgate * v * v);
+              a += gi * rho * v;
+              d += gi * dgate * v * v;
             }
-            dv[c] += sv;
-            dh[c] += sh * ve[c];
+            sv[c] += a;
+            sh[c] += d;
           },
           [&](int64_t off) {
 #pragma omp simd
@@ -146,10 +157,14 @@ void coef_grads_impl(const Layout& l, const S* g, const S* x, const compute_t<S>
               const T v = load(x, off + c), gi = load(g, off + c);
               T dgate;
               const T rho = gate<G>(ho[c] * v, &dgate);
-              dv[c] += double(gi * rho * v);
-              dh[c] += double(gi * ve[c] * dgate * v * v);
+              sv[c] += gi * rho * v;
+              sh[c] += gi * dgate * v * v;
             }
           });
+      for (int64_t c = 0; c < l.C; ++c) {
+        d_ve[b * l.C + c] = sv[c];
+        d_ho[b * l.C + c] = double(sh[c]) * ve[c];
+      }
     }
   });
 }
