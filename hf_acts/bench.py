@@ -1,12 +1,15 @@
 """Cost benchmarks: activations and training steps, as ratios measured within one run.
 
-Times are medians of repeated runs; every ratio divides two numbers measured in the same process, minutes
-apart at most. ``memory`` is what autograd saves for the backward pass (bytes), which is what an activation adds
+Times are medians of repeated runs timed in alternation; every ratio divides two numbers measured in the same
+process, minutes apart at most. glibc's malloc is told to keep freed memory (``steady_allocator``), as it ends up
+doing in a long training loop: otherwise each large tensor is a fresh ``mmap`` whose page faults dominate and
+randomise the timings. ``memory`` is what autograd saves for the backward pass (bytes), which is what an activation adds
 to training memory; it is exact, unlike process RSS on CPU.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import platform
 import statistics
@@ -30,6 +33,20 @@ BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, 
     "swish_beta": ("silu", {"beta_init": 1.1}),
 }
 NATIVE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+STEADY = False  # whether steady_allocator() is in effect for this run
+
+
+def steady_allocator() -> bool:
+    """Make glibc's malloc reuse freed memory instead of returning large blocks to the OS (``mallopt``:
+    mmap threshold 1 GiB, no trimming). Returns False (and changes nothing) off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return all(libc.mallopt(opt, val) == 1 for opt, val in ((m_mmap_threshold, 1 << 30),
+                                                                 (m_trim_threshold, (1 << 31) - 1),
+                                                                 (m_top_pad, 1 << 28)))
+    except (OSError, AttributeError):
+        return False
 
 
 def machine() -> dict[str, Any]:
@@ -40,7 +57,7 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(), "steady_allocator": STEADY}
 
 
 def median_time(fn: Callable[[], Any], reps: int, warmup: int = 2) -> float:
@@ -67,19 +84,23 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return sum(seen.values())
 
 
-def _run(module_or_fn: Callable, x: torch.Tensor, backward: bool, reps: int) -> float:
+def _step(module_or_fn: Callable, x: torch.Tensor, backward: bool) -> Callable[[], None]:
+    """One forward (in no_grad) or forward + backward of ``module_or_fn`` on ``x``."""
     xg = x.detach().requires_grad_(backward)
     grad = torch.randn_like(x)
 
     def step():
-        y = module_or_fn(xg)
-        if backward:
-            y.backward(grad)
-            xg.grad = None
-    if not backward:
-        with torch.no_grad():
-            return median_time(step, reps)
-    return median_time(step, reps)
+        if not backward:
+            with torch.no_grad():
+                module_or_fn(xg)
+            return
+        module_or_fn(xg).backward(grad)
+        xg.grad = None
+    return step
+
+
+def _run(module_or_fn: Callable, x: torch.Tensor, backward: bool, reps: int) -> float:
+    return median_time(_step(module_or_fn, x, backward), reps)
 
 
 def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
@@ -106,7 +127,9 @@ def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
                            "mode": mode, "floor_ms": floor * 1e3}
                     for backward in (False, True):
                         key = "fwd_bwd" if backward else "fwd"
-                        t, t_base = _run(fn, x, backward, reps), _run(ref, x, backward, reps)
+                        times = interleaved_medians({"act": _step(fn, x, backward), "base": _step(ref, x, backward)},
+                                                    reps)
+                        t, t_base = times["act"], times["base"]
                         row.update({f"{key}_ms": t * 1e3, f"{key}_vs_base": t / t_base,
                                     f"{key}_vs_floor": t / floor})
                     xg = x.detach().requires_grad_()
@@ -230,6 +253,8 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks") -> dict[str, Any]:
     """Run both benchmarks; write JSON, a markdown table and a PNG into ``output_dir``."""
+    global STEADY
+    STEADY = steady_allocator()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     acts = bench_activations(quick)
@@ -238,7 +263,8 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks") -
     (out / "results.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     table = "\n\n".join([
-        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}. Medians; ratios within one run.",
+        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}. Medians of alternating runs; ratios "
+        f"within one run; freed memory kept by malloc: {m['steady_allocator']}.",
         "### Activations (ratio to the native base activation and to a copy_ memory floor)",
         _markdown(acts, ["activation", "base", "shape", "dtype", "mode", "fwd_vs_base", "fwd_bwd_vs_base",
                          "fwd_bwd_vs_floor", "saved_bytes_vs_base"]),
@@ -259,6 +285,8 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output-dir", default="benchmarks")
     args = parser.parse_args(argv)
+    global STEADY
+    STEADY = steady_allocator()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = bench_activations(args.quick) if kind == "activations" else bench_models(args.quick)

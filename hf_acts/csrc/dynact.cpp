@@ -87,10 +87,11 @@ void backward_span(S* gx, const S* g, const S* x, int64_t n, compute_t<S> a_minu
   }
 }
 
-// Channels-last rows (inner == 1): dx of one row of C channels; per-channel sums into sums[c], sums[C + c].
+// Channels-last rows (inner == 1): dx of one row of C channels; per-channel sums into sums[c], sums[C + c]
+// (compute type; the caller flushes them to double every kRowsPerFlush rows).
 template <int64_t B, typename S>
 void backward_row(S* gx, const S* g, const S* x, int64_t C, const compute_t<S>* a_minus_b, const compute_t<S>* b,
-                  double* sums) {
+                  compute_t<S>* sums) {
   using T = compute_t<S>;
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) {
@@ -98,8 +99,8 @@ void backward_row(S* gx, const S* g, const S* x, int64_t C, const compute_t<S>* 
     T d;
     const T f = base_fn<B>(v, &d);
     store(gx, c, gi * (a_minus_b[c] * d + b[c]));
-    sums[c] += double(gi * f);
-    sums[C + c] += double(gi * v);
+    sums[c] += gi * f;
+    sums[C + c] += gi * v;
   }
 }
 
@@ -149,9 +150,16 @@ void backward_impl(S* gx, const S* g, const S* x, int64_t numel, int64_t C, int6
     return acc.data() + at::get_thread_num() * 2 * C;
   };
   if (inner == 1 && C > 1) {
+    constexpr int64_t kRowsPerFlush = 256;
     at::parallel_for(0, numel / C, std::max<int64_t>(1, kGrain / C), [&](int64_t r0, int64_t r1) {
       double* sums = sums_of();
-      for (int64_t r = r0; r < r1; ++r) backward_row<B>(gx + r * C, g + r * C, x + r * C, C, amb.data(), b.data(), sums);
+      std::vector<compute_t<S>> part(2 * C);
+      for (int64_t r = r0; r < r1; r += kRowsPerFlush) {
+        std::fill(part.begin(), part.end(), compute_t<S>(0));
+        for (int64_t q = r; q < std::min(r1, r + kRowsPerFlush); ++q)
+          backward_row<B>(gx + q * C, g + q * C, x + q * C, C, amb.data(), b.data(), part.data());
+        for (int64_t c = 0; c < 2 * C; ++c) sums[c] += part[c];
+      }
     });
     return;
   }
