@@ -33,7 +33,6 @@ BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, 
     "swish_beta": ("silu", {"beta_init": 1.1}),
 }
 NATIVE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
-STEADY = False  # whether steady_allocator() is in effect for this run
 
 
 def steady_allocator() -> bool:
@@ -57,7 +56,7 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "steady_allocator": STEADY}
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def median_time(fn: Callable[[], Any], reps: int, warmup: int = 2) -> float:
@@ -253,13 +252,13 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks") -> dict[str, Any]:
     """Run both benchmarks; write JSON, a markdown table and a PNG into ``output_dir``."""
-    global STEADY
-    STEADY = steady_allocator()
+    steady = steady_allocator()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     acts = bench_activations(quick)
     models = bench_models(quick)
-    result = {"machine": machine(), "quick": quick, "activations": acts, "models": models}
+    result = {"machine": {**machine(), "steady_allocator": steady}, "quick": quick, "activations": acts,
+              "models": models}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     table = "\n\n".join([
@@ -285,11 +284,11 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output-dir", default="benchmarks")
     args = parser.parse_args(argv)
-    global STEADY
-    STEADY = steady_allocator()
+    steady = steady_allocator()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = bench_activations(args.quick) if kind == "activations" else bench_models(args.quick)
-    (out / f"{kind}.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    (out / f"{kind}.json").write_text(json.dumps({"machine": {**machine(), "steady_allocator": steady}, "rows": rows},
+                                                 indent=2))
     print(_markdown(rows, list(rows[0])))
     return rows
