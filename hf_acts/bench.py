@@ -107,7 +107,7 @@ def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
     shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
               "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
-    reps = 5 if quick else 9
+    reps = 5 if quick else 21
     rows = []
     for shape_name, shape in shapes.items():
         for dtype in dtypes:

@@ -25,6 +25,13 @@ def dynact_formula(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, bas
     return torch.addcmul(beta * x, BASE_ACTIVATIONS[base](x), alpha - beta)
 
 
+def _at_init(alpha: torch.Tensor, beta: torch.Tensor) -> bool:
+    """alpha == 1 and beta == 0 everywhere (a scalar pair is read without building comparison tensors)."""
+    if alpha.numel() == 1:
+        return float(alpha) == 1.0 and float(beta) == 0.0
+    return bool((alpha == 1).all()) and bool((beta == 0).all())
+
+
 class DynActFunction(torch.autograd.Function):
     """Fused dynActivation (``csrc/dynact.cpp``): forward and backward are one pass each over ``x``, the backward
     also summing ``dalpha = sum(g base(x))`` and ``dbeta = sum(g x) - dalpha``; saves only ``x``.
@@ -35,7 +42,7 @@ class DynActFunction(torch.autograd.Function):
     def forward(ctx, x, alpha, beta, base, inner):  # noqa: ANN001, ANN205
         ctx.save_for_backward(x, alpha, beta)
         ctx.base, ctx.inner = base, inner
-        if bool((alpha == 1).all()) and bool((beta == 0).all()):
+        if _at_init(alpha, beta):
             return BASE_ACTIVATIONS[base](x)  # exactly the base op at init: swapped models reproduce logits bit for bit
         return _cpp.load("dynact").forward(x, alpha.detach(), beta.detach(), BASE_IDS[base], inner)
 
