@@ -174,7 +174,9 @@ def _lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 
 def bench_models(quick: bool = False) -> list[dict[str, Any]]:
-    """Training-step time (forward + backward + AdamW) of hf-acts models against their base, same run."""
+    """Training-step time (forward + backward + AdamW) of hf-acts models against their base, same run, and the
+    step's activation memory: the bytes autograd keeps from the forward for the backward (exact; on the CPU the
+    process RSS cannot separate one model's peak from the allocator's cache)."""
     import timm
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -183,11 +185,13 @@ def bench_models(quick: bool = False) -> list[dict[str, Any]]:
 
     def compare(group: str, names: dict[str, Callable[[], nn.Module]], inputs: Any, loss_fn: Callable,
                 units: float | None = None) -> None:
-        times = interleaved_medians({label: train_step(build(), inputs, loss_fn) for label, build in names.items()},
-                                    reps)
-        base = next(iter(times.values()))
+        models = {label: build() for label, build in names.items()}
+        times = interleaved_medians({label: train_step(m, inputs, loss_fn) for label, m in models.items()}, reps)
+        saved = {label: saved_bytes(lambda m=m: loss_fn(m, inputs)) for label, m in models.items()}
+        base, base_saved = next(iter(times.values())), next(iter(saved.values()))
         for label, t in times.items():
-            row = {"group": group, "model": label, "step_ms": t * 1e3, "vs_base": t / base}
+            row = {"group": group, "model": label, "step_ms": t * 1e3, "vs_base": t / base,
+                   "saved_mb": saved[label] / 2**20, "saved_vs_base": saved[label] / base_saved}
             if units:
                 row["tokens_per_s"] = units / t
             rows.append(row)
@@ -268,7 +272,8 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks") -
         _markdown(acts, ["activation", "base", "shape", "dtype", "mode", "fwd_vs_base", "fwd_bwd_vs_base",
                          "fwd_bwd_vs_floor", "saved_bytes_vs_base"]),
         "### Training steps (forward + backward + AdamW)",
-        _markdown(models, ["group", "model", "step_ms", "vs_base", "tokens_per_s", "ms_per_kpixel"]),
+        _markdown(models, ["group", "model", "step_ms", "vs_base", "saved_mb", "saved_vs_base", "tokens_per_s",
+                           "ms_per_kpixel"]),
     ])
     (out / "results.md").write_text(table + "\n")
     _plot(acts, out / "activations.png")

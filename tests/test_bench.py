@@ -17,5 +17,9 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     assert all(r["fwd_bwd_vs_base"] > 0 and r["fwd_bwd_vs_floor"] > 0 for r in result["activations"])
     groups = {r["group"].split(" ")[0] for r in result["models"]}
     assert {"resnet8_cifar", "vit_tiny", "tiny", "ADReLU"} <= groups
+    saved = {r["model"]: r["saved_mb"] for r in result["models"] if "saved_mb" in r}
+    # memory is deterministic: the fused paths save only their input (dynActivation: and its alpha, beta scalars)
+    assert round((saved["dynactglu"] - saved["swiglu"]) * 2**20) == 4 * 2 * 4  # 4 layers x (alpha, beta) x float32
+    assert saved["resnet8_cifar"] < saved["resnet8_cifar_adrelu"] < saved["resnet8_cifar_dyrelu"]
     assert "| activation |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "activations.png").stat().st_size > 0
