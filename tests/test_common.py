@@ -118,7 +118,8 @@ def test_registry():
         hf_acts.get_activation("prelu")
 
 
-@pytest.mark.parametrize("name,kernel", [("adrelu", "adrelu"), ("dynactivation", "dynact"), ("fles", "fles")])
+@pytest.mark.parametrize("name,kernel", [("adrelu", "adrelu"), ("dynactivation", "pointwise"),
+                                         ("swish_beta", "pointwise"), ("fles", "fles")])
 def test_a_kernel_that_cannot_be_built_warns_once_and_falls_back_to_the_plain_path(monkeypatch, name, kernel):
     import torch.utils.cpp_extension
 

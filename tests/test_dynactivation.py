@@ -131,7 +131,7 @@ def test_fused_path_half_precision_and_tokens(dtype):
 def test_the_fused_kernel_is_built_and_is_the_default():
     from hf_acts.activations import _cpp
 
-    assert _cpp.load("dynact") is not None
+    assert _cpp.load("pointwise") is not None
     y = DynActivation("silu", alpha_init=1.1)(torch.randn(4, 9, requires_grad=True))
     assert type(y.grad_fn).__name__ == "DynActFunctionBackward"
 

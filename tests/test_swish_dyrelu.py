@@ -22,6 +22,49 @@ def test_swish_beta_per_channel():
     torch.testing.assert_close(m(x), x * torch.sigmoid(m.beta.view(1, 3, 1, 1) * x))
 
 
+def test_swish_beta_fused_kernel_is_the_default_and_exactly_silu_at_init():
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    assert torch.equal(SwishBeta()(x), F.silu(x))
+    assert type(SwishBeta(beta_init=1.3)(x).grad_fn).__name__ == "SwishBetaFunctionBackward"
+
+
+@pytest.mark.parametrize("shape,per_channel", [((3, 6, 5, 5), True), ((3, 5, 6), True), ((4, 6), True),
+                                               ((2, 6, 64, 64), True), ((2, 6, 64, 64), False)])
+def test_swish_beta_fused_path_equals_the_formula_in_float64(monkeypatch, shape, per_channel):
+    from hf_acts.activations import _cpp
+
+    m = SwishBeta(beta_init=1.4, per_channel=per_channel, channels=6 if per_channel else None).double()
+    with torch.no_grad():
+        m.beta.add_(torch.randn_like(m.beta) * 0.3)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(_cpp, "FUSED", fused)
+        y = m(x)
+        results.append((y, *torch.autograd.grad(y, (x, m.beta), grad)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_swish_beta_gradcheck_including_beta(per_channel):
+    m = SwishBeta(beta_init=0.7, per_channel=per_channel, channels=5).double()
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    beta = m.beta.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, b: torch.func.functional_call(m, {"beta": b}, (x,)), (x, beta))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_swish_beta_half_precision(dtype):
+    m = SwishBeta(beta_init=1.5, per_channel=True, channels=8).to(dtype)
+    x = torch.randn(2, 8, 4, 4, dtype=dtype, requires_grad=True)
+    y = m(x)
+    y.float().sum().backward()
+    assert y.dtype == dtype and m.beta.grad.dtype == dtype
+    torch.testing.assert_close(y.float(), x.float() * torch.sigmoid(1.5 * x.float()), rtol=2e-2, atol=2e-2)
+
+
 def test_swish_beta_gradcheck():
     m = SwishBeta(beta_init=1.7).double()
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)

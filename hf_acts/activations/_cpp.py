@@ -43,6 +43,14 @@ def fused_allowed(x: torch.Tensor) -> bool:
             and _get_current_dispatch_mode() is None)
 
 
+def pointwise_inner(x: torch.Tensor, per_channel: bool) -> int:
+    """``inner`` of the (outer, C, inner) view ``csrc/pointwise.cpp`` takes: H*W for per-channel images, 1 for
+    per-channel tokens and vectors (channels last), the whole tensor for one scalar coefficient."""
+    if not per_channel:
+        return x.numel()
+    return x.shape[2] * x.shape[3] if x.ndim == 4 else 1
+
+
 def load(name: str) -> ModuleType | None:
     """The compiled extension ``csrc/<name>.cpp``, or None (with one warning) where it cannot be built."""
     if name not in _modules:

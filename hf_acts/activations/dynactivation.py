@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -16,7 +14,7 @@ except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf
     _cpp = None
 
 DYN_BASES = ("relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish")
-BASE_IDS = {name: i for i, name in enumerate(DYN_BASES)}  # the kernel's enum (csrc/dynact.cpp)
+BASE_IDS = {name: i for i, name in enumerate(DYN_BASES)}  # the kernel's op ids (csrc/pointwise.cpp)
 
 
 def dynact_formula(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, base: str) -> torch.Tensor:
@@ -33,10 +31,9 @@ def _at_init(alpha: torch.Tensor, beta: torch.Tensor) -> bool:
 
 
 class DynActFunction(torch.autograd.Function):
-    """Fused dynActivation (``csrc/dynact.cpp``): forward and backward are one pass each over ``x``, the backward
-    also summing ``dalpha = sum(g base(x))`` and ``dbeta = sum(g x) - dalpha``; saves only ``x``.
-
-    ``inner`` describes the layout as ``(outer, C, inner)`` with ``C = alpha.numel()``."""
+    """Fused dynActivation (``csrc/pointwise.cpp``): forward and backward are one pass each over ``x``, the
+    backward also summing ``dalpha = sum(g base(x))`` and ``dbeta = sum(g x) - dalpha``; saves only ``x`` (and
+    alpha, beta). ``inner`` describes the layout as ``(outer, C, inner)`` with ``C = alpha.numel()``."""
 
     @staticmethod
     def forward(ctx, x, alpha, beta, base, inner):  # noqa: ANN001, ANN205
@@ -44,15 +41,16 @@ class DynActFunction(torch.autograd.Function):
         ctx.base, ctx.inner = base, inner
         if _at_init(alpha, beta):
             return BASE_ACTIVATIONS[base](x)  # exactly the base op at init: swapped models reproduce logits bit for bit
-        return _cpp.load("dynact").forward(x, alpha.detach(), beta.detach(), BASE_IDS[base], inner)
+        alpha, beta = alpha.detach(), beta.detach()
+        return _cpp.load("pointwise").forward(x, alpha - beta, beta, BASE_IDS[base], inner)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # noqa: ANN001, ANN205
         x, alpha, beta = ctx.saved_tensors
-        grad_x, grad_alpha, grad_beta = _cpp.load("dynact").backward(grad.contiguous(), x, alpha, beta,
-                                                                     BASE_IDS[ctx.base], ctx.inner)
-        return grad_x, grad_alpha.to(alpha.dtype), grad_beta.to(beta.dtype), None, None
+        grad_x, sum_gf, sum_gx = _cpp.load("pointwise").backward(grad.contiguous(), x, alpha - beta, beta,
+                                                                 BASE_IDS[ctx.base], ctx.inner)
+        return grad_x, sum_gf.to(alpha.dtype), (sum_gx - sum_gf).to(beta.dtype), None, None
 
 
 class DynActivation(LazyChannels):
@@ -66,8 +64,8 @@ class DynActivation(LazyChannels):
     ``(B, N, C)`` and vectors ``(B, C)`` for ``per_channel``. ``inplace`` is accepted and ignored.
 
     Speed: on the CPU the default path is :class:`DynActFunction`, whose forward and backward are single fused
-    passes (a C++ kernel built on first use) and which saves only ``x`` for the backward; under ``torch.compile``
-    the plain formula is used and fused by inductor.
+    passes (``csrc/pointwise.cpp``, built on first use) and which saves only ``x`` for the backward; under
+    ``torch.compile`` the plain formula is used and fused by inductor.
     """
 
     _channel_key = ("alpha", 0, 1)
@@ -111,9 +109,9 @@ class DynActivation(LazyChannels):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.per_channel:
             self._check_input(x)
-        if x.numel() and _cpp is not None and _cpp.fused_allowed(x) and _cpp.load("dynact") is not None:
-            inner = (math.prod(x.shape[2:]) if x.ndim == 4 else 1) if self.per_channel else x.numel()
-            return DynActFunction.apply(x.contiguous(), self.alpha, self.beta, self.base, inner)
+        if x.numel() and _cpp is not None and _cpp.fused_allowed(x) and _cpp.load("pointwise") is not None:
+            return DynActFunction.apply(x.contiguous(), self.alpha, self.beta, self.base,
+                                        _cpp.pointwise_inner(x, self.per_channel))
         return dynact_formula(x, self._coefficient(self.alpha, x), self._coefficient(self.beta, x), self.base)
 
     def extra_repr(self) -> str:
