@@ -141,3 +141,14 @@ def test_a_kernel_that_cannot_be_built_warns_once_and_falls_back_to_the_plain_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second attempt, no second warning
         torch.testing.assert_close(m(x), fused)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_func_grad_and_vmap(name):
+    """torch.func.grad/vmap run the plain formulas (the fused autograd functions are first-order, eager only)."""
+    m = randomize_(build(name, 16), 0.2).double()
+    x = torch.randn(2, 16, 4, 4, dtype=torch.float64)
+    grad = torch.func.grad(lambda t: m(t).sum())(x)
+    xg = x.clone().requires_grad_()
+    torch.testing.assert_close(grad, torch.autograd.grad(m(xg).sum(), xg)[0])
+    torch.testing.assert_close(torch.func.vmap(m)(x.unsqueeze(1)).squeeze(1), m(x))

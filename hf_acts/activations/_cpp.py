@@ -38,9 +38,10 @@ def _build_tag() -> str:
 
 def fused_allowed(x: torch.Tensor) -> bool:
     """Whether a fused CPU kernel may run on ``x``: enabled, a real CPU tensor, not under ``torch.compile``
-    (inductor fuses the plain formula itself) nor a dispatch mode such as ``FlopCounterMode``."""
+    (inductor fuses the plain formula itself), a dispatch mode such as ``FlopCounterMode``, or a ``torch.func``
+    transform (``grad``, ``vmap``, ...: the kernels' autograd functions are first-order and eager only)."""
     return (FUSED and x.device.type == "cpu" and not torch.compiler.is_compiling()
-            and _get_current_dispatch_mode() is None)
+            and _get_current_dispatch_mode() is None and not torch._C._are_functorch_transforms_active())
 
 
 def pointwise_inner(x: torch.Tensor, per_channel: bool) -> int:

@@ -169,7 +169,7 @@ class ADReLU(LazyChannels):
         if self._fused_wins(x4) and _cpp.fused_allowed(x4) and _cpp.load("adrelu") is not None:
             return from_nchw(self._fused(x4), x)
         tau = self.threshold(x4)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             return from_nchw(torch.maximum(x4, tau), x)  # Eq. 1
         return from_nchw(_Maximum.apply(x4, tau), x)  # Eq. 1, lean backward
 
