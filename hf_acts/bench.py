@@ -103,24 +103,29 @@ def _run(module_or_fn: Callable, x: torch.Tensor, backward: bool, reps: int) -> 
 
 
 def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
-    """Every activation vs its native base and vs a memory-bound floor (``out.copy_(x)``)."""
+    """Every activation vs its native base and vs a memory-bound floor (``out.copy_(x)``). All eager rows are
+    measured before any ``torch.compile`` runs, and inductor compiles in-process (no worker pool left running), so
+    that compilation cannot disturb the other measurements."""
     shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
               "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
     reps = 5 if quick else 21
     rows = []
-    for shape_name, shape in shapes.items():
-        for dtype in dtypes:
-            x = torch.randn(shape, dtype=dtype)
-            out = torch.empty_like(x)
-            floor = median_time(lambda: out.copy_(x), reps)  # noqa: B023
-            for name, (base, kwargs) in BASES.items():
-                act = create_activation(name, channels=x.shape[-1] if x.ndim == 3 else x.shape[1], **kwargs)
-                act = act.to(dtype)
-                for mode in ["eager"] if quick or dtype != torch.float32 else ["eager", "compiled"]:
+    for mode in ["eager"] if quick else ["eager", "compiled"]:
+        for shape_name, shape in shapes.items():
+            for dtype in dtypes if mode == "eager" else [torch.float32]:
+                x = torch.randn(shape, dtype=dtype)
+                out = torch.empty_like(x)
+                floor = median_time(lambda: out.copy_(x), reps)  # noqa: B023
+                for name, (base, kwargs) in BASES.items():
+                    act = create_activation(name, channels=x.shape[-1] if x.ndim == 3 else x.shape[1], **kwargs)
+                    act = act.to(dtype)
                     fn, ref = act, NATIVE[base]
                     if mode == "compiled":
+                        from torch._inductor import config as inductor_config
+
                         torch._dynamo.reset()
+                        inductor_config.compile_threads = 1
                         fn, ref = torch.compile(act), torch.compile(NATIVE[base])
                     row = {"activation": name, "base": base, "shape": shape_name, "dtype": str(dtype)[6:],
                            "mode": mode, "floor_ms": floor * 1e3}
