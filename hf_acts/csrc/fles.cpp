@@ -215,6 +215,11 @@ void check_coef(const at::Tensor& k, const at::Tensor& x, const Layout& l) {
               "fles: coefficients must be contiguous (B, C) in float32 (float64 for float64 x)");
 }
 
+void check_grad(const at::Tensor& g, const at::Tensor& x) {
+  TORCH_CHECK(g.sizes() == x.sizes() && g.is_contiguous() && g.scalar_type() == x.scalar_type(),
+              "fles: grad must be contiguous like x");
+}
+
 // Returns (sum relu(x), count(x > 0)), each (B, C) in float64.
 std::vector<at::Tensor> stats(const at::Tensor& x, int64_t C, int64_t I) {
   const Layout l = layout_of(x, C, I);
@@ -246,8 +251,7 @@ std::vector<at::Tensor> coef_grads(const at::Tensor& g, const at::Tensor& x, con
   const Layout l = layout_of(x, kve.size(-1), I);
   check_coef(kve, x, l);
   check_coef(kho, x, l);
-  TORCH_CHECK(g.sizes() == x.sizes() && g.is_contiguous() && g.scalar_type() == x.scalar_type(),
-              "fles: grad must be contiguous like x");
+  check_grad(g, x);
   at::Tensor d_ve = at::zeros({l.B, l.C}, at::kDouble), d_ho = at::zeros({l.B, l.C}, at::kDouble);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_coef_grads", [&] {
     using T = compute_t<scalar_t>;
@@ -265,8 +269,7 @@ at::Tensor input_grad(const at::Tensor& g, const at::Tensor& x, const at::Tensor
   check_coef(kve, x, l);
   check_coef(kho, x, l);
   check_coef(dpos, x, l);
-  TORCH_CHECK(g.sizes() == x.sizes() && g.is_contiguous() && g.scalar_type() == x.scalar_type(),
-              "fles: grad must be contiguous like x");
+  check_grad(g, x);
   at::Tensor gx = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_input_grad", [&] {
     using T = compute_t<scalar_t>;
