@@ -40,7 +40,7 @@ def fused_allowed(x: torch.Tensor) -> bool:
     """Whether a fused CPU kernel may run on ``x``: enabled, a real CPU tensor, not under ``torch.compile``
     (inductor fuses the plain formula itself), a dispatch mode such as ``FlopCounterMode``, or a ``torch.func``
     transform (``grad``, ``vmap``, ...: the kernels' autograd functions are first-order and eager only)."""
-    return (FUSED and x.device.type == "cpu" and not torch.compiler.is_compiling()
+    return (FUSED and x.is_cpu and not torch.compiler.is_compiling()
             and _get_current_dispatch_mode() is None and not torch._C._are_functorch_transforms_active())
 
 

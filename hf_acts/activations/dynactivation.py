@@ -41,16 +41,15 @@ class DynActFunction(torch.autograd.Function):
         ctx.base, ctx.inner = base, inner
         if _at_init(alpha, beta):
             return BASE_ACTIVATIONS[base](x)  # exactly the base op at init: swapped models reproduce logits bit for bit
-        alpha, beta = alpha.detach(), beta.detach()
-        return _cpp.load("pointwise").forward(x, alpha - beta, beta, BASE_IDS[base], inner)
+        return _cpp.load("pointwise").forward(x, alpha, beta, BASE_IDS[base], inner)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # noqa: ANN001, ANN205
         x, alpha, beta = ctx.saved_tensors
-        grad_x, sum_gf, sum_gx = _cpp.load("pointwise").backward(grad.contiguous(), x, alpha - beta, beta,
-                                                                 BASE_IDS[ctx.base], ctx.inner)
-        return grad_x, sum_gf.to(alpha.dtype), (sum_gx - sum_gf).to(beta.dtype), None, None
+        grad_x, grad_alpha, grad_beta = _cpp.load("pointwise").backward(grad.contiguous(), x, alpha, beta,
+                                                                        BASE_IDS[ctx.base], ctx.inner)
+        return grad_x, grad_alpha, grad_beta, None, None
 
 
 class DynActivation(LazyChannels):

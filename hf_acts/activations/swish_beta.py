@@ -27,16 +27,14 @@ class SwishBetaFunction(torch.autograd.Function):
         ctx.inner = inner
         if float(beta) == 1.0 if beta.numel() == 1 else bool((beta == 1).all()):
             return F.silu(x)  # exactly SiLU at init: swapped models reproduce logits bit for bit
-        beta = beta.detach()
-        return _cpp.load("pointwise").forward(x, beta, torch.zeros_like(beta), SWISH_OP, inner)
+        return _cpp.load("pointwise").forward(x, beta, beta, SWISH_OP, inner)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # noqa: ANN001, ANN205
         x, beta = ctx.saved_tensors
-        grad_x, grad_beta, _ = _cpp.load("pointwise").backward(grad.contiguous(), x, beta, torch.zeros_like(beta),
-                                                               SWISH_OP, ctx.inner)
-        return grad_x, grad_beta.to(beta.dtype), None
+        grad_x, grad_beta, _ = _cpp.load("pointwise").backward(grad.contiguous(), x, beta, beta, SWISH_OP, ctx.inner)
+        return grad_x, grad_beta, None
 
 
 class SwishBeta(LazyChannels):

@@ -1,8 +1,8 @@
 // Pointwise activations with learned per-channel (or per-tensor) coefficients, fused CPU kernels:
 //   dynActivation (papers/dynactivation-abstract.md): f(x) = base(x) (alpha - beta) + beta x
 //   Swish-beta (papers/swish-citations.md):           f(x) = x sigmoid(beta x)
-// Forward: one pass. Backward: one pass giving dx and the two sums the coefficient gradients are made of
-// (dynActivation: sum g base(x) and sum g x; Swish-beta: sum g x^2 sigmoid'(beta x)), per channel or in all.
+// Forward: one pass. Backward: one pass giving dx and the coefficient gradients (dynActivation: d alpha =
+// sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = sum g x^2 sigmoid'(beta x)), per channel or in all.
 // x is viewed as (outer, C, inner): C = 1 for one scalar pair; (B, C, H*W) for images; (B*N, C, 1) for tokens.
 // Loads and stores are in x's dtype (float, double, bfloat16, half); arithmetic in float (double for double).
 #include <torch/extension.h>
@@ -195,10 +195,16 @@ void backward_impl(S* gx, const S* g, const S* x, int64_t numel, int64_t C, int6
   });
 }
 
+// The op's per-channel (p, q) from the module's coefficients (c0, c1): dynActivation (alpha, beta) -> (alpha - beta,
+// beta); Swish-beta (beta, unused) -> (beta, 0).
 template <typename T>
-std::vector<T> as_vector(const at::Tensor& t) {
-  const at::Tensor d = t.to(at::kDouble).contiguous();
-  return std::vector<T>(d.const_data_ptr<double>(), d.const_data_ptr<double>() + d.numel());
+void op_coefficients(const at::Tensor& c0, const at::Tensor& c1, bool swish, std::vector<T>& p, std::vector<T>& q) {
+  const at::Tensor a = c0.to(at::kDouble).contiguous(), b = c1.to(at::kDouble).contiguous();
+  const double *pa = a.const_data_ptr<double>(), *pb = b.const_data_ptr<double>();
+  for (int64_t c = 0; c < c0.numel(); ++c) {
+    p.push_back(T(swish ? pa[c] : pa[c] - pb[c]));
+    q.push_back(T(swish ? 0.0 : pb[c]));
+  }
 }
 
 // Op ids: 0-5 dynActivation with base relu, leaky_relu, silu, gelu, gelu_tanh, mish; 6 Swish-beta.
@@ -216,53 +222,55 @@ constexpr int64_t kSwish = 6;
     default: TORCH_CHECK(false, "pointwise: unknown op ", op);                               \
   }
 
-void check(const at::Tensor& x, const at::Tensor& p, const at::Tensor& q, int64_t inner) {
+void check(const at::Tensor& x, const at::Tensor& c0, const at::Tensor& c1, int64_t inner) {
   TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "pointwise: x must be a contiguous CPU tensor");
-  TORCH_CHECK(p.numel() == q.numel(), "pointwise: p and q must have one value per channel each");
-  TORCH_CHECK(inner >= 1 && x.numel() % (p.numel() * inner) == 0, "pointwise: the coefficients do not fit x's layout");
+  TORCH_CHECK(c0.numel() == c1.numel(), "pointwise: both coefficients must have one value per channel");
+  TORCH_CHECK(inner >= 1 && x.numel() % (c0.numel() * inner) == 0, "pointwise: the coefficients do not fit x's layout");
 }
 
-// p, q: the op's coefficients per channel (dynActivation: alpha - beta and beta; Swish-beta: beta and unused).
-at::Tensor pointwise_forward(const at::Tensor& x, const at::Tensor& p, const at::Tensor& q, int64_t op,
+// c0, c1: the module's coefficients (dynActivation: alpha, beta; Swish-beta: beta, beta), one per channel or one.
+at::Tensor pointwise_forward(const at::Tensor& x, const at::Tensor& c0, const at::Tensor& c1, int64_t op,
                              int64_t inner) {
-  check(x, p, q, inner);
+  check(x, c0, c1, inner);
   at::Tensor y = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "pointwise_forward", [&] {
-    using T = compute_t<scalar_t>;
-    const std::vector<T> pv = as_vector<T>(p), qv = as_vector<T>(q);
+    std::vector<compute_t<scalar_t>> p, q;
+    op_coefficients(c0, c1, op == kSwish, p, q);
     HF_ACTS_DISPATCH_OP(op, [&] {
-      forward_impl<Op>(y.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), x.numel(), p.numel(), inner, pv,
-                       qv);
+      forward_impl<Op>(y.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), x.numel(), c0.numel(), inner, p,
+                       q);
     });
   });
   return y;
 }
 
-// Returns dx and the two per-channel sums (float64, p's shape).
-std::vector<at::Tensor> pointwise_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& p,
-                                           const at::Tensor& q, int64_t op, int64_t inner) {
-  check(x, p, q, inner);
+// Returns dx and the gradients of c0 and c1 (c0's dtype and shape; Swish-beta's second is zero).
+std::vector<at::Tensor> pointwise_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& c0,
+                                           const at::Tensor& c1, int64_t op, int64_t inner) {
+  check(x, c0, c1, inner);
   TORCH_CHECK(grad.sizes() == x.sizes() && grad.is_contiguous() && grad.scalar_type() == x.scalar_type(),
               "pointwise: grad must be contiguous like x");
-  const int64_t C = p.numel();
+  const int64_t C = c0.numel();
   at::Tensor grad_x = at::empty_like(x);
   std::vector<double> acc(at::get_num_threads() * 2 * C, 0.0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "pointwise_backward", [&] {
-    using T = compute_t<scalar_t>;
-    const std::vector<T> pv = as_vector<T>(p), qv = as_vector<T>(q);
+    std::vector<compute_t<scalar_t>> p, q;
+    op_coefficients(c0, c1, op == kSwish, p, q);
     HF_ACTS_DISPATCH_OP(op, [&] {
       backward_impl<Op>(grad_x.mutable_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(),
-                        x.const_data_ptr<scalar_t>(), x.numel(), C, inner, pv, qv, acc);
+                        x.const_data_ptr<scalar_t>(), x.numel(), C, inner, p, q, acc);
     });
   });
-  at::Tensor s0 = at::zeros({C}, at::kDouble), s1 = at::zeros({C}, at::kDouble);
-  double *p0 = s0.mutable_data_ptr<double>(), *p1 = s1.mutable_data_ptr<double>();
+  // dynActivation: d alpha = sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = the first sum
+  at::Tensor g0 = at::zeros({C}, at::kDouble), g1 = at::zeros({C}, at::kDouble);
+  double *p0 = g0.mutable_data_ptr<double>(), *p1 = g1.mutable_data_ptr<double>();
   for (size_t t = 0; t < acc.size() / (2 * C); ++t)
     for (int64_t c = 0; c < C; ++c) {
       p0[c] += acc[t * 2 * C + c];
       p1[c] += acc[t * 2 * C + C + c];
     }
-  return {grad_x, s0.view(p.sizes()), s1.view(p.sizes())};
+  for (int64_t c = 0; c < C; ++c) p1[c] = op == kSwish ? 0.0 : p1[c] - p0[c];
+  return {grad_x, g0.view(c0.sizes()).to(c0.scalar_type()), g1.view(c1.sizes()).to(c1.scalar_type())};
 }
 
 }  // namespace
