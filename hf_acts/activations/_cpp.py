@@ -1,9 +1,9 @@
 """Hand-written CPU kernels (``hf_acts/csrc``), compiled on first use by ``torch.utils.cpp_extension``.
 
 The build lands in torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
-under a name that includes the host's CPU features, since it is built with ``-march=native``, and a hash
-of the shared headers. Where it cannot
-be built (no C++ compiler or OpenMP), callers fall back to their plain PyTorch path, with one warning.
+under a name that includes the host's CPU features, since it is built with ``-march=native``, and a hash of the
+shared headers. Where it cannot be built (no C++ compiler or OpenMP), callers fall back to their plain PyTorch
+path, with one warning.
 ``HF_ACTS_FUSED=0`` turns every fused path off (the plain formulas then run, as in the tests' references).
 """
 
