@@ -18,6 +18,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def assert_fused_equals_plain(monkeypatch: pytest.MonkeyPatch, module: torch.nn.Module, shape: tuple) -> None:
+    """The module's default (fused kernel) path equals its plain PyTorch path in float64: output and the gradients
+    of the input and of every parameter. The plain path is itself checked against the papers' equations."""
+    from hf_acts.activations import _cpp
+
+    module = module.double()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(_cpp, "FUSED", fused)
+        y = module(x)
+        results.append((y, *torch.autograd.grad(y, (x, *module.parameters()), grad)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
+from conftest import assert_fused_equals_plain, randomize_
 
 from hf_acts import ADReLU
 
@@ -124,19 +124,8 @@ def test_the_fused_kernel_is_built_and_is_the_default():
     ((2, 20, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
 ])
 def test_fused_path_matches_the_plain_path_with_all_gradients(monkeypatch, shape, kwargs):
-    from hf_acts.activations import _cpp
-
     channels = shape[-1] if len(shape) == 3 else shape[1]
-    m = randomize_(ADReLU(channels, **kwargs)).double()
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(*shape, dtype=torch.float64)
-    results = []
-    for fused in (True, False):
-        monkeypatch.setattr(_cpp, "FUSED", fused)
-        y = m(x)
-        results.append((y, *torch.autograd.grad(y, (x, *m.parameters()), grad)))
-    for got, want in zip(*results, strict=True):
-        torch.testing.assert_close(got, want)
+    assert_fused_equals_plain(monkeypatch, randomize_(ADReLU(channels, **kwargs)), shape)
 
 
 @pytest.mark.parametrize("channels,shape,fused", [

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_fused_equals_plain
 from torch import nn
 
 from hf_acts import DynActGLU, DynActivation
@@ -141,21 +142,10 @@ def test_the_fused_kernel_is_built_and_is_the_default():
                                                ((2, 6, 64, 64), True), ((2, 6, 64, 64), False)])
 def test_fused_path_equals_the_plain_path_in_float64(monkeypatch, base, shape, per_channel):
     """Every layout, several threads' worth of elements (64x64 planes), gradients of x, alpha and beta."""
-    from hf_acts.activations import _cpp
-
-    m = DynActivation(base, alpha_init=1.2, beta_init=0.3, per_channel=per_channel,
-                      channels=6 if per_channel else None).double()
+    m = DynActivation(base, alpha_init=1.2, beta_init=0.3, per_channel=per_channel, channels=6 if per_channel else None)
     with torch.no_grad():
         m.alpha.add_(torch.randn_like(m.alpha) * 0.1)
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(*shape, dtype=torch.float64)
-    results = []
-    for fused in (True, False):
-        monkeypatch.setattr(_cpp, "FUSED", fused)
-        y = m(x)
-        results.append((y, *torch.autograd.grad(y, (x, m.alpha, m.beta), grad)))
-    for got, want in zip(*results, strict=True):
-        torch.testing.assert_close(got, want)
+    assert_fused_equals_plain(monkeypatch, m, shape)
 
 
 def test_dispatch_modes_run_the_plain_formula():

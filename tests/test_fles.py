@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
+from conftest import assert_fused_equals_plain, randomize_
 
 from hf_acts import FleS
 
@@ -90,18 +90,7 @@ def test_the_fused_kernel_is_built_and_is_the_default():
 @pytest.mark.parametrize("base", ["silu", "gelu"])
 @pytest.mark.parametrize("shape", [(3, 16, 5, 7), (3, 7, 16), (2, 1, 16), (2, 16, 40, 40)])
 def test_fused_path_equals_the_plain_path_in_float64(monkeypatch, base, shape):
-    from hf_acts.activations import _cpp
-
-    m = randomize_(FleS(16, base=base), 0.3).double()
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(*shape, dtype=torch.float64)
-    results = []
-    for fused in (True, False):
-        monkeypatch.setattr(_cpp, "FUSED", fused)
-        y = m(x)
-        results.append((y, *torch.autograd.grad(y, (x, *m.parameters()), grad)))
-    for got, want in zip(*results, strict=True):
-        torch.testing.assert_close(got, want)
+    assert_fused_equals_plain(monkeypatch, randomize_(FleS(16, base=base), 0.3), shape)
 
 
 def test_fused_path_gradcheck_including_parameters():

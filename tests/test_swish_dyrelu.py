@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
+from conftest import assert_fused_equals_plain, randomize_
 
 from hf_acts import DyReLU, SwishBeta
 
@@ -31,20 +31,10 @@ def test_swish_beta_fused_kernel_is_the_default_and_exactly_silu_at_init():
 @pytest.mark.parametrize("shape,per_channel", [((3, 6, 5, 5), True), ((3, 5, 6), True), ((4, 6), True),
                                                ((2, 6, 64, 64), True), ((2, 6, 64, 64), False)])
 def test_swish_beta_fused_path_equals_the_formula_in_float64(monkeypatch, shape, per_channel):
-    from hf_acts.activations import _cpp
-
-    m = SwishBeta(beta_init=1.4, per_channel=per_channel, channels=6 if per_channel else None).double()
+    m = SwishBeta(beta_init=1.4, per_channel=per_channel, channels=6 if per_channel else None)
     with torch.no_grad():
         m.beta.add_(torch.randn_like(m.beta) * 0.3)
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(*shape, dtype=torch.float64)
-    results = []
-    for fused in (True, False):
-        monkeypatch.setattr(_cpp, "FUSED", fused)
-        y = m(x)
-        results.append((y, *torch.autograd.grad(y, (x, m.beta), grad)))
-    for got, want in zip(*results, strict=True):
-        torch.testing.assert_close(got, want)
+    assert_fused_equals_plain(monkeypatch, m, shape)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])

@@ -44,6 +44,11 @@ def fused_allowed(x: torch.Tensor) -> bool:
             and _get_current_dispatch_mode() is None and not torch._C._are_functorch_transforms_active())
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the ADReLU and FleS kernels compute in: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def pointwise_inner(x: torch.Tensor, per_channel: bool) -> int:
     """``inner`` of the (outer, C, inner) view ``csrc/pointwise.cpp`` takes: H*W for per-channel images, 1 for
     per-channel tokens and vectors (channels last), the whole tensor for one scalar coefficient."""

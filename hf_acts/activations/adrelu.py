@@ -152,8 +152,7 @@ class ADReLU(LazyChannels):
 
         bfloat16/float16 inputs on the CPU are computed in float32 (and tau cast back): CPU half-precision
         GEMM and depthwise-conv kernels are 8-10x slower than float32 ones here (project decision)."""
-        if self.spatial_dims == 1 and x.shape[2] != 1:
-            raise ValueError("ADReLU(spatial_dims=1) accepts tokens (B, N, C) or vectors (B, C) only")
+        self._check_spatial(x)
         dtype = x.dtype
         if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
             x = x.float()
@@ -166,12 +165,17 @@ class ADReLU(LazyChannels):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x4 = to_nchw(x)
+        self._check_spatial(x4)
         if self._fused_wins(x4) and _cpp.fused_allowed(x4) and _cpp.load("adrelu") is not None:
             return from_nchw(self._fused(x4), x)
         tau = self.threshold(x4)
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             return from_nchw(torch.maximum(x4, tau), x)  # Eq. 1
         return from_nchw(_Maximum.apply(x4, tau), x)  # Eq. 1, lean backward
+
+    def _check_spatial(self, x: torch.Tensor) -> None:
+        if self.spatial_dims == 1 and x.shape[2] != 1:
+            raise ValueError("ADReLU(spatial_dims=1) accepts tokens (B, N, C) or vectors (B, C) only")
 
     def _fused_wins(self, x: torch.Tensor) -> bool:
         """The per-sample kernel pays off where ADReLU is memory-bound: at most 64 channels per group and at least
@@ -182,9 +186,7 @@ class ADReLU(LazyChannels):
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """The default CPU path: :class:`ADReLUFunction` (half precision computed in float32, as ``threshold``)."""
-        if self.spatial_dims == 1 and x.shape[2] != 1:
-            raise ValueError("ADReLU(spatial_dims=1) accepts tokens (B, N, C) or vectors (B, C) only")
-        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        dtype = _cpp.compute_dtype(x)
         params = [p.to(dtype).contiguous() for p in (self.qkv.weight, self.dw.weight, self.norm_dw.weight,
                                                        self.norm_dw.bias, self.proj.weight, self.norm.weight,
                                                        self.norm.bias)]

@@ -26,7 +26,7 @@ class FleSFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, base, inner, eps):  # noqa: ANN001, ANN205
         ext = _cpp.load("fles")
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dtype = _cpp.compute_dtype(x)
         pos, count = ext.stats(x, w1.shape[1], inner)
         denom = (count + eps).to(dtype)
         m = pos.to(dtype) / denom  # positive channel mean m_c
