@@ -21,18 +21,23 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 def assert_fused_equals_plain(monkeypatch: pytest.MonkeyPatch, module: torch.nn.Module, shape: tuple) -> None:
     """The module's default (fused kernel) path equals its plain PyTorch path in float64: output and the gradients
     of the input and of every parameter. The plain path is itself checked against the papers' equations."""
-    from hf_acts.activations import _cpp
+    from hf_acts.ops import dispatch
 
     module = module.double()
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(*shape, dtype=torch.float64)
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(_cpp, "FUSED", fused)
+        monkeypatch.setattr(dispatch, "FUSED", fused)
         y = module(x)
         results.append((y, *torch.autograd.grad(y, (x, *module.parameters()), grad)))
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def ran_op(y: torch.Tensor, op: str) -> bool:
+    """Whether ``y`` came out of the registered op ``hf_acts::<op>`` (its autograd node names it)."""
+    return type(y.grad_fn).__name__.startswith(f"GeneratedBackwardFor_hf_acts_{op}_default")
 
 
 @pytest.fixture(autouse=True)

@@ -110,7 +110,7 @@ def test_bad_arguments(kwargs, match):
 # is checked against the equations above, and the fused one against both.
 
 def test_the_fused_kernel_is_built_and_is_the_default():
-    from hf_acts.activations import _cpp
+    from hf_acts.ops import _cpp
 
     assert _cpp.load("adrelu") is not None
     y = ADReLU(16)(torch.randn(2, 16, 4, 4, requires_grad=True))
@@ -150,11 +150,11 @@ def test_fused_path_gradcheck_including_parameters():
 
 
 def test_fused_path_bfloat16_runs_in_float32(monkeypatch):
-    from hf_acts.activations import _cpp
+    from hf_acts.ops import dispatch
 
     m = randomize_(ADReLU(16))
     x = torch.randn(2, 16, 6, 6).bfloat16()
     y = m(x)
-    monkeypatch.setattr(_cpp, "FUSED", False)
+    monkeypatch.setattr(dispatch, "FUSED", False)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y, m(x))

@@ -123,7 +123,7 @@ def test_registry():
 def test_a_kernel_that_cannot_be_built_warns_once_and_falls_back_to_the_plain_path(monkeypatch, name, kernel):
     import torch.utils.cpp_extension
 
-    from hf_acts.activations import _cpp
+    from hf_acts.ops import _cpp
 
     m = randomize_(build(name, 16), 0.2)
     x = torch.randn(2, 16, 4, 4)

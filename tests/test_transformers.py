@@ -24,8 +24,8 @@ from transformers import (
 from transformers.activations import ACT2FN
 
 import hf_acts
-from hf_acts.activations import _cpp
 from hf_acts.integrations.transformers.configuration_hf_acts import HfActsLlamaConfig
+from hf_acts.ops import dispatch
 
 TINY = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)
@@ -76,11 +76,11 @@ def trained(tmp_path_factory):
         model.save_pretrained(folder)
         expected = logits(model)
         tokens = model.generate(IDS[:1], max_new_tokens=6, do_sample=False)
-        _cpp.FUSED = False  # what the remote code computes without hf-acts: the plain formula
+        dispatch.FUSED = False  # what the remote code computes without hf-acts: the plain formula
         try:
             plain, plain_tokens = logits(model), model.generate(IDS[:1], max_new_tokens=6, do_sample=False)
         finally:
-            _cpp.FUSED = True
+            dispatch.FUSED = True
         save_file({"logits": expected, "tokens": tokens, "plain_logits": plain, "plain_tokens": plain_tokens},
                   folder / "expected.safetensors")
         out[family] = dict(model=model, before=before, converted=converted, losses=losses, folder=folder)

@@ -70,6 +70,7 @@ class LazyChannels(nn.Module):
     """
 
     _channel_key: tuple[str, int, int] = ("", 0, 1)
+    _per_tensor_keys: tuple[str, ...] = ()  # coefficients stored as shape (1,); older checkpoints hold them 0-d
 
     def __init__(self, channels: int | None) -> None:
         super().__init__()
@@ -107,6 +108,9 @@ class LazyChannels(nn.Module):
             )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        for name in self._per_tensor_keys:  # 0-d coefficients of checkpoints written before 0.2 -> (1,)
+            if prefix + name in state_dict and state_dict[prefix + name].ndim == 0:
+                state_dict[prefix + name] = state_dict[prefix + name].reshape(1)
         key, dim, multiple = self._channel_key
         if self.channels is None and self._needs_channels() and prefix + key in state_dict:
             self._build_checked(state_dict[prefix + key].shape[dim] // multiple)

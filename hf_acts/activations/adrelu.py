@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _cpp
+from ..ops import _cpp, dispatch
 from ._base import LazyChannels, check_divisible, from_nchw, to_nchw
 
 TAU_INITS = ("paper", "zero")
@@ -166,7 +166,8 @@ class ADReLU(LazyChannels):
         self._check_input(x)
         x4 = to_nchw(x)
         self._check_spatial(x4)
-        if self._fused_wins(x4) and _cpp.fused_allowed(x4) and _cpp.load("adrelu") is not None:
+        if (self._fused_wins(x4) and not torch.compiler.is_compiling()
+                and dispatch.implementation(x4, "adrelu") == "cpp"):
             return from_nchw(self._fused(x4), x)
         tau = self.threshold(x4)
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dynactivation import DynActivation
+from .dynactivation import DynActivation, use_op
+
+try:
+    from hf_acts.ops import pointwise  # absolute: transformers copies relative imports beside the file
+except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
+    pointwise = None
 
 MODES = ("gate", "both")
 
@@ -19,7 +24,8 @@ class DynActGLU(nn.Module):
     ``mode="both"`` also applies a dynActivation initialised to the identity
     (``alpha = beta = 1``) to the up branch. Projection names follow Llama (``gate_proj``,
     ``up_proj``, ``down_proj``, ``act_fn``) so state-dict keys are unchanged by a conversion.
-    Input: any shape ``(..., hidden_size)``.
+    Input: any shape ``(..., hidden_size)``. With ``mode="gate"`` the product ``act(gate) * up`` is the fused op
+    ``hf_acts::dynact_glu`` (saves only the gate and up pre-activations; the backward recomputes).
     """
 
     def __init__(
@@ -68,10 +74,13 @@ class DynActGLU(nn.Module):
         return new.to(device=gate.weight.device, dtype=gate.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up = self.up_proj(x)
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if self.mode == "gate" and use_op(gate):  # hf_acts::dynact_glu: act(gate) * up in one pass per direction
+            act = self.act_fn
+            return self.down_proj(pointwise.dynact_glu(gate, up, act.alpha, act.beta, act.base))
         if self.mode == "both":
             up = self.up_act(up)
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * up)
+        return self.down_proj(self.act_fn(gate) * up)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"

@@ -8,51 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _cpp
+from ..ops import dispatch
+from ..ops import fles as fles_op
 from ._base import LazyChannels
 
 GATES = {"silu": torch.sigmoid, "gelu": lambda t: 0.5 * (1.0 + torch.erf(t * (1.0 / math.sqrt(2.0))))}
-GATE_IDS = {"silu": 0, "gelu": 1}  # the kernel's enum (csrc/fles.cpp)
-
-
-class FleSFunction(torch.autograd.Function):
-    """Practical FleS as fused CPU passes (``csrc/fles.cpp``): channel statistics and ``phi`` in the forward,
-    coefficient gradients and the input gradient in the backward; the coefficient MLP (``fc1 -> relu -> fc2 ->
-    1 + tanh``) and its backward run in PyTorch on ``(B, C)`` matrices. Saves ``x`` and ``(B, C)``-sized tensors.
-
-    ``inner`` is the number of positions per channel that are contiguous in memory (H*W for images, 1 for tokens
-    and vectors)."""
-
-    @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, base, inner, eps):  # noqa: ANN001, ANN205
-        ext = _cpp.load("fles")
-        dtype = _cpp.compute_dtype(x)
-        pos, count = ext.stats(x, w1.shape[1], inner)
-        denom = (count + eps).to(dtype)
-        m = pos.to(dtype) / denom  # positive channel mean m_c
-        w1c, b1c, w2c, b2c = (p.detach().to(dtype) for p in (w1, b1, w2, b2))
-        h = F.relu(F.linear(m, w1c, b1c))
-        t = torch.tanh(F.linear(h, w2c, b2c))
-        k_ve, k_ho = ((1.0 + t).chunk(2, dim=-1))
-        k_ve, k_ho = k_ve.contiguous(), k_ho.contiguous()
-        ctx.save_for_backward(x, w1c, w2c, m, denom, h, t, k_ve, k_ho)
-        ctx.base, ctx.inner, ctx.dtypes = base, inner, (w1.dtype, b1.dtype, w2.dtype, b2.dtype)
-        return ext.apply(x, k_ve, k_ho, GATE_IDS[base], inner)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        ext = _cpp.load("fles")
-        x, w1, w2, m, denom, h, t, k_ve, k_ho = ctx.saved_tensors
-        grad = grad.contiguous()
-        d_ve, d_ho = ext.coef_grads(grad, x, k_ve, k_ho, GATE_IDS[ctx.base], ctx.inner)
-        d_pre2 = torch.cat([d_ve, d_ho], dim=-1).to(t.dtype) * (1.0 - t * t)  # through 1 + tanh
-        d_h = d_pre2 @ w2
-        d_pre1 = d_h * (h > 0)  # through the hidden ReLU
-        d_m = d_pre1 @ w1
-        grad_x = ext.input_grad(grad, x, k_ve, k_ho, (d_m / denom).contiguous(), GATE_IDS[ctx.base], ctx.inner)
-        grads = (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0))
-        return grad_x, *(g.to(dt) for g, dt in zip(grads, ctx.dtypes, strict=True)), None, None, None
 
 
 class FleS(LazyChannels):
@@ -70,9 +30,9 @@ class FleS(LazyChannels):
     ``(B, C)`` (one position). Project decisions: the hidden activation is ReLU, ``reduction=32``
     (reproduces the paper's overheads), ``eps=1e-6``. ``inplace`` is accepted and ignored.
 
-    Speed: on the CPU the default path for images and tokens is :class:`FleSFunction` (two fused passes over
-    ``x`` per direction); the plain PyTorch path below runs for vectors, FleS-Proto, under ``torch.compile``,
-    dispatch modes, on other devices and with ``HF_ACTS_FUSED=0``.
+    Speed: the default path for images and tokens is the op ``hf_acts::fles`` (:mod:`hf_acts.ops.fles`: two fused
+    passes over ``x`` per direction, C++ on the CPU, Triton on CUDA); the plain PyTorch path below runs for
+    vectors, FleS-Proto, and where :mod:`hf_acts.ops.dispatch` says so.
     """
 
     _channel_key = ("fc2.weight", 0, 2)
@@ -129,10 +89,9 @@ class FleS(LazyChannels):
         self._check_input(x)
         # vectors (B, C) stay on the plain path: one position per channel leaves nothing to fuse, the coefficient
         # MLP on (B, 2C) matrices is the whole cost, and autograd runs it faster than the manual backward
-        if x.ndim > 2 and not self.proto and x.numel() and _cpp.fused_allowed(x) and _cpp.load("fles") is not None:
-            inner = x.shape[2] * x.shape[3] if x.ndim == 4 else 1
-            return FleSFunction.apply(x.contiguous(), self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                                      self.base, inner, self.eps)
+        if x.ndim > 2 and not self.proto and dispatch.fused(x, "fles"):
+            return fles_op.fles(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.base,
+                                self.eps)[0]
         k_ve, k_ho = self.coefficients(x)
         return k_ve * GATES[self.base](k_ho * x) * x
 

@@ -4,24 +4,23 @@ The build lands in torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ``
 under a name that includes the host's CPU features, since it is built with ``-march=native``, and a hash of the
 shared headers. Where it cannot be built (no C++ compiler or OpenMP), callers fall back to their plain PyTorch
 path, with one warning.
-``HF_ACTS_FUSED=0`` turns every fused path off (the plain formulas then run, as in the tests' references).
+Which ops call them, and when, is decided in :mod:`hf_acts.ops.dispatch`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-FUSED = os.environ.get("HF_ACTS_FUSED", "1") != "0"
+# op ids of csrc/pointwise.cpp (and the Triton kernels): dynActivation with each base, then Swish-beta
+POINTWISE_OPS = {"relu": 0, "leaky_relu": 1, "silu": 2, "gelu": 3, "gelu_tanh": 4, "mish": 5, "swish_beta": 6}
 _modules: dict[str, ModuleType | None] = {}
 logger = logging.getLogger(__name__)
 
@@ -36,25 +35,9 @@ def _build_tag() -> str:
     return hashlib.sha1(f"{platform.machine()} {flags} {headers}".encode()).hexdigest()[:8]
 
 
-def fused_allowed(x: torch.Tensor) -> bool:
-    """Whether a fused CPU kernel may run on ``x``: enabled, a real CPU tensor, not under ``torch.compile``
-    (inductor fuses the plain formula itself), a dispatch mode such as ``FlopCounterMode``, or a ``torch.func``
-    transform (``grad``, ``vmap``, ...: the kernels' autograd functions are first-order and eager only)."""
-    return (FUSED and x.is_cpu and not torch.compiler.is_compiling()
-            and _get_current_dispatch_mode() is None and not torch._C._are_functorch_transforms_active())
-
-
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the ADReLU and FleS kernels compute in: float64 for float64 inputs, float32 otherwise."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def pointwise_inner(x: torch.Tensor, per_channel: bool) -> int:
-    """``inner`` of the (outer, C, inner) view ``csrc/pointwise.cpp`` takes: H*W for per-channel images, 1 for
-    per-channel tokens and vectors (channels last), the whole tensor for one scalar coefficient."""
-    if not per_channel:
-        return x.numel()
-    return x.shape[2] * x.shape[3] if x.ndim == 4 else 1
 
 
 def load(name: str) -> ModuleType | None:

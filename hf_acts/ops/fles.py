@@ -1,0 +1,116 @@
+"""``hf_acts::fles``: practical FleS (papers/fles-poster.md) as a registered op with a CPU kernel
+(``csrc/fles.cpp``), a CUDA kernel (:mod:`hf_acts.ops.triton_fles`), a fake implementation and its autograd.
+
+Forward: the positive channel statistics ``m = sum relu(x) / (count(x > 0) + eps)`` (one pass), the coefficient
+MLP ``[k_ve, k_ho] = 1 + tanh(fc2(relu(fc1(m))))`` on ``(B, C)`` matrices in PyTorch, then
+``phi(x) = k_ve rho(k_ho x) x`` (one pass). Backward (``hf_acts::fles_backward``): the coefficient gradients (one
+pass), the MLP's backward in PyTorch, the input gradient (one pass). The op returns ``phi`` and the ``(B, C)``-sized
+intermediates the backward needs (``m``, ``denom``, ``h``, ``t``), so only ``x`` is saved at full size.
+
+Layouts: images ``(B, C, H, W)`` and tokens ``(B, N, C)``; the arithmetic is in float32 (float64 for float64).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _cpp
+
+GATE_IDS = {"silu": 0, "gelu": 1}  # rho: sigmoid, normal CDF (csrc/fles.cpp and the Triton kernels)
+
+
+def _inner(x: Tensor) -> int:
+    """Positions per channel that are contiguous in memory: H*W for images, 1 for tokens."""
+    return x.shape[2] * x.shape[3] if x.ndim == 4 else 1
+
+
+def _check(x: Tensor, w1: Tensor) -> None:
+    if x.ndim not in (3, 4) or x.shape[1 if x.ndim == 4 else -1] != w1.shape[1]:
+        raise ValueError(f"fles: expected images (B, C, H, W) or tokens (B, N, C) with C={w1.shape[1]}, "
+                         f"got {tuple(x.shape)}")
+
+
+def _triton():
+    from . import triton_fles
+
+    return triton_fles
+
+
+def _kernels(x: Tensor):  # noqa: ANN202
+    return _triton() if x.device.type == "cuda" else _cpp.load("fles")
+
+
+def _coefficient_mlp(pos: Tensor, count: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, eps: float
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(m, denom, h, t)`` with ``m = pos / denom``, ``h = relu(fc1(m))``, ``t = tanh(fc2(h))``."""
+    dtype = pos.dtype
+    denom = count.to(dtype) + eps
+    m = pos / denom
+    h = F.relu(F.linear(m, w1.to(dtype), b1.to(dtype)))
+    t = torch.tanh(F.linear(h, w2.to(dtype), b2.to(dtype)))
+    return m, denom, h, t
+
+
+def _compute(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("hf_acts::fles", mutates_args=(), device_types=("cpu", "cuda"))
+def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
+         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(phi(x), m, denom, h, t)``; ``phi(x) = k_ve rho(k_ho x) x`` with ``[k_ve, k_ho] = 1 + t``."""
+    _check(x, w1)
+    x = x.contiguous()
+    kernels = _kernels(x)
+    pos, count = kernels.stats(x, w1.shape[1], _inner(x))
+    m, denom, h, t = _coefficient_mlp(pos.to(_compute(x)), count, w1, b1, w2, b2, eps)
+    k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
+    return kernels.apply(x, k_ve, k_ho, GATE_IDS[base], _inner(x)), m, denom, h, t
+
+
+@fles.register_fake
+def _(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
+      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    b, c, hidden, dtype = x.shape[0], w1.shape[1], w1.shape[0], _compute(x)
+    stat = x.new_empty((b, c), dtype=dtype)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), stat, torch.empty_like(stat),
+            x.new_empty((b, hidden), dtype=dtype), x.new_empty((b, 2 * c), dtype=dtype))
+
+
+@torch.library.custom_op("hf_acts::fles_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
+                  denom: Tensor, h: Tensor, t: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, d w1, d b1, d w2, d b2)``: ``d k_ve = sum g rho(u) x``, ``d k_ho = sum g k_ve rho'(u) x^2``
+    (``u = k_ho x``), through ``1 + tanh`` and the MLP to ``d m``, then
+    ``dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom``."""
+    x, grad = x.contiguous(), grad.contiguous()
+    kernels, gate, inner = _kernels(x), GATE_IDS[base], _inner(x)
+    k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
+    d_ve, d_ho = kernels.coef_grads(grad, x, k_ve, k_ho, gate, inner)
+    d_pre2 = torch.cat([d_ve, d_ho], dim=-1).to(t.dtype) * (1.0 - t * t)  # through 1 + tanh
+    d_pre1 = (d_pre2 @ w2.to(t.dtype)) * (h > 0)  # through the hidden ReLU
+    d_m = d_pre1 @ w1.to(t.dtype)
+    grad_x = kernels.input_grad(grad, x, k_ve, k_ho, (d_m / denom).contiguous(), gate, inner)
+    grads = (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0))
+    return grad_x, *(g.to(p.dtype) for g, p in zip(grads, (w1, b1, w2, b2), strict=True))
+
+
+@fles_backward.register_fake
+def _(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor, denom: Tensor, h: Tensor,
+      t: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    params = (w1, b1, w2, b2)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), *(torch.empty_like(p) for p in params))
+
+
+def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, w1, b1, w2, b2, ctx.base, _ = inputs
+    ctx.save_for_backward(x, w1, b1, w2, b2, *output[1:])
+
+
+def _grad(ctx, grad, *unused):  # noqa: ANN001, ANN202
+    return *fles_backward(grad, *ctx.saved_tensors, ctx.base), None, None
+
+
+fles.register_autograd(_grad, setup_context=_setup)
