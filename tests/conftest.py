@@ -16,6 +16,11 @@ LM = ["--model", "tiny", "--hidden-size", "64", "--intermediate-size", "160", "-
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Without a GPU the Triton kernels run on CPU tensors in Triton's interpreter (read when the kernels are defined,
+# so before hf_acts.ops.triton_* is imported); with one they run on CUDA tensors (tests/test_triton.py).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def assert_fused_equals_plain(monkeypatch: pytest.MonkeyPatch, module: torch.nn.Module, shape: tuple) -> None:

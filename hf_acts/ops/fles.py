@@ -12,6 +12,8 @@ Layouts: images ``(B, C, H, W)`` and tokens ``(B, N, C)``; the arithmetic is in 
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,13 +34,15 @@ def _check(x: Tensor, w1: Tensor) -> None:
                          f"got {tuple(x.shape)}")
 
 
-def _triton():
+def _triton() -> ModuleType:
     from . import triton_fles
 
     return triton_fles
 
 
-def _kernels(x: Tensor):  # noqa: ANN202
+def _kernels(x: Tensor) -> ModuleType:
+    """The four passes for ``x``'s device: :mod:`hf_acts.ops.triton_fles` on CUDA, ``csrc/fles.cpp`` on the CPU
+    (both take the same arguments)."""
     return _triton() if x.device.type == "cuda" else _cpp.load("fles")
 
 
@@ -61,9 +65,14 @@ def _compute(x: Tensor) -> torch.dtype:
 def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(phi(x), m, denom, h, t)``; ``phi(x) = k_ve rho(k_ho x) x`` with ``[k_ve, k_ho] = 1 + t``."""
+    return fles_forward(x, w1, b1, w2, b2, base, eps, _kernels(x))
+
+
+def fles_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float,
+                 kernels: ModuleType) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The op's forward with the given pass ``kernels`` (C++ or Triton)."""
     _check(x, w1)
     x = x.contiguous()
-    kernels = _kernels(x)
     pos, count = kernels.stats(x, w1.shape[1], _inner(x))
     m, denom, h, t = _coefficient_mlp(pos.to(_compute(x)), count, w1, b1, w2, b2, eps)
     k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
@@ -85,8 +94,15 @@ def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b
     """``(dx, d w1, d b1, d w2, d b2)``: ``d k_ve = sum g rho(u) x``, ``d k_ho = sum g k_ve rho'(u) x^2``
     (``u = k_ho x``), through ``1 + tanh`` and the MLP to ``d m``, then
     ``dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom``."""
+    return fles_backward_with(grad, x, w1, b1, w2, b2, m, denom, h, t, base, _kernels(x))
+
+
+def fles_backward_with(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
+                       denom: Tensor, h: Tensor, t: Tensor, base: str, kernels: ModuleType
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The op's backward with the given pass ``kernels`` (C++ or Triton)."""
     x, grad = x.contiguous(), grad.contiguous()
-    kernels, gate, inner = _kernels(x), GATE_IDS[base], _inner(x)
+    gate, inner = GATE_IDS[base], _inner(x)
     k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
     d_ve, d_ho = kernels.coef_grads(grad, x, k_ve, k_ho, gate, inner)
     d_pre2 = torch.cat([d_ve, d_ho], dim=-1).to(t.dtype) * (1.0 - t * t)  # through 1 + tanh

@@ -10,6 +10,8 @@ The forward saves only the inputs; the backward recomputes ``f``.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,7 +40,7 @@ def _inner(x: Tensor, channels: int) -> int:
     return x.shape[2] * x.shape[3] if x.ndim == 4 else 1
 
 
-def _triton():
+def _triton() -> ModuleType:
     from . import triton_pointwise
 
     return triton_pointwise
@@ -62,7 +64,7 @@ def dynact(x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
 
 
 @dynact.register_kernel("cuda")
-def _(x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+def dynact_triton(x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
     _check(x, alpha, "dynact")
     return _triton().forward(x.contiguous(), alpha.contiguous(), beta.contiguous(), OPS[base])
 
@@ -81,7 +83,8 @@ def dynact_backward(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: 
 
 
 @dynact_backward.register_kernel("cuda")
-def _(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor]:
+def dynact_backward_triton(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str
+                           ) -> tuple[Tensor, Tensor, Tensor]:
     gx, _, ga, gb = _triton().backward(grad.contiguous(), x.contiguous(), alpha.contiguous(), beta.contiguous(),
                                        OPS[base])
     return gx, ga, gb
@@ -117,7 +120,7 @@ def swish_beta(x: Tensor, beta: Tensor) -> Tensor:
 
 
 @swish_beta.register_kernel("cuda")
-def _(x: Tensor, beta: Tensor) -> Tensor:
+def swish_beta_triton(x: Tensor, beta: Tensor) -> Tensor:
     _check(x, beta, "swish_beta")
     beta = beta.contiguous()
     return _triton().forward(x.contiguous(), beta, beta, SWISH)
@@ -138,7 +141,7 @@ def swish_beta_backward(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, 
 
 
 @swish_beta_backward.register_kernel("cuda")
-def _(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+def swish_beta_backward_triton(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     beta = beta.contiguous()
     gx, _, gb, _ = _triton().backward(grad.contiguous(), x.contiguous(), beta, beta, SWISH)
     return gx, gb
@@ -182,7 +185,7 @@ def dynact_glu(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str)
 
 
 @dynact_glu.register_kernel("cuda")
-def _(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+def dynact_glu_triton(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
     _check_glu(gate, up, alpha)
     c = alpha.numel()
     y = _triton().forward(_glu_view(gate, c), alpha.contiguous(), beta.contiguous(), OPS[base], _glu_view(up, c))
@@ -206,7 +209,7 @@ def dynact_glu_backward(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, b
 
 
 @dynact_glu_backward.register_kernel("cuda")
-def _(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
+def dynact_glu_backward_triton(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     c = alpha.numel()
     d_gate, d_up, d_alpha, d_beta = _triton().backward(_glu_view(grad, c), _glu_view(gate, c), alpha.contiguous(),

@@ -1,0 +1,141 @@
+"""The op layer (hf_acts/ops): torch.library checks for every op, fullgraph compile without graph breaks, the
+device/dtype dispatch, export to plain aten ops and ONNX, and the CUDA path of each module (GPU only)."""
+
+import pytest
+import torch
+from conftest import randomize_, ran_op
+
+from hf_acts import DynActGLU, DynActivation, FleS, SwishBeta
+from hf_acts.ops import dispatch
+from hf_acts.ops import fles as fles_op
+from hf_acts.ops import pointwise
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _coef(c: int, *values: float) -> list[torch.Tensor]:
+    return [torch.full((c,), v, requires_grad=True) for v in values]
+
+
+def _op_samples() -> list[tuple]:
+    """(op, args) for every op, off their init values (the init shortcut would skip the kernels)."""
+    x4, x3 = torch.randn(2, 6, 5, 5, requires_grad=True), torch.randn(2, 7, 6, requires_grad=True)
+    w = [torch.randn(8, 6) * 0.3, torch.randn(8) * 0.3, torch.randn(12, 8) * 0.3, torch.randn(12) * 0.3]
+    w = [p.requires_grad_() for p in w]
+    return [
+        (pointwise.dynact, (x4, *_coef(1, 1.3, 0.2), "silu")),
+        (pointwise.dynact, (x4, *_coef(6, 0.7, 0.4), "gelu")),
+        (pointwise.dynact, (x3, *_coef(6, 1.1, -0.3), "mish")),
+        (pointwise.swish_beta, (x4, *_coef(6, 1.4))),
+        (pointwise.swish_beta, (x3, *_coef(1, 0.6))),
+        (pointwise.dynact_glu, (x3, torch.randn(2, 7, 6, requires_grad=True), *_coef(1, 1.2, 0.1), "silu")),
+        (fles_op.fles, (x4, *w, "silu", 1e-6)),
+        (fles_op.fles, (torch.randn(2, 9, 6, requires_grad=True), *w, "gelu", 1e-6)),
+    ]
+
+
+@pytest.mark.parametrize("op,args", _op_samples())
+def test_opcheck(op, args):
+    """Schema, fake (meta) implementation, autograd registration and AOT dispatch of each op."""
+    torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: DynActivation("silu", alpha_init=1.2, beta_init=0.3), (2, 8, 5, 5)),
+    (lambda: DynActivation("gelu", alpha_init=0.9, per_channel=True, channels=8), (2, 5, 8)),
+    (lambda: SwishBeta(beta_init=1.5, per_channel=True, channels=8), (2, 8, 5, 5)),
+    (lambda: randomize_(DynActGLU(8, 16), 0.3), (2, 5, 8)),
+    (lambda: randomize_(FleS(8), 0.3), (2, 8, 5, 5)),
+])
+def test_fullgraph_compile_traces_the_ops_without_graph_breaks(make, shape):
+    module = make()
+    x = torch.randn(*shape, requires_grad=True)
+    explained = torch._dynamo.explain(module)(x)
+    assert explained.graph_break_count == 0
+    assert any(n.target.__module__ == "torch._ops.hf_acts" for g in explained.graphs for n in g.graph.nodes
+               if n.op == "call_function" and hasattr(n.target, "__module__"))
+    eager = module(x)
+    (eager_grad,) = torch.autograd.grad(eager.sum(), x)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")(x)
+    (compiled_grad,) = torch.autograd.grad(compiled.sum(), x)
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(compiled_grad, eager_grad)
+
+
+def test_dispatch_matrix():
+    """Which implementation runs where (hf_acts/ops/dispatch.py); checked here without a GPU."""
+    assert dispatch.select("cpu", torch.float32, "pointwise") == "cpp"
+    assert dispatch.select("cpu", torch.bfloat16, "fles") == "cpp"
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert dispatch.select("cuda", dtype, "pointwise") == ("triton" if dispatch.triton_available() else "plain")
+    assert dispatch.select("cuda", torch.float64, "pointwise") == "plain"  # Triton kernels compute in float32
+    assert dispatch.select("mps", torch.float32, "pointwise") == "plain"
+    assert dispatch.implementation(torch.empty(0, 4), "pointwise") == "plain"
+
+
+def test_dispatch_off_switch_and_missing_triton(monkeypatch):
+    monkeypatch.setattr(dispatch, "triton_available", lambda: False)
+    assert dispatch.select("cuda", torch.bfloat16, "pointwise") == "plain"
+    monkeypatch.setattr(dispatch, "FUSED", False)
+    assert dispatch.select("cpu", torch.float32, "pointwise") == "plain"
+    x = torch.randn(3, 4, requires_grad=True)
+    assert not ran_op(DynActivation(alpha_init=1.5)(x), "dynact")
+
+
+def _zoo_piece() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), randomize_(FleS(8), 0.3),
+                               DynActivation("silu", alpha_init=1.2, beta_init=0.2),
+                               SwishBeta(beta_init=1.3, per_channel=True, channels=8)).eval()
+
+
+def test_export_decomposes_to_aten_ops():
+    model, x = _zoo_piece(), torch.randn(2, 3, 6, 6)
+    program = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not any("hf_acts" in t for t in targets), targets
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_onnx_export_matches_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model, x = _zoo_piece(), torch.randn(2, 3, 6, 6)
+    torch.onnx.export(model, (x,), tmp_path / "m.onnx", dynamo=True)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), model(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("make,shape,op", [
+    (lambda: DynActivation("silu", alpha_init=1.2, beta_init=0.3), (4, 16, 9, 9), "dynact"),
+    (lambda: DynActivation("gelu", alpha_init=0.9, beta_init=0.1, per_channel=True, channels=16), (4, 7, 16),
+     "dynact"),
+    (lambda: SwishBeta(beta_init=1.5, per_channel=True, channels=16), (4, 16, 9, 9), "swish_beta"),
+    (lambda: randomize_(DynActGLU(16, 40), 0.3), (4, 7, 16), "dynact_glu"),
+    (lambda: randomize_(FleS(16), 0.3), (4, 16, 9, 9), "fles"),
+    (lambda: randomize_(FleS(16, base="gelu"), 0.3), (4, 7, 16), "fles"),
+])
+def test_cuda_modules_run_the_triton_ops_and_match_the_plain_formula(monkeypatch, make, shape, op, dtype):
+    module = make().cuda()
+    x = torch.randn(*shape, device="cuda", dtype=dtype, requires_grad=True)
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        y = module(x)
+    assert ran_op(y, op)
+    got = (y, *torch.autograd.grad(y.float().sum(), (x, *module.parameters())))
+    monkeypatch.setattr(dispatch, "FUSED", False)
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        y = module(x)
+    want = (y, *torch.autograd.grad(y.float().sum(), (x, *module.parameters())))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=3e-2, atol=3e-2)
+    for a, b in zip(got, want, strict=True):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a.float() / scale, b.float() / scale, **tol)
+
+
+@needs_cuda
+def test_cuda_fullgraph_compile_with_inductor():
+    module = randomize_(DynActGLU(16, 40), 0.3).cuda()
+    x = torch.randn(4, 7, 16, device="cuda")
+    torch.testing.assert_close(torch.compile(module, fullgraph=True)(x), module(x))

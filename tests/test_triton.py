@@ -1,0 +1,142 @@
+"""The Triton kernels (hf_acts/ops/triton_*.py) against the plain formulas: on CUDA tensors where a GPU exists,
+elsewhere on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set in conftest). Shapes are small (the
+interpreter is slow) and never a multiple of the block sizes, so every kernel runs its masked tails.
+
+Tolerances: float32 inputs against a float64 reference 1e-5 (the kernels compute in float32); bfloat16 / float16
+inputs against the float64 reference of the same rounded inputs 2e-2 / 4e-3 relative (one rounding of each output
+to the storage dtype: bf16 has 8 mantissa bits, fp16 11), sums over a few hundred elements included.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TRITON_DEVICE
+
+pytest.importorskip("triton")
+from hf_acts.activations.dynactivation import DYN_BASES, dynact_formula  # noqa: E402
+from hf_acts.ops import fles as fles_op  # noqa: E402
+from hf_acts.ops import pointwise, triton_fles  # noqa: E402
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
+       torch.float16: dict(rtol=4e-3, atol=4e-3)}
+# (shape, channels): per-channel images (channels on rows), tokens and vectors (channels last), one coefficient
+LAYOUTS = [((2, 5, 7, 9), 5), ((3, 13, 37), 37), ((5, 11), 11), ((2, 5, 7, 9), 1), ((3, 13, 37), 1)]
+
+
+def _view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A coefficient shaped to broadcast against ``x`` as the modules do."""
+    if p.numel() == 1:
+        return p.view(())
+    return p.view(-1, 1, 1) if x.ndim == 4 else p
+
+
+def _reference(fn, *inputs, grad):  # noqa: ANN001, ANN202
+    """Output and input gradients of ``fn`` in float64 (inputs rounded to their dtype first)."""
+    leaves = [t.detach().double().requires_grad_() for t in inputs]
+    y = fn(*leaves)
+    return y.detach(), torch.autograd.grad(y, leaves, grad.double())
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    torch.testing.assert_close(got.double(), want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape,channels", LAYOUTS)
+@pytest.mark.parametrize("base", DYN_BASES)
+def test_dynact(base, shape, channels, dtype):
+    x = (torch.randn(shape) * 2).to(TRITON_DEVICE, dtype)
+    grad = torch.randn(shape).to(TRITON_DEVICE, dtype)
+    alpha, beta = torch.randn(2, channels, device=TRITON_DEVICE)
+    y = pointwise.dynact_triton(x, alpha, beta, base)
+    gx, ga, gb = pointwise.dynact_backward_triton(grad, x, alpha, beta, base)
+    ref, (rx, ra, rb) = _reference(lambda x, a, b: dynact_formula(x, _view(a, x), _view(b, x), base), x, alpha,
+                                   beta, grad=grad)
+    assert y.dtype == gx.dtype == dtype and ga.dtype == gb.dtype == torch.float32 and ga.shape == (channels,)
+    _close(y, ref, dtype)
+    _close(gx, rx, dtype)
+    scale = max(1.0, ra.abs().max().item(), rb.abs().max().item())  # sums of many terms: relative to their size
+    torch.testing.assert_close(ga.double() / scale, ra / scale, **TOL[dtype])
+    torch.testing.assert_close(gb.double() / scale, rb / scale, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,channels", LAYOUTS)
+def test_swish_beta(shape, channels, dtype):
+    x = torch.randn(shape).to(TRITON_DEVICE, dtype)
+    grad = torch.randn(shape).to(TRITON_DEVICE, dtype)
+    beta = (torch.rand(channels) + 0.5).to(TRITON_DEVICE)
+    y = pointwise.swish_beta_triton(x, beta)
+    gx, gbeta = pointwise.swish_beta_backward_triton(grad, x, beta)
+    ref, (rx, rbeta) = _reference(lambda x, b: x * torch.sigmoid(_view(b, x) * x), x, beta, grad=grad)
+    _close(y, ref, dtype)
+    _close(gx, rx, dtype)
+    scale = max(1.0, rbeta.abs().max().item())
+    torch.testing.assert_close(gbeta.double() / scale, rbeta / scale, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels", [1, 37])
+@pytest.mark.parametrize("base", ["silu", "gelu_tanh"])
+def test_dynact_glu(base, channels, dtype):
+    shape = (3, 5, 37)
+    gate, up, grad = (torch.randn(shape).to(TRITON_DEVICE, dtype) for _ in range(3))
+    alpha, beta = torch.randn(2, channels, device=TRITON_DEVICE)
+    y = pointwise.dynact_glu_triton(gate, up, alpha, beta, base)
+    d_gate, d_up, d_alpha, d_beta = pointwise.dynact_glu_backward_triton(grad, gate, up, alpha, beta, base)
+    ref, (rg, ru, ra, rb) = _reference(
+        lambda g, u, a, b: dynact_formula(g, _view(a, g), _view(b, g), base) * u, gate, up, alpha, beta, grad=grad)
+    for got, want in ((y, ref), (d_gate, rg), (d_up, ru)):
+        assert got.shape == shape
+        _close(got, want, dtype)
+    scale = max(1.0, ra.abs().max().item(), rb.abs().max().item())
+    torch.testing.assert_close(d_alpha.double() / scale, ra / scale, **TOL[dtype])
+    torch.testing.assert_close(d_beta.double() / scale, rb / scale, **TOL[dtype])
+
+
+def _fles_plain(x, w1, b1, w2, b2, base):  # noqa: ANN001, ANN202
+    """The poster's practical FleS, written out: positive channel means, MLP, phi."""
+    dims = (2, 3) if x.ndim == 4 else (1,)
+    m = x.clamp_min(0).sum(dims) / ((x > 0).to(x.dtype).sum(dims) + 1e-6)
+    k_ve, k_ho = (1 + torch.tanh(F.linear(F.relu(F.linear(m, w1, b1)), w2, b2))).chunk(2, dim=-1)
+    shape = (x.shape[0], -1, 1, 1) if x.ndim == 4 else (x.shape[0], 1, -1)
+    k_ve, k_ho = k_ve.reshape(shape), k_ho.reshape(shape)
+    u = k_ho * x
+    rho = torch.sigmoid(u) if base == "silu" else 0.5 * (1 + torch.erf(u / 2**0.5))
+    return k_ve * rho * x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 6, 5, 7), (3, 11, 6)])
+@pytest.mark.parametrize("base", ["silu", "gelu"])
+def test_fles(base, shape, dtype):
+    channels = shape[1] if len(shape) == 4 else shape[-1]
+    x = torch.randn(shape).to(TRITON_DEVICE, dtype)
+    grad = torch.randn(shape).to(TRITON_DEVICE, dtype)
+    params = [torch.randn(8, channels) * 0.3, torch.randn(8) * 0.3, torch.randn(2 * channels, 8) * 0.3,
+              torch.randn(2 * channels) * 0.3]
+    params = [p.to(TRITON_DEVICE) for p in params]
+    y, m, denom, h, t = fles_op.fles_forward(x, *params, base, 1e-6, triton_fles)
+    grads = fles_op.fles_backward_with(grad, x, *params, m, denom, h, t, base, triton_fles)
+    ref, rgrads = _reference(lambda x, *p: _fles_plain(x, *p, base), x, *params, grad=grad)
+    _close(y, ref, dtype)
+    assert grads[0].dtype == dtype and all(g.dtype == torch.float32 for g in grads[1:])
+    for got, want in zip(grads, rgrads, strict=True):
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got.double() / scale, want / scale, **TOL[dtype])
+
+
+def test_the_coefficient_gradients_are_deterministic():
+    """Two-stage sums, no atomics: the same inputs give bit-identical alpha/beta gradients."""
+    x, grad = torch.randn(2, 7, 33, 40, device=TRITON_DEVICE), torch.randn(2, 7, 33, 40, device=TRITON_DEVICE)
+    alpha, beta = torch.randn(2, 7, device=TRITON_DEVICE)
+    first = pointwise.dynact_backward_triton(grad, x, alpha, beta, "silu")
+    second = pointwise.dynact_backward_triton(grad, x, alpha, beta, "silu")
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_channel_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="5 coefficients do not match"):
+        pointwise.dynact_triton(torch.randn(2, 4, 3, 3, device=TRITON_DEVICE),
+                                torch.ones(5, device=TRITON_DEVICE), torch.zeros(5, device=TRITON_DEVICE), "silu")
