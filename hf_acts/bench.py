@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import DynActGLU
 from .registry import create_activation
 
 BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, constructor kwargs)
@@ -48,15 +49,28 @@ def steady_allocator() -> bool:
         return False
 
 
-def machine() -> dict[str, Any]:
+def machine(device: str = "cpu") -> dict[str, Any]:
     cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    gpu = torch.cuda.get_device_name() if device == "cuda" else None
+    return {"device": device, "gpu": gpu, "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
+    """``fn`` followed by a device synchronisation (CUDA kernels run asynchronously), so host timers measure it."""
+    if device != "cuda":
+        return fn
+
+    def run() -> Any:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return run
 
 
 def median_time(fn: Callable[[], Any], reps: int, warmup: int = 2) -> float:
@@ -84,7 +98,7 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
 
 
 def _step(module_or_fn: Callable, x: torch.Tensor, backward: bool) -> Callable[[], None]:
-    """One forward (in no_grad) or forward + backward of ``module_or_fn`` on ``x``."""
+    """One forward (in no_grad) or forward + backward of ``module_or_fn`` on ``x`` (synchronised on CUDA)."""
     xg = x.detach().requires_grad_(backward)
     grad = torch.randn_like(x)
 
@@ -95,56 +109,70 @@ def _step(module_or_fn: Callable, x: torch.Tensor, backward: bool) -> Callable[[
             return
         module_or_fn(xg).backward(grad)
         xg.grad = None
-    return step
+    return synced(step, x.device.type)
 
 
 def _run(module_or_fn: Callable, x: torch.Tensor, backward: bool, reps: int) -> float:
     return median_time(_step(module_or_fn, x, backward), reps)
 
 
-def bench_activations(quick: bool = False) -> list[dict[str, Any]]:
-    """Every activation vs its native base and vs a memory-bound floor (``out.copy_(x)``). All eager rows are
-    measured before any ``torch.compile`` runs, and inductor compiles in-process (no worker pool left running), so
-    that compilation cannot disturb the other measurements."""
+def _glu_rows(x: torch.Tensor) -> dict[str, tuple[Callable, Callable]]:
+    """dynActGLU's gate product ``dynact(gate) * up`` (the fused op) against eager SwiGLU's ``silu(gate) * up``."""
+    up = torch.randn_like(x).requires_grad_()
+    glu = DynActGLU(8, 8, alpha_init=1.1, beta_init=0.1).to(x.device)
+    return {"dynactglu_gate": (lambda g: glu.gated(g, up), lambda g: F.silu(g) * up)}
+
+
+def bench_activations(quick: bool = False, device: str = "cpu", compiled: bool | None = None) -> list[dict[str, Any]]:
+    """Every activation vs its native base and vs a memory-bound floor (``out.copy_(x)``), and dynActGLU's gate
+    product vs SwiGLU's at the LLM shape. All eager rows are measured before any ``torch.compile`` runs (``compiled``:
+    default off in quick runs), and inductor compiles in-process (no worker pool left running), so that compilation
+    cannot disturb the other measurements."""
     shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
               "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
     reps = 5 if quick else 21
     rows = []
-    for mode in ["eager"] if quick else ["eager", "compiled"]:
+    compiled = not quick if compiled is None else compiled
+    for mode in ["eager", "compiled"] if compiled else ["eager"]:
         for shape_name, shape in shapes.items():
             for dtype in dtypes if mode == "eager" else [torch.float32]:
-                x = torch.randn(shape, dtype=dtype)
+                x = torch.randn(shape, dtype=dtype, device=device)
                 out = torch.empty_like(x)
-                floor = median_time(lambda: out.copy_(x), reps)  # noqa: B023
+                floor = median_time(synced(lambda: out.copy_(x), device), reps)  # noqa: B023
+                pairs = {}
                 for name, (base, kwargs) in BASES.items():
                     act = create_activation(name, channels=x.shape[-1] if x.ndim == 3 else x.shape[1], **kwargs)
-                    act = act.to(dtype)
-                    fn, ref = act, NATIVE[base]
+                    pairs[name] = (act.to(device, dtype), NATIVE[base])
+                if shape_name == "llm":
+                    pairs.update(_glu_rows(x))
+                for name, (act, ref) in pairs.items():
+                    base = BASES[name][0] if name in BASES else "swiglu"
+                    fn, fn_ref = act, ref
                     if mode == "compiled":
                         from torch._inductor import config as inductor_config
 
                         torch._dynamo.reset()
                         inductor_config.compile_threads = 1
-                        fn, ref = torch.compile(act), torch.compile(NATIVE[base])
+                        fn, fn_ref = torch.compile(act), torch.compile(ref)
                     row = {"activation": name, "base": base, "shape": shape_name, "dtype": str(dtype)[6:],
                            "mode": mode, "floor_ms": floor * 1e3}
                     for backward in (False, True):
                         key = "fwd_bwd" if backward else "fwd"
-                        times = interleaved_medians({"act": _step(fn, x, backward), "base": _step(ref, x, backward)},
+                        times = interleaved_medians({"act": _step(fn, x, backward), "base": _step(fn_ref, x, backward)},
                                                     reps)
                         t, t_base = times["act"], times["base"]
                         row.update({f"{key}_ms": t * 1e3, f"{key}_vs_base": t / t_base,
                                     f"{key}_vs_floor": t / floor})
                     xg = x.detach().requires_grad_()
                     row["saved_bytes_vs_base"] = saved_bytes(lambda: act(xg)) / max(  # noqa: B023
-                        saved_bytes(lambda: NATIVE[base](xg)), 1)  # noqa: B023
+                        saved_bytes(lambda: ref(xg)), 1)  # noqa: B023
                     rows.append(row)
     return rows
 
 
 def train_step(model: nn.Module, inputs: Any, loss_fn: Callable) -> Callable[[], None]:
-    """One training step (forward, backward, AdamW) as a closure."""
+    """One training step (forward, backward, AdamW) as a closure (synchronised on CUDA)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
 
@@ -153,7 +181,7 @@ def train_step(model: nn.Module, inputs: Any, loss_fn: Callable) -> Callable[[],
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return step
+    return synced(step, next(model.parameters()).device.type)
 
 
 def interleaved_medians(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 2) -> dict[str, float]:
@@ -178,7 +206,7 @@ def _lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, labels=ids).loss
 
 
-def bench_models(quick: bool = False) -> list[dict[str, Any]]:
+def bench_models(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """Training-step time (forward + backward + AdamW) of hf-acts models against their base, same run, and the
     step's activation memory: the bytes autograd keeps from the forward for the backward (exact; on the CPU the
     process RSS cannot separate one model's peak from the allocator's cache)."""
@@ -190,7 +218,8 @@ def bench_models(quick: bool = False) -> list[dict[str, Any]]:
 
     def compare(group: str, names: dict[str, Callable[[], nn.Module]], inputs: Any, loss_fn: Callable,
                 units: float | None = None) -> None:
-        models = {label: build() for label, build in names.items()}
+        models = {label: build().to(device) for label, build in names.items()}
+        inputs = tuple(t.to(device) for t in inputs) if isinstance(inputs, tuple) else inputs.to(device)
         times = interleaved_medians({label: train_step(m, inputs, loss_fn) for label, m in models.items()}, reps)
         saved = {label: saved_bytes(lambda m=m: loss_fn(m, inputs)) for label, m in models.items()}
         base, base_saved = next(iter(times.values())), next(iter(saved.values()))
@@ -224,9 +253,9 @@ def bench_models(quick: bool = False) -> list[dict[str, Any]]:
         compare("efficientnetv2_rw_t (128px, batch 16)",
                 {v: (lambda v=v: timm.create_model(v, num_classes=10))
                  for v in ("efficientnetv2_rw_t", "efficientnetv2_rw_t_adrelu")}, eff, _ce)
-    act = create_activation("adrelu", channels=64)
+    act = create_activation("adrelu", channels=64).to(device)
     for size in (32, 64) if quick else (32, 64, 128):
-        x = torch.randn(8, 64, size, size)
+        x = torch.randn(8, 64, size, size, device=device)
         t = _run(act, x, True, reps)
         rows.append({"group": "ADReLU fwd+bwd vs input size (C=64, batch 8)", "model": f"{size}x{size}",
                      "step_ms": t * 1e3, "ms_per_kpixel": t * 1e3 / (size * size / 1000)})
@@ -259,19 +288,21 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks") -> dict[str, Any]:
-    """Run both benchmarks; write JSON, a markdown table and a PNG into ``output_dir``."""
+def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", device: str = "cpu",
+                   compiled: bool | None = None) -> dict[str, Any]:
+    """Run both benchmarks on ``device``; write JSON, a markdown table and a PNG into ``output_dir``."""
     steady = steady_allocator()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    acts = bench_activations(quick)
-    models = bench_models(quick)
-    result = {"machine": {**machine(), "steady_allocator": steady}, "quick": quick, "activations": acts,
+    acts = bench_activations(quick, device, compiled)
+    models = bench_models(quick, device)
+    result = {"machine": {**machine(device), "steady_allocator": steady}, "quick": quick, "activations": acts,
               "models": models}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     table = "\n\n".join([
-        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}. Medians of alternating runs; ratios "
+        f"Machine: {m['gpu'] or m['cpu']}, {m['threads']} CPU threads, torch {m['torch']}, device {m['device']}. "
+        "Medians of alternating runs; ratios "
         f"within one run; freed memory kept by malloc: {m['steady_allocator']}.",
         "### Activations (ratio to the native base activation and to a copy_ memory floor)",
         _markdown(acts, ["activation", "base", "shape", "dtype", "mode", "fwd_vs_base", "fwd_bwd_vs_base",
@@ -293,12 +324,14 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     parser = argparse.ArgumentParser(description=f"hf-acts {kind} benchmark (ratios measured in one run)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output-dir", default="benchmarks")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
     steady = steady_allocator()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = bench_activations(args.quick) if kind == "activations" else bench_models(args.quick)
-    (out / f"{kind}.json").write_text(json.dumps({"machine": {**machine(), "steady_allocator": steady}, "rows": rows},
-                                                 indent=2))
+    rows = (bench_activations(args.quick, args.device) if kind == "activations"
+            else bench_models(args.quick, args.device))
+    result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": rows}
+    (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
     print(_markdown(rows, list(rows[0])))
     return rows

@@ -88,7 +88,8 @@ def cmd_publish(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from hf_acts.bench import run_benchmarks
 
-    run_benchmarks(quick=args.quick, output_dir=Path(args.output_dir))
+    run_benchmarks(quick=args.quick, output_dir=Path(args.output_dir), device=args.device,
+                   compiled=False if args.no_compile else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="activation and model cost benchmarks (ratios in one run)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--output-dir", default="benchmarks")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the Triton kernels on a GPU")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.set_defaults(fn=cmd_bench)
     return parser
 

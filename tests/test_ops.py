@@ -3,12 +3,11 @@ device/dtype dispatch, export to plain aten ops and ONNX, and the CUDA path of e
 
 import pytest
 import torch
-from conftest import randomize_, ran_op
+from conftest import ran_op, randomize_
 
 from hf_acts import DynActGLU, DynActivation, FleS, SwishBeta
-from hf_acts.ops import dispatch
+from hf_acts.ops import dispatch, pointwise
 from hf_acts.ops import fles as fles_op
-from hf_acts.ops import pointwise
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

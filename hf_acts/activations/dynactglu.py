@@ -73,14 +73,18 @@ class DynActGLU(nn.Module):
         new._build_activations(base, alpha_init, beta_init)  # real (not meta) alpha/beta
         return new.to(device=gate.weight.device, dtype=gate.weight.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_proj(x), self.up_proj(x)
-        if self.mode == "gate" and use_op(gate):  # hf_acts::dynact_glu: act(gate) * up in one pass per direction
+    def gated(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """``act(gate) * up`` from the projections' outputs (``mode="gate"``: the op ``hf_acts::dynact_glu``, one
+        pass per direction)."""
+        if self.mode == "gate" and use_op(gate):
             act = self.act_fn
-            return self.down_proj(pointwise.dynact_glu(gate, up, act.alpha, act.beta, act.base))
+            return pointwise.dynact_glu(gate, up, act.alpha, act.beta, act.base)
         if self.mode == "both":
             up = self.up_act(up)
-        return self.down_proj(self.act_fn(gate) * up)
+        return self.act_fn(gate) * up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.gated(self.gate_proj(x), self.up_proj(x)))
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
