@@ -41,8 +41,17 @@ def assert_fused_equals_plain(monkeypatch: pytest.MonkeyPatch, module: torch.nn.
 
 
 def ran_op(y: torch.Tensor, op: str) -> bool:
-    """Whether ``y`` came out of the registered op ``hf_acts::<op>`` (its autograd node names it)."""
-    return type(y.grad_fn).__name__.startswith(f"GeneratedBackwardFor_hf_acts_{op}_default")
+    """Whether the registered op ``hf_acts::<op>`` is in ``y``'s autograd graph (its node names it)."""
+    todo, seen = [y.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        if type(node).__name__.startswith(f"GeneratedBackwardFor_hf_acts_{op}_default"):
+            return True
+        seen.add(node)
+        todo.extend(n for n, _ in node.next_functions)
+    return False
 
 
 @pytest.fixture(autouse=True)

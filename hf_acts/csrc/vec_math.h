@@ -8,9 +8,9 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #if defined(__GLIBC__) && defined(__x86_64__)
@@ -28,6 +28,15 @@ extern "C" double log1p(double) __attribute__((simd("notinbranch")));
 
 namespace hf_acts {
 
+// std::bit_cast for C++17 builds (torch's extension builder passes -std=c++17 on older torch releases).
+template <typename To, typename From>
+inline To bit_cast_(From from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast_: sizes differ");
+  To to;
+  std::memcpy(&to, &from, sizeof(To));
+  return to;
+}
+
 // float exp inlined (Cephes-style range reduction and degree-6 polynomial, within 2 ulp of expf over the normal
 // range): the compiler vectorises it in place, cheaper than a libmvec call in the hot loops. Arguments below
 // -87.3 give the smallest normal float instead of a denormal or 0; NaN stays NaN.
@@ -43,7 +52,7 @@ inline float exp_(float v) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
-  const float scaled = p * std::bit_cast<float>(uint32_t(int32_t(n) + 127) << 23);
+  const float scaled = p * bit_cast_<float>(uint32_t(int32_t(n) + 127) << 23);
   return v != v ? v : scaled;
 }
 inline double exp_(double v) { return ::exp(v); }
@@ -67,7 +76,7 @@ using compute_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
 template <typename S>
 inline compute_t<S> load(const S* p, int64_t i) {
   if constexpr (std::is_same_v<S, c10::BFloat16>) {
-    return std::bit_cast<float>(uint32_t(reinterpret_cast<const uint16_t*>(p)[i]) << 16);
+    return bit_cast_<float>(uint32_t(reinterpret_cast<const uint16_t*>(p)[i]) << 16);
   } else if constexpr (std::is_same_v<S, c10::Half>) {
     return float(reinterpret_cast<const _Float16*>(p)[i]);
   } else {
@@ -78,7 +87,7 @@ inline compute_t<S> load(const S* p, int64_t i) {
 template <typename S>
 inline void store(S* p, int64_t i, compute_t<S> v) {
   if constexpr (std::is_same_v<S, c10::BFloat16>) {
-    const uint32_t u = std::bit_cast<uint32_t>(v);
+    const uint32_t u = bit_cast_<uint32_t>(v);
     const uint16_t rounded = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
     reinterpret_cast<uint16_t*>(p)[i] = v != v ? uint16_t(0x7FC0) : rounded;
   } else if constexpr (std::is_same_v<S, c10::Half>) {

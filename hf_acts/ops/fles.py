@@ -70,7 +70,14 @@ def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, e
 
 def fles_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float,
                  kernels: ModuleType) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The op's forward with the given pass ``kernels`` (C++ or Triton)."""
+    """The op's forward with the given pass ``kernels`` (C++ or Triton). Autocast is off inside: the coefficient
+    MLP runs in the compute dtype whatever the caller's autocast (the fake implementation promises that)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _forward(x, w1, b1, w2, b2, base, eps, kernels)
+
+
+def _forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float, kernels: ModuleType
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     _check(x, w1)
     x = x.contiguous()
     pos, count = kernels.stats(x, w1.shape[1], _inner(x))
@@ -100,7 +107,13 @@ def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b
 def fles_backward_with(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
                        denom: Tensor, h: Tensor, t: Tensor, base: str, kernels: ModuleType
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The op's backward with the given pass ``kernels`` (C++ or Triton)."""
+    """The op's backward with the given pass ``kernels`` (C++ or Triton), autocast off as in the forward."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _backward(grad, x, w1, w2, m, denom, h, t, base, kernels)
+
+
+def _backward(grad: Tensor, x: Tensor, w1: Tensor, w2: Tensor, m: Tensor, denom: Tensor, h: Tensor, t: Tensor,
+              base: str, kernels: ModuleType) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x, grad = x.contiguous(), grad.contiguous()
     gate, inner = GATE_IDS[base], _inner(x)
     k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
@@ -110,7 +123,7 @@ def fles_backward_with(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tens
     d_m = d_pre1 @ w1.to(t.dtype)
     grad_x = kernels.input_grad(grad, x, k_ve, k_ho, (d_m / denom).contiguous(), gate, inner)
     grads = (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0))
-    return grad_x, *(g.to(p.dtype) for g, p in zip(grads, (w1, b1, w2, b2), strict=True))
+    return grad_x, *(g.to(w1.dtype) for g in grads)
 
 
 @fles_backward.register_fake

@@ -160,7 +160,10 @@ def _matrix(x: torch.Tensor, channels: int) -> tuple[int, int, bool]:
     return x.numel() // channels, channels, True
 
 
-def _blocks(k: int) -> tuple[int, int]:
+def _blocks(r: int, k: int) -> tuple[int, int]:
+    """``(BLOCK_R, BLOCK_K)``: tiles of about 4096 elements (a single row: one row of 4096)."""
+    if r == 1:
+        return 1, min(triton.next_power_of_2(k), 4096)
     block_k = min(triton.next_power_of_2(k), 1024)
     return max(1, 4096 // block_k), block_k
 
@@ -170,7 +173,7 @@ def forward(x: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, op: int, up: to
     """``f(x)`` (or ``f(x) * up``) for contiguous ``x``; ``c0, c1``: dynActivation's alpha, beta or Swish's beta
     twice, one value per channel or one in all."""
     R, K, ch_on_k = _matrix(x, c0.numel())
-    block_r, block_k = _blocks(K)
+    block_r, block_k = _blocks(R, K)
     y = torch.empty_like(x)
     grid = (triton.cdiv(R, block_r), triton.cdiv(K, block_k))
     pointwise_fwd_kernel[grid](x, x if up is None else up, y, c0, c1, R, K, c0.numel(), OP=op, GLU=up is not None,
@@ -184,7 +187,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, c0: torch.Tensor, c1: torch.Te
     have ``c0``'s shape and dtype."""
     channels = c0.numel()
     R, K, ch_on_k = _matrix(x, channels)
-    block_r, block_k = _blocks(K)
+    block_r, block_k = _blocks(R, K)
     grid_r = min(triton.cdiv(R, block_r), MAX_ROW_PROGRAMS) if ch_on_k else triton.cdiv(R, block_r)
     grid = (grid_r, triton.cdiv(K, block_k))
     parts = torch.empty((2, grid[0] if ch_on_k else grid[1], K if ch_on_k else R), device=x.device,
