@@ -15,10 +15,12 @@ from .activations import (
 )
 from .integrations.timm import save_timm_model  # registers hf_acts_swapped
 from .integrations.transformers import convert_glu  # registers the causal-LM family and ACT2FN names
+from .kernel_hub import mark_kernel_layers
 from .param_groups import activation_parameter_names, param_groups_weight_decay
 from .registry import create_activation, get_activation, list_activations
 from .swap import SwapRecord, SwapReport, replace_activations
 
+mark_kernel_layers()  # Kernel Hub layer names, where `kernels` is installed
 __version__ = "0.1.0"
 
 __all__ = [

@@ -92,6 +92,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
                    compiled=False if args.no_compile else None)
 
 
+def cmd_kernel_repo(args: argparse.Namespace) -> None:
+    from hf_acts.kernel_hub import build_kernel_repo, push_kernel_repo
+
+    folder = build_kernel_repo(args.output_dir)
+    print(f"wrote the kernel repository to {folder}")
+    if args.push:
+        result = push_kernel_repo(folder, args.push, dry_run=args.dry_run)
+        print("\n".join(result) if args.dry_run else f"pushed to {result}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-acts", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the Triton kernels on a GPU")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("kernel-repo", help="write (and push) the Kernel Hub repository of the Triton kernels")
+    p.add_argument("output_dir")
+    p.add_argument("--push", metavar="REPO_ID", help="upload to this Hub repository")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
+    p.set_defaults(fn=cmd_kernel_repo)
     return parser
 
 

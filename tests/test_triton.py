@@ -14,8 +14,11 @@ from conftest import TRITON_DEVICE
 
 pytest.importorskip("triton")
 from hf_acts.activations.dynactivation import DYN_BASES, dynact_formula  # noqa: E402
-from hf_acts.ops import fles as fles_op  # noqa: E402
-from hf_acts.ops import pointwise, triton_fles  # noqa: E402
+from hf_acts.ops import (  # noqa: E402
+    fles_math,  # noqa: E402
+    pointwise,
+    triton_fles,
+)
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
        torch.float16: dict(rtol=4e-3, atol=4e-3)}
@@ -116,8 +119,8 @@ def test_fles(base, shape, dtype):
     params = [torch.randn(8, channels) * 0.3, torch.randn(8) * 0.3, torch.randn(2 * channels, 8) * 0.3,
               torch.randn(2 * channels) * 0.3]
     params = [p.to(TRITON_DEVICE) for p in params]
-    y, m, denom, h, t = fles_op.fles_forward(x, *params, base, 1e-6, triton_fles)
-    grads = fles_op.fles_backward_with(grad, x, *params, m, denom, h, t, base, triton_fles)
+    y, m, denom, h, t = fles_math.fles_forward(x, *params, base, 1e-6, triton_fles)
+    grads = fles_math.fles_backward_with(grad, x, *params, m, denom, h, t, base, triton_fles)
     ref, rgrads = _reference(lambda x, *p: _fles_plain(x, *p, base), x, *params, grad=grad)
     _close(y, ref, dtype)
     assert grads[0].dtype == dtype and all(g.dtype == torch.float32 for g in grads[1:])

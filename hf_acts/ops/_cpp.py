@@ -19,8 +19,6 @@ from types import ModuleType
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-# op ids of csrc/pointwise.cpp (and the Triton kernels): dynActivation with each base, then Swish-beta
-POINTWISE_OPS = {"relu": 0, "leaky_relu": 1, "silu": 2, "gelu": 3, "gelu_tanh": 4, "mish": 5, "swish_beta": 6}
 _modules: dict[str, ModuleType | None] = {}
 logger = logging.getLogger(__name__)
 

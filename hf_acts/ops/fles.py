@@ -1,37 +1,17 @@
 """``hf_acts::fles``: practical FleS (papers/fles-poster.md) as a registered op with a CPU kernel
-(``csrc/fles.cpp``), a CUDA kernel (:mod:`hf_acts.ops.triton_fles`), a fake implementation and its autograd.
-
-Forward: the positive channel statistics ``m = sum relu(x) / (count(x > 0) + eps)`` (one pass), the coefficient
-MLP ``[k_ve, k_ho] = 1 + tanh(fc2(relu(fc1(m))))`` on ``(B, C)`` matrices in PyTorch, then
-``phi(x) = k_ve rho(k_ho x) x`` (one pass). Backward (``hf_acts::fles_backward``): the coefficient gradients (one
-pass), the MLP's backward in PyTorch, the input gradient (one pass). The op returns ``phi`` and the ``(B, C)``-sized
-intermediates the backward needs (``m``, ``denom``, ``h``, ``t``), so only ``x`` is saved at full size.
-
-Layouts: images ``(B, C, H, W)`` and tokens ``(B, N, C)``; the arithmetic is in float32 (float64 for float64).
-"""
+(``csrc/fles.cpp``), a CUDA kernel (:mod:`hf_acts.ops.triton_fles`), a fake implementation and its autograd; the math
+is in :mod:`hf_acts.ops.fles_math`. The op returns ``phi`` and the ``(B, C)``-sized intermediates the backward needs
+(``m``, ``denom``, ``h``, ``t``), so only ``x`` is saved at full size."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import _cpp
-
-GATE_IDS = {"silu": 0, "gelu": 1}  # rho: sigmoid, normal CDF (csrc/fles.cpp and the Triton kernels)
-
-
-def _inner(x: Tensor) -> int:
-    """Positions per channel that are contiguous in memory: H*W for images, 1 for tokens."""
-    return x.shape[2] * x.shape[3] if x.ndim == 4 else 1
-
-
-def _check(x: Tensor, w1: Tensor) -> None:
-    if x.ndim not in (3, 4) or x.shape[1 if x.ndim == 4 else -1] != w1.shape[1]:
-        raise ValueError(f"fles: expected images (B, C, H, W) or tokens (B, N, C) with C={w1.shape[1]}, "
-                         f"got {tuple(x.shape)}")
+from .fles_math import compute_dtype, fles_backward_with, fles_forward
 
 
 def _triton() -> ModuleType:
@@ -46,21 +26,6 @@ def _kernels(x: Tensor) -> ModuleType:
     return _triton() if x.device.type == "cuda" else _cpp.load("fles")
 
 
-def _coefficient_mlp(pos: Tensor, count: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, eps: float
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(m, denom, h, t)`` with ``m = pos / denom``, ``h = relu(fc1(m))``, ``t = tanh(fc2(h))``."""
-    dtype = pos.dtype
-    denom = count.to(dtype) + eps
-    m = pos / denom
-    h = F.relu(F.linear(m, w1.to(dtype), b1.to(dtype)))
-    t = torch.tanh(F.linear(h, w2.to(dtype), b2.to(dtype)))
-    return m, denom, h, t
-
-
-def _compute(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 @torch.library.custom_op("hf_acts::fles", mutates_args=(), device_types=("cpu", "cuda"))
 def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -68,28 +33,10 @@ def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, e
     return fles_forward(x, w1, b1, w2, b2, base, eps, _kernels(x))
 
 
-def fles_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float,
-                 kernels: ModuleType) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The op's forward with the given pass ``kernels`` (C++ or Triton). Autocast is off inside: the coefficient
-    MLP runs in the compute dtype whatever the caller's autocast (the fake implementation promises that)."""
-    with torch.autocast(x.device.type, enabled=False):
-        return _forward(x, w1, b1, w2, b2, base, eps, kernels)
-
-
-def _forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float, kernels: ModuleType
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _check(x, w1)
-    x = x.contiguous()
-    pos, count = kernels.stats(x, w1.shape[1], _inner(x))
-    m, denom, h, t = _coefficient_mlp(pos.to(_compute(x)), count, w1, b1, w2, b2, eps)
-    k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
-    return kernels.apply(x, k_ve, k_ho, GATE_IDS[base], _inner(x)), m, denom, h, t
-
-
 @fles.register_fake
 def _(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    b, c, hidden, dtype = x.shape[0], w1.shape[1], w1.shape[0], _compute(x)
+    b, c, hidden, dtype = x.shape[0], w1.shape[1], w1.shape[0], compute_dtype(x)
     stat = x.new_empty((b, c), dtype=dtype)
     return (torch.empty_like(x, memory_format=torch.contiguous_format), stat, torch.empty_like(stat),
             x.new_empty((b, hidden), dtype=dtype), x.new_empty((b, 2 * c), dtype=dtype))
@@ -102,28 +49,6 @@ def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b
     (``u = k_ho x``), through ``1 + tanh`` and the MLP to ``d m``, then
     ``dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom``."""
     return fles_backward_with(grad, x, w1, b1, w2, b2, m, denom, h, t, base, _kernels(x))
-
-
-def fles_backward_with(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
-                       denom: Tensor, h: Tensor, t: Tensor, base: str, kernels: ModuleType
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The op's backward with the given pass ``kernels`` (C++ or Triton), autocast off as in the forward."""
-    with torch.autocast(x.device.type, enabled=False):
-        return _backward(grad, x, w1, w2, m, denom, h, t, base, kernels)
-
-
-def _backward(grad: Tensor, x: Tensor, w1: Tensor, w2: Tensor, m: Tensor, denom: Tensor, h: Tensor, t: Tensor,
-              base: str, kernels: ModuleType) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    x, grad = x.contiguous(), grad.contiguous()
-    gate, inner = GATE_IDS[base], _inner(x)
-    k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
-    d_ve, d_ho = kernels.coef_grads(grad, x, k_ve, k_ho, gate, inner)
-    d_pre2 = torch.cat([d_ve, d_ho], dim=-1).to(t.dtype) * (1.0 - t * t)  # through 1 + tanh
-    d_pre1 = (d_pre2 @ w2.to(t.dtype)) * (h > 0)  # through the hidden ReLU
-    d_m = d_pre1 @ w1.to(t.dtype)
-    grad_x = kernels.input_grad(grad, x, k_ve, k_ho, (d_m / denom).contiguous(), gate, inner)
-    grads = (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0))
-    return grad_x, *(g.to(w1.dtype) for g in grads)
 
 
 @fles_backward.register_fake

@@ -18,8 +18,8 @@ from torch import Tensor
 
 from ..activations.bases import BASE_ACTIVATIONS
 from . import _cpp
+from .ids import POINTWISE_OPS as OPS
 
-OPS = _cpp.POINTWISE_OPS
 SWISH = OPS["swish_beta"]
 
 # (dynActivation) the op is exactly the base activation at alpha = 1, beta = 0 (the init), so a swapped pretrained

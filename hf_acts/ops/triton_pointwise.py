@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._cpp import POINTWISE_OPS
+from .ids import POINTWISE_OPS
 
 RELU, LEAKY_RELU, SILU, GELU, GELU_TANH, MISH, SWISH = (tl.constexpr(POINTWISE_OPS[name]) for name in (
     "relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish", "swish_beta"))
