@@ -149,3 +149,13 @@ def test_fles_op_under_autocast_keeps_its_coefficient_mlp_in_float32():
     assert {m.dtype, denom.dtype, h.dtype, t.dtype} == {torch.float32}
     y.sum().backward()
     assert x.grad.dtype == torch.float32 and module.fc1.weight.grad.dtype == torch.float32
+
+
+def test_torch_compile_is_not_taken_for_export_on_old_torch(monkeypatch):
+    """torch < 2.12 says is_exporting() under any dynamo trace (pytorch#176347): compile must still trace the op."""
+    monkeypatch.setattr(dispatch, "EXPORT_FLAG_RELIABLE", False)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    monkeypatch.setattr(torch.compiler, "is_dynamo_compiling", lambda: True)
+    assert not dispatch.exporting()
+    monkeypatch.setattr(torch.compiler, "is_dynamo_compiling", lambda: False)
+    assert dispatch.exporting()  # non-strict export: no dynamo trace, the flag holds

@@ -26,6 +26,10 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from . import _cpp
 
 FUSED = os.environ.get("HF_ACTS_FUSED", "1") != "0"
+# torch < 2.12 reports is_exporting() True under every dynamo trace, torch.compile included (pytorch#176347): there a
+# dynamo trace counts as compiling, so strict export on those versions keeps the ops (non-strict export, the default
+# and what torch.onnx uses, is unaffected)
+EXPORT_FLAG_RELIABLE = torch.torch_version.TorchVersion(torch.__version__) >= "2.12"
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 Impl = Literal["cpp", "triton", "plain"]
 
@@ -57,9 +61,16 @@ def select(device_type: str, dtype: torch.dtype, kernel: str) -> Impl:
     return "plain"
 
 
+def exporting() -> bool:
+    """Whether ``torch.export`` is tracing (see ``EXPORT_FLAG_RELIABLE``)."""
+    if torch.compiler.is_dynamo_compiling() and not EXPORT_FLAG_RELIABLE:
+        return False
+    return torch.compiler.is_exporting()
+
+
 def implementation(x: torch.Tensor, kernel: str) -> Impl:
     """:func:`select` for ``x``, or ``"plain"`` where the formula must run (see the module docstring)."""
-    if x.numel() == 0 or torch.compiler.is_exporting():
+    if x.numel() == 0 or exporting():
         return "plain"
     if not torch.compiler.is_compiling() and (
             _get_current_dispatch_mode() is not None or torch._C._are_functorch_transforms_active()):
