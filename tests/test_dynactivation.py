@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import assert_fused_equals_plain, ran_op
 from torch import nn
 
-from hf_acts import DynActGLU, DynActivation
+from hf_acts import DynActGLU, DynActivation, SwishBeta
 
 BASES = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.01), "silu": lambda t: t * torch.sigmoid(t),
          "gelu": lambda t: 0.5 * t * (1 + torch.erf(t / 2**0.5)), "mish": lambda t: t * torch.tanh(F.softplus(t)),
@@ -160,3 +160,18 @@ def test_dispatch_modes_run_the_plain_formula():
     torch.testing.assert_close(inside, outside)
     assert not ran_op(inside, "dynact")
     assert ran_op(outside, "dynact")
+
+
+@pytest.mark.parametrize("make", [lambda: DynActivation("gelu", alpha_init=1.3, beta_init=0.2),
+                                  lambda: SwishBeta(beta_init=1.4)])
+def test_0d_coefficients_of_older_checkpoints_load_as_shape_1(make):
+    """Per-tensor coefficients are (1,) (FSDP2 and ZeRO-3 refuse 0-d parameters); 0-d ones from older checkpoints
+    load unchanged."""
+    module = make()
+    assert all(p.shape == (1,) for p in module.parameters())
+    old = {k: v.reshape(()) for k, v in module.state_dict().items()}
+    fresh = type(module)(**({"base": "gelu"} if isinstance(module, DynActivation) else {}))
+    fresh.load_state_dict(old)
+    assert all(p.shape == (1,) for p in fresh.parameters())
+    x = torch.randn(3, 7)
+    assert torch.equal(fresh(x), module(x))

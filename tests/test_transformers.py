@@ -206,3 +206,22 @@ def test_errors():
         hf_acts.convert_glu(tiny("llama"), variant="kan")
     with pytest.raises(ValueError, match="no dynActivation base"):
         hf_acts.convert_glu(tiny("llama", hidden_act="tanh"))
+
+
+def test_checkpoints_with_0d_activation_parameters_still_load(tmp_path):
+    """hf-acts 0.1 wrote dynActivation's alpha/beta as 0-d tensors; they are (1,) now (FSDP2 / ZeRO-3 refuse 0-d
+    parameters). A folder written the old way loads with identical logits, with hf-acts and through remote code."""
+    model = hf_acts.convert_glu(tiny("llama"))
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            layer.mlp.act_fn.alpha.fill_(1.1 + 0.1 * i)
+            layer.mlp.act_fn.beta.fill_(0.2)
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    old = {k: v.reshape(()) if k.endswith((".alpha", ".beta")) else v for k, v in weights.items()}
+    assert sum(v.ndim == 0 for v in old.values()) == 2 * TINY["num_hidden_layers"]
+    save_file(old, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    for kwargs in ({}, {"trust_remote_code": True}):
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, **kwargs).eval()
+        assert reloaded.model.layers[2].mlp.act_fn.alpha.shape == (1,)
+        torch.testing.assert_close(logits(reloaded), logits(model), rtol=0, atol=0)

@@ -102,6 +102,34 @@ HfActsQwen2PreTrainedModel, HfActsQwen2Model, HfActsQwen2ForCausalLM = _family(
 HfActsQwen3PreTrainedModel, HfActsQwen3Model, HfActsQwen3ForCausalLM = _family(
     "Qwen3", HfActsQwen3Config, Qwen3PreTrainedModel, Qwen3Model, Qwen3ForCausalLM)
 
+def register_0d_coefficient_conversion() -> bool:
+    """Load the 0-d dynActivation coefficients of checkpoints written by hf-acts 0.1 as the shape-(1,) parameters
+    they are now (FSDP2 and DeepSpeed ZeRO-3 refuse 0-d parameters): a transformers checkpoint conversion per model
+    type, so that ``from_pretrained`` reshapes them instead of re-initialising them for a shape mismatch. False
+    where this transformers has no conversion API."""
+    try:
+        from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+        from transformers.core_model_loading import ConversionOps, WeightConverter
+    except ImportError:
+        return False
+
+    class AtLeast1d(ConversionOps):
+        @property
+        def reverse_op(self) -> ConversionOps:
+            return self  # saving writes the (1,) shape as it is
+
+        def convert(self, input_dict, source_patterns, target_patterns, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            tensors = next(iter(input_dict.values()))
+            tensor = tensors[0] if isinstance(tensors, list) else tensors
+            return {target_patterns[0]: tensor.reshape(1) if tensor.ndim == 0 else tensor}
+
+    for config_class in MODELS:
+        converters = [WeightConverter(f"{act}.{name}", f"{act}.{name}", [AtLeast1d()])
+                      for act in ("act_fn", "up_act") for name in ("alpha", "beta")]
+        register_checkpoint_conversion_mapping(config_class.model_type, converters, overwrite=True)
+    return True
+
+
 # config class -> (Model, ForCausalLM)
 MODELS = {
     HfActsLlamaConfig: (HfActsLlamaModel, HfActsLlamaForCausalLM),
@@ -115,4 +143,5 @@ for _config_class, (_model, _causal) in MODELS.items():
     _model.register_for_auto_class("AutoModel")
     _causal.register_for_auto_class("AutoModelForCausalLM")
 
+register_0d_coefficient_conversion()
 __all__ = [cls.__name__ for pair in MODELS.values() for cls in pair]
