@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import ran_op, randomize_
 
-from hf_acts import DynActGLU, DynActivation, FleS, SwishBeta
+from hf_acts import ADReLU, DynActGLU, DynActivation, FleS, SwishBeta
+from hf_acts.ops import adrelu as adrelu_op
 from hf_acts.ops import dispatch, pointwise
 from hf_acts.ops import fles as fles_op
 
@@ -30,7 +31,14 @@ def _op_samples() -> list[tuple]:
         (pointwise.dynact_glu, (x3, torch.randn(2, 7, 6, requires_grad=True), *_coef(1, 1.2, 0.1), "silu")),
         (fles_op.fles, (x4, *w, "silu", 1e-6)),
         (fles_op.fles, (torch.randn(2, 9, 6, requires_grad=True), *w, "gelu", 1e-6)),
+        (adrelu_op.adrelu, (torch.randn(2, 16, 5, 5, requires_grad=True), *_adrelu_weights(), 4, 8, 4, 1e-6, 1e-5,
+                            1e-5)),
     ]
+
+
+def _adrelu_weights() -> list[torch.Tensor]:
+    params, _ = randomize_(ADReLU(16), 0.3).parameters_and_config()
+    return [p.detach().clone().requires_grad_() for p in params]
 
 
 @pytest.mark.parametrize("op,args", _op_samples())
@@ -45,6 +53,7 @@ def test_opcheck(op, args):
     (lambda: SwishBeta(beta_init=1.5, per_channel=True, channels=8), (2, 8, 5, 5)),
     (lambda: randomize_(DynActGLU(8, 16), 0.3), (2, 5, 8)),
     (lambda: randomize_(FleS(8), 0.3), (2, 8, 5, 5)),
+    (lambda: randomize_(ADReLU(16), 0.3), (2, 16, 5, 5)),
 ])
 def test_fullgraph_compile_traces_the_ops_without_graph_breaks(make, shape):
     module = make()
@@ -114,6 +123,8 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     (lambda: randomize_(DynActGLU(16, 40), 0.3), (4, 7, 16), "dynact_glu"),
     (lambda: randomize_(FleS(16), 0.3), (4, 16, 9, 9), "fles"),
     (lambda: randomize_(FleS(16, base="gelu"), 0.3), (4, 7, 16), "fles"),
+    (lambda: randomize_(ADReLU(16), 0.3), (4, 16, 9, 9), "adrelu"),
+    (lambda: randomize_(ADReLU(16, spatial_dims=1), 0.3), (4, 7, 16), "adrelu"),
 ])
 def test_cuda_modules_run_the_triton_ops_and_match_the_plain_formula(monkeypatch, make, shape, op, dtype):
     module = make().cuda()

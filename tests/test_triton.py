@@ -143,3 +143,45 @@ def test_channel_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="5 coefficients do not match"):
         pointwise.dynact_triton(torch.randn(2, 4, 3, 3, device=TRITON_DEVICE),
                                 torch.ones(5, device=TRITON_DEVICE), torch.zeros(5, device=TRITON_DEVICE), "silu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels,groups,head_dim,shape", [
+    (16, 4, 8, (2, 16, 5, 7)),  # heads straddle groups (4 channels per group, heads of 8)
+    (32, 2, 8, (2, 32, 3, 3)),  # heads nest inside groups
+    (24, 4, 6, (3, 24, 1, 9)),  # tokens as a 1 x N map; head_dim not a power of 2
+])
+def test_adrelu_cuda_path(channels, groups, head_dim, shape, dtype):
+    """The CUDA implementation (Triton attention and GroupNorm + max between cuBLAS/cuDNN convolutions) and its
+    recomputing backward against ADReLU's plain formula ``max(x, tau)``."""
+    from hf_acts import ADReLU
+    from hf_acts.activations.adrelu import adrelu_threshold
+    from hf_acts.ops import adrelu as adrelu_op
+
+    spatial = {"spatial_dims": 1} if shape[2] == 1 else {}
+    module = ADReLU(channels, groups=groups, head_dim=head_dim, **spatial)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.5)
+    params, config = module.to(TRITON_DEVICE).parameters_and_config()
+    x = torch.randn(shape).to(TRITON_DEVICE, dtype)
+    grad = torch.randn(shape).to(TRITON_DEVICE, dtype)
+    y = adrelu_op.adrelu_cuda(x, *params, *config)
+    grads = adrelu_op.adrelu_backward_cuda(grad, x, *params, *config)
+
+    def plain(x, *weights):  # noqa: ANN001, ANN202
+        tau = adrelu_threshold(x, *weights, *config)
+        return torch.where(x > tau, x, tau)
+
+    ref, rgrads = _reference(plain, x, *params, grad=grad)
+    assert y.dtype == dtype and grads[0].dtype == dtype
+    _close(y, ref, dtype)
+    # max(x, tau) sends each element's gradient to x or to tau; where bf16 rounding of tau can flip that choice
+    # (|x - tau| within bf16's resolution) the input gradient is compared nowhere, the weight sums loosely
+    tau = adrelu_threshold(x.double(), *(p.double() for p in params), *config)
+    decided = (x.double() - tau).abs() > (0.0 if dtype == torch.float32 else 3e-2 * (1 + tau.abs()))
+    tol = TOL[dtype] if dtype == torch.float32 else dict(rtol=6e-2, atol=6e-2)  # bf16 through the whole chain
+    for i, (got, want) in enumerate(zip(grads, rgrads, strict=True)):
+        got, want = (got.double(), want) if i else (got.double()[decided], want[decided])
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got / scale, want / scale, **tol)

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import _cpp, dispatch
+from ..ops import adrelu as adrelu_op
+from ..ops import dispatch
 from ._base import LazyChannels, check_divisible, from_nchw, to_nchw
 
 TAU_INITS = ("paper", "zero")
@@ -19,6 +20,42 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> tor
     out = weight.shape[0]
     y = torch.matmul(weight.view(groups, out // groups, c // groups), x.reshape(b, groups, c // groups, h * w))
     return y.view(b, out, h, w)
+
+
+def adrelu_attention(x: torch.Tensor, qkv_weight: torch.Tensor, groups: int, head_dim: int, eps: float
+                     ) -> torch.Tensor:
+    """Eq. 2 on a ``(B, C, H, W)`` map: ``A = sigmoid(<Qn, Kn>_head) * V`` with ``Q, K, V`` from one grouped 1x1
+    conv (each group makes its own Q, K, V; heads of ``head_dim`` channels in channel order)."""
+    b, c, h, w = x.shape
+    g, dk = groups, head_dim
+    qkv = grouped_pointwise(x, qkv_weight.to(x.dtype), g).view(b, g, 3, c // g, h * w)
+    if (c // g) % dk == 0:  # heads nest inside groups: pure views, no copy
+        q, k, v = qkv.view(b, g, 3, c // g // dk, dk, h * w).unbind(2)
+        head_axis = 3
+    else:  # heads straddle groups: one copy to Q|K|V-major order
+        q, k, v = qkv.transpose(1, 2).reshape(b, 3, c // dk, dk, h * w).unbind(1)
+        head_axis = 2
+    # sums over the head axis rather than vector_norm over a strided axis: same math, ~3x faster
+    qk = (q * k).sum(head_axis, keepdim=True)
+    qn = (q * q).sum(head_axis, keepdim=True).sqrt_() + eps
+    kn = (k * k).sum(head_axis, keepdim=True).sqrt_() + eps
+    score = torch.sigmoid(qk / (qn * kn))
+    return (score * v).reshape(b, c, h, w)
+
+
+def adrelu_threshold(x: torch.Tensor, qkv_weight: torch.Tensor, dw_weight: torch.Tensor, norm_dw_weight: torch.Tensor,
+                     norm_dw_bias: torch.Tensor, proj_weight: torch.Tensor, norm_weight: torch.Tensor,
+                     norm_bias: torch.Tensor, groups: int, head_dim: int, norm_groups: int, eps: float, eps_dw: float,
+                     eps_norm: float) -> torch.Tensor:
+    """``tau = f(x)`` (Eqs. 2-6) in PyTorch ops, parameters cast to ``x``'s dtype: the reference formula, the plain
+    path, and what the CUDA op's backward recomputes."""
+    w = lambda p: p.to(x.dtype)  # noqa: E731
+    padding = (dw_weight.shape[2] // 2, dw_weight.shape[3] // 2)
+    z = F.conv2d(adrelu_attention(x, qkv_weight, groups, head_dim, eps), w(dw_weight), padding=padding,
+                 groups=x.shape[1])  # Eq. 3
+    z = F.group_norm(z, norm_groups, w(norm_dw_weight), w(norm_dw_bias), eps_dw)  # Eq. 4
+    t = grouped_pointwise(z, w(proj_weight), groups)  # Eq. 5
+    return F.group_norm(t, groups, w(norm_weight), w(norm_bias), eps_norm)  # Eq. 6
 
 
 class _Maximum(torch.autograd.Function):
@@ -36,25 +73,6 @@ class _Maximum(torch.autograd.Function):
         (above,) = ctx.saved_tensors
         grad_x = grad * above
         return grad_x, grad - grad_x
-
-
-class ADReLUFunction(torch.autograd.Function):
-    """Eqs. 1-6 as one fused CPU kernel (``csrc/adrelu.cpp``) per direction, sample by sample in cache.
-
-    Saves only ``x`` and the parameters: the backward recomputes each sample's forward."""
-
-    @staticmethod
-    def forward(ctx, x, config, *params):  # noqa: ANN001, ANN205
-        ctx.save_for_backward(x, *params)
-        ctx.config = config
-        return _cpp.load("adrelu").forward(x, list(params), *config)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        x, *params = ctx.saved_tensors
-        grads = _cpp.load("adrelu").backward(grad.contiguous(), x, params, *ctx.config)
-        return grads[0], None, *grads[1:]
 
 
 class ADReLU(LazyChannels):
@@ -79,9 +97,11 @@ class ADReLU(LazyChannels):
     ``tau_init="zero"`` zeroes the last GroupNorm's affine so ``tau = 0`` and the module is exactly
     ReLU at init (function-preserving over ReLU). ``inplace`` is accepted and ignored.
 
-    Speed: on the CPU the default path is :class:`ADReLUFunction`, one fused C++ kernel per direction that
-    keeps each sample's intermediates in cache and saves only ``x`` for the backward. The plain PyTorch path
-    (:meth:`threshold`) runs under ``torch.compile``, dispatch modes, on other devices and with ``HF_ACTS_FUSED=0``.
+    Speed: the default path is the op ``hf_acts::adrelu`` (:mod:`hf_acts.ops.adrelu`): on the CPU one fused C++
+    kernel per direction that keeps each sample's intermediates in cache (where it wins, see ``_fused_wins``), on
+    CUDA the GEMMs and depthwise conv on cuBLAS/cuDNN with Triton kernels for the attention and the final
+    GroupNorm + max; both save only ``x`` for the backward, which recomputes. The plain PyTorch path
+    (:meth:`threshold`) runs where :mod:`hf_acts.ops.dispatch` says so.
     """
 
     _channel_key = ("qkv.weight", 0, 3)
@@ -129,26 +149,15 @@ class ADReLU(LazyChannels):
         """Constructor kwargs that make the module equal ``base`` at init, or None if impossible."""
         return {"tau_init": "zero"} if base == "relu" else None
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 2 on a ``(B, C, H, W)`` map: ``A = sigmoid(<Qn, Kn>_head) * V``."""
-        b, c, h, w = x.shape
-        g, dk = self.groups, self.head_dim
-        qkv = grouped_pointwise(x, self.qkv.weight.to(x.dtype), g).view(b, g, 3, c // g, h * w)
-        if (c // g) % dk == 0:  # heads nest inside groups: pure views, no copy
-            q, k, v = qkv.view(b, g, 3, c // g // dk, dk, h * w).unbind(2)
-            head_axis = 3
-        else:  # heads straddle groups: one copy to Q|K|V-major order
-            q, k, v = qkv.transpose(1, 2).reshape(b, 3, c // dk, dk, h * w).unbind(1)
-            head_axis = 2
-        # sums over the head axis rather than vector_norm over a strided axis: same math, ~3x faster
-        qk = (q * k).sum(head_axis, keepdim=True)
-        qn = (q * q).sum(head_axis, keepdim=True).sqrt_() + self.eps
-        kn = (k * k).sum(head_axis, keepdim=True).sqrt_() + self.eps
-        score = torch.sigmoid(qk / (qn * kn))
-        return (score * v).reshape(b, c, h, w)
+    def parameters_and_config(self) -> tuple[list[torch.Tensor], tuple]:
+        """The seven weights and the ``(groups, head_dim, norm_groups, eps, eps_dw, eps_norm)`` of Eqs. 2-6, in the
+        order :func:`adrelu_threshold` and the op ``hf_acts::adrelu`` take them."""
+        params = [self.qkv.weight, self.dw.weight, self.norm_dw.weight, self.norm_dw.bias, self.proj.weight,
+                  self.norm.weight, self.norm.bias]
+        return params, (self.groups, self.head_dim, self.norm_groups, self.eps, self.norm_dw.eps, self.norm.eps)
 
     def threshold(self, x: torch.Tensor) -> torch.Tensor:
-        """``tau = f(x)`` on a ``(B, C, H, W)`` map (Eqs. 2-6).
+        """``tau = f(x)`` on a ``(B, C, H, W)`` map (Eqs. 2-6), see :func:`adrelu_threshold`.
 
         bfloat16/float16 inputs on the CPU are computed in float32 (and tau cast back): CPU half-precision
         GEMM and depthwise-conv kernels are 8-10x slower than float32 ones here (project decision)."""
@@ -156,19 +165,17 @@ class ADReLU(LazyChannels):
         dtype = x.dtype
         if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
             x = x.float()
-        w = lambda p: p.to(x.dtype)  # noqa: E731  (parameters in the compute dtype)
-        z = F.conv2d(self.attention(x), w(self.dw.weight), padding=self.dw.padding, groups=x.shape[1])  # Eq. 3
-        z = F.group_norm(z, self.norm_groups, w(self.norm_dw.weight), w(self.norm_dw.bias), self.norm_dw.eps)  # 4
-        t = grouped_pointwise(z, w(self.proj.weight), self.groups)  # Eq. 5
-        return F.group_norm(t, self.groups, w(self.norm.weight), w(self.norm.bias), self.norm.eps).to(dtype)  # 6
+        params, config = self.parameters_and_config()
+        return adrelu_threshold(x, *params, *config).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x4 = to_nchw(x)
         self._check_spatial(x4)
-        if (self._fused_wins(x4) and not torch.compiler.is_compiling()
-                and dispatch.implementation(x4, "adrelu") == "cpp"):
-            return from_nchw(self._fused(x4), x)
+        impl = dispatch.implementation(x4, "adrelu")
+        if impl == "triton" or (impl == "cpp" and self._fused_wins(x4)):
+            params, config = self.parameters_and_config()
+            return from_nchw(adrelu_op.adrelu(x4, *params, *config), x)
         tau = self.threshold(x4)
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             return from_nchw(torch.maximum(x4, tau), x)  # Eq. 1
@@ -184,15 +191,6 @@ class ADReLU(LazyChannels):
         groups are GEMM-bound, where the plain path's batched matmuls (BLAS) win 1.3-5x; with fewer positions the
         kernel's vector lanes run empty (vectors (B, C) take the plain path)."""
         return x.shape[1] // self.groups <= 64 and x.shape[2] * x.shape[3] >= 16
-
-    def _fused(self, x: torch.Tensor) -> torch.Tensor:
-        """The default CPU path: :class:`ADReLUFunction` (half precision computed in float32, as ``threshold``)."""
-        dtype = _cpp.compute_dtype(x)
-        params = [p.to(dtype).contiguous() for p in (self.qkv.weight, self.dw.weight, self.norm_dw.weight,
-                                                       self.norm_dw.bias, self.proj.weight, self.norm.weight,
-                                                       self.norm.bias)]
-        config = (self.groups, self.head_dim, self.norm_groups, self.eps, self.norm_dw.eps, self.norm.eps)
-        return ADReLUFunction.apply(x.to(dtype).contiguous(), config, *params).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

@@ -10,11 +10,12 @@ op                         what it computes                                used 
 ``hf_acts::dynact_glu``    ``dynact(gate) * up``                           :class:`~hf_acts.DynActGLU` (``gate``)
 ``hf_acts::swish_beta``    ``x sigmoid(beta x)``                           :class:`~hf_acts.SwishBeta`
 ``hf_acts::fles``          statistics, coefficient MLP, ``phi(x)``         :class:`~hf_acts.FleS`
+``hf_acts::adrelu``        ``max(x, tau)``, ``tau = f(x)`` (Eqs. 1-6)      :class:`~hf_acts.ADReLU`
 =========================  ==============================================  =====================================
 
 Each has a ``*_backward`` op, so ``torch.compile(fullgraph=True)`` traces both directions.
 """
 
-from . import dispatch, fles, pointwise
+from . import adrelu, dispatch, fles, pointwise
 
-__all__ = ["dispatch", "fles", "pointwise"]
+__all__ = ["adrelu", "dispatch", "fles", "pointwise"]
