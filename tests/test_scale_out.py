@@ -1,5 +1,6 @@
-"""FSDP2 on the CPU (gloo, two processes) with hf-acts models: the shape-(1,) activation parameters shard, training
-follows the single-process run, and the gathered model saves and reloads with identical logits."""
+"""FSDP2 and DeepSpeed ZeRO-3 on the CPU (gloo, two processes) with hf-acts models: the shape-(1,) activation
+parameters shard (both engines refuse 0-d parameters), training follows the single-process run, and the gathered
+model saves and reloads with identical logits."""
 
 import json
 import subprocess
@@ -13,23 +14,28 @@ from transformers import AutoModelForCausalLM
 
 import hf_acts  # noqa: F401  (registers the hf-acts model types)
 
+HELD = {"fsdp2": "DTensor", "zero3": "partitioned"}
 
-def _run(tmp_path, processes: int):
-    out = tmp_path / f"fsdp{processes}"
+
+def _run(tmp_path, engine: str, processes: int):
+    out = tmp_path / f"{engine}{processes}"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
-           str(29530 + processes), str(ROOT / "tests" / "fsdp2_worker.py"), str(out)]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+           str(29530 + processes), str(ROOT / "tests" / "sharded_worker.py"), engine, str(out)]
+    proc = subprocess.run(cmd, env={**ENV, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
 
 
 @pytest.mark.slow
-def test_fsdp2_two_processes_match_one_and_save_the_full_model(tmp_path):
-    one, two = _run(tmp_path, 1), _run(tmp_path, 2)
+@pytest.mark.parametrize("engine", ["fsdp2", "zero3"])
+def test_two_processes_match_one_and_save_the_full_model(tmp_path, engine):
+    if engine == "zero3":
+        pytest.importorskip("deepspeed")
+    one, two = _run(tmp_path, engine, 1), _run(tmp_path, engine, 2)
     sharded = json.loads((two / "sharded.json").read_text())
-    assert sharded["model.layers.0.mlp.act_fn.alpha"] == "DTensor"  # sharded, not refused (0-d parameters were)
-    # same global batch and seed: the trajectories differ only by the order of float sums (gradient reduce-scatter
-    # over 2 ranks vs one backward), which AdamW's normalised steps keep at the 1e-6 level over 5 steps
+    assert sharded["model.layers.0.mlp.act_fn.alpha"] == HELD[engine]  # sharded, not refused (0-d ones were)
+    # same global batch and seed: the trajectories differ only by the order of float sums (gradient reduction over
+    # 2 ranks vs one backward), which AdamW's normalised steps keep at the 1e-6 level over 5 steps
     losses_one = json.loads((one / "losses.json").read_text())
     losses_two = json.loads((two / "losses.json").read_text())
     assert losses_two[-1] < losses_two[0]
