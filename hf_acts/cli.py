@@ -1,4 +1,4 @@
-"""``hf-acts``: list, swap, card, publish, bench."""
+"""``hf-acts``: list, swap, card, publish, bench, kernel-repo."""
 
 from __future__ import annotations
 
@@ -93,13 +93,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_kernel_repo(args: argparse.Namespace) -> None:
-    from hf_acts.kernel_hub import build_kernel_repo, push_kernel_repo
+    from hf_acts.kernel_hub import build_kernel_repo
 
     folder = build_kernel_repo(args.output_dir)
-    print(f"wrote the kernel repository to {folder}")
-    if args.push:
-        result = push_kernel_repo(folder, args.push, dry_run=args.dry_run)
-        print("\n".join(result) if args.dry_run else f"pushed to {result}")
+    print(f"wrote the kernel repository to {folder} (push it with: hf-acts publish {folder} --repo-id ORG/NAME)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("kernel-repo", help="write (and push) the Kernel Hub repository of the Triton kernels")
     p.add_argument("output_dir")
-    p.add_argument("--push", metavar="REPO_ID", help="upload to this Hub repository")
-    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
     p.set_defaults(fn=cmd_kernel_repo)
     return parser
 

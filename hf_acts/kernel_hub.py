@@ -9,8 +9,8 @@ With ``kernels`` installed, ``import hf_acts`` marks :class:`~hf_acts.DynActivat
         kernelize(model, mode=Mode.TRAINING, device="cuda")
 
 swaps their forwards for the repository's Triton layers (:mod:`hf_acts.ops.hub_layers`). The repository is a
-``torch-universal`` build (pure Python + Triton), laid out as the Kernel Hub expects; ``hf-acts kernel-repo`` writes
-it and can push it.
+``torch-cuda`` build (pure Python + Triton), laid out as the Kernel Hub expects; ``hf-acts kernel-repo`` writes
+it and ``hf-acts publish`` pushes it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 from torch import nn
 
 from .activations import DynActGLU, DynActivation, FleS, SwishBeta
-from .publish import files_to_upload
 
 # Kernel Hub layer name -> (the class marked with it, its layer in the repository's ``layers.py``)
 LAYERS: dict[str, tuple[type[nn.Module], str]] = {
@@ -106,16 +105,3 @@ def kernel_mapping(repo: str | Path, device: str = "cuda") -> dict:
         return LayerRepository(repo_id=str(repo), layer_name=layer)
 
     return {name: {device: repository(layer)} for name, (_, layer) in LAYERS.items()}
-
-
-def push_kernel_repo(folder: str | Path, repo_id: str, dry_run: bool = False, token: str | None = None
-                     ) -> list[str] | object:
-    """Upload a repository written by :func:`build_kernel_repo` (``dry_run``: the files, nothing sent)."""
-    files = files_to_upload(folder)
-    if dry_run:
-        return files
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True)
-    return api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message="Upload hf-acts kernels")

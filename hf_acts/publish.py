@@ -39,6 +39,12 @@ def files_to_upload(folder: str | Path) -> list[str]:
     return [p for p in paths if not any(fnmatch.fnmatch(p, pat) for pat in IGNORE)]
 
 
+def is_kernel_repo(folder: str | Path) -> bool:
+    """Whether ``folder`` is a Kernel Hub repository (``build/<variant>/metadata.json``, as ``hf-acts kernel-repo``
+    writes it) rather than a model folder."""
+    return any(Path(folder).glob("build/*/metadata.json"))
+
+
 def publish_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -47,12 +53,15 @@ def publish_to_hub(
     dry_run: bool = False,
     token: str | None = None,
 ) -> list[str] | CommitInfo:
-    """Validate ``folder``, write its model card (``README.md``), then ``create_repo(exist_ok=True)`` and
-    ``upload_folder``. Safe to repeat. ``dry_run`` returns the files that would be uploaded and sends
-    nothing. The token comes from ``token`` or huggingface_hub's usual sources and is never written."""
+    """Validate a model ``folder`` and write its model card (``README.md``; a kernel repository keeps the README it
+    was built with), then ``create_repo(exist_ok=True)`` and ``upload_folder``. Safe to repeat. ``dry_run`` returns
+    the files that would be uploaded and sends nothing. The token comes from ``token`` or huggingface_hub's usual
+    sources and is never written."""
     folder = Path(folder)
-    validate_folder(folder)
-    render_card(folder, repo_id=repo_id).save(folder / "README.md")
+    kernels = is_kernel_repo(folder)
+    if not kernels:
+        validate_folder(folder)
+        render_card(folder, repo_id=repo_id).save(folder / "README.md")
     files = files_to_upload(folder)
     if dry_run:
         return files
@@ -62,6 +71,8 @@ def publish_to_hub(
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     return api.upload_folder(
         folder_path=folder, repo_id=repo_id, revision=revision, ignore_patterns=IGNORE,
-        commit_message=f"Upload hf-acts model ({len(files)} files)",
-        commit_description="Published with `hf-acts publish`: weights (safetensors), config, metrics, model card.",
+        commit_message=f"Upload hf-acts {'kernels' if kernels else 'model'} ({len(files)} files)",
+        commit_description="Published with `hf-acts publish`: " + (
+            "Triton kernels and Kernel Hub layers, metadata, card." if kernels
+            else "weights (safetensors), config, metrics, model card."),
     )

@@ -74,7 +74,7 @@ def test_kernelize_swaps_in_the_triton_layers_and_they_match_the_plain_formula(r
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_push_dry_run_lists_the_repository(repo, capsys):
-    cli(["kernel-repo", str(repo), "--push", "someone/hf-acts-kernels", "--dry-run"])
+def test_publish_dry_run_lists_the_repository(repo, capsys):
+    cli(["publish", str(repo), "--repo-id", "someone/hf-acts-kernels", "--dry-run"])
     out = capsys.readouterr().out
     assert f"build/{kernel_hub.VARIANT}/metadata.json" in out and "layers.py" in out
