@@ -40,6 +40,7 @@ from hf_acts.training import (
     end_epoch,
     epoch_batches,
     final_metrics,
+    gathered_state_dict,
     make_accelerator,
     optimizer_step,
     plot_curves,
@@ -185,9 +186,10 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.end_training()
 
     final = final_metrics(accelerator, out, state, args.epochs)
+    state_dict = gathered_state_dict(accelerator, model)  # all ranks: FSDP / ZeRO-3 shards gathered
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)
-        model.save_pretrained(out)
+        model.save_pretrained(out, state_dict=state_dict)
         tokenizer.save_pretrained(out)
         final.update(model=args.model, mlp=args.mlp, dataset=args.dataset,
                      parameters=sum(p.numel() for p in model.parameters()))

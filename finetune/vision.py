@@ -36,6 +36,7 @@ from hf_acts.training import (
     end_epoch,
     epoch_batches,
     final_metrics,
+    gathered_state_dict,
     make_accelerator,
     optimizer_step,
     plot_curves,
@@ -193,9 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.end_training()
 
     final = final_metrics(accelerator, out, state, args.epochs)
+    state_dict = gathered_state_dict(accelerator, model)  # all ranks: FSDP / ZeRO-3 shards gathered
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)
-        hf_acts.save_timm_model(model, out, label_names=data.label_names)
+        hf_acts.save_timm_model(model, out, label_names=data.label_names, state_dict=state_dict)
         final.update(model=args.model, dataset=args.dataset, data_config={k_: list(v) if isinstance(v, tuple) else v
                                                                             for k_, v in data_cfg.items()},
                      parameters=sum(p.numel() for p in model.parameters()))

@@ -213,3 +213,10 @@ def final_metrics(accelerator: Accelerator, output_dir: Path, state: TrainState,
     last = read_log(output_dir)[-1]
     return {"epochs": epochs, "steps": state.step, "num_processes": accelerator.num_processes,
             **{k: v for k, v in last.items() if k not in ("epoch", "step")}}
+
+
+def gathered_state_dict(accelerator: Accelerator, model: Any) -> dict[str, Any] | None:
+    """The trained model's full (unsharded) weights on the main process, None on the others. Every rank must call it:
+    under FSDP and DeepSpeed ZeRO-3 gathering the shards is a collective."""
+    state_dict = accelerator.get_state_dict(model)
+    return state_dict if accelerator.is_main_process else None

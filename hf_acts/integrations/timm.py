@@ -17,6 +17,7 @@ from typing import Any
 
 import timm
 import torch
+from safetensors.torch import save_file
 from timm.layers import create_act
 from timm.models import build_model_with_cfg, get_pretrained_cfg, register_model
 from torch import nn
@@ -136,10 +137,12 @@ def register_names() -> dict[str, type[nn.Module]]:
 
 
 def save_timm_model(
-    model: nn.Module, save_directory: str | Path, label_names: Sequence[str] | None = None
+    model: nn.Module, save_directory: str | Path, label_names: Sequence[str] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """``timm.models.save_for_hf`` with safetensors, and a ``config.json`` that both
-    ``timm.create_model("local-dir:...")`` and transformers' ``TimmWrapper`` load.
+    ``timm.create_model("local-dir:...")`` and transformers' ``TimmWrapper`` load. ``state_dict`` (e.g. the
+    gathered weights of a sharded model) replaces ``model.state_dict()`` in the weights file.
 
     timm 1.0.31 repeats ``num_classes`` in ``model_args``, which TimmWrapper passes twice
     (``TypeError``); it is already a top-level field, so it is dropped from ``model_args``.
@@ -148,6 +151,9 @@ def save_timm_model(
     save_directory = Path(save_directory)
     model_config = {"label_names": list(label_names)} if label_names else None
     timm.models.save_for_hf(model, save_directory, model_config=model_config, safe_serialization=True)
+    if state_dict is not None:
+        save_file({k: v.detach().contiguous().clone() for k, v in state_dict.items()},
+                  save_directory / "model.safetensors", metadata={"format": "pt"})
     config_path = save_directory / "config.json"
     config = json.loads(config_path.read_text())
     config.get("model_args", {}).pop("num_classes", None)
