@@ -48,3 +48,18 @@ def test_two_processes_match_one_and_save_the_full_model(tmp_path, engine):
         assert torch.equal(reloaded(input_ids=ids).logits, load_file(two / "logits.safetensors")["logits"])
     torch.testing.assert_close(load_file(two / "logits.safetensors")["logits"],
                                load_file(one / "logits.safetensors")["logits"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,distributed,engine", [("fsdp2_gpu", "FSDP", "fsdp_version"),
+                                                     ("fsdp2_2nodes", "FSDP", "fsdp_version"),
+                                                     ("zero3_gpu", "DEEPSPEED", "zero_stage")])
+def test_gpu_launch_configs_parse(name, distributed, engine):
+    """The GPU launch configs (not run here: Accelerate shards only on accelerators) load with Accelerate's own
+    parser and ask for the engine they name."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "finetune" / "configs" / f"{name}.yaml"))
+    assert config.distributed_type == distributed
+    settings = config.fsdp_config if distributed == "FSDP" else config.deepspeed_config
+    assert settings[engine] in (2, 3)
+    assert config.num_processes == 8 * config.num_machines
