@@ -25,32 +25,32 @@ enum Base : int64_t { kRelu = 0, kLeakyRelu, kSilu, kGelu, kGeluTanh, kMish };
 constexpr double kSqrt1_2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
 constexpr double kSqrt2OverPi = 0.79788456080286535588, kTanhCoef = 0.044715;
 
-// base(x) and, when wanted, base'(x), for compute type T.
+// base(x) and base'(x), for compute type T; returned by value (no addressed locals: they stop `omp simd` from
+// vectorising), so a caller that uses only .f lets the compiler drop the derivative.
+template <typename T>
+struct ValueGrad {
+  T f, d;
+};
+
 template <int64_t B, typename T>
-inline T base_fn(T x, T* grad) {
+inline ValueGrad<T> base_fn(T x) {
   if constexpr (B == kRelu) {
-    *grad = x > T(0) ? T(1) : T(0);
-    return x > T(0) ? x : T(0);
+    return {x > T(0) ? x : T(0), x > T(0) ? T(1) : T(0)};
   } else if constexpr (B == kLeakyRelu) {
-    *grad = x > T(0) ? T(1) : T(0.01);
-    return x > T(0) ? x : T(0.01) * x;
+    return {x > T(0) ? x : T(0.01) * x, x > T(0) ? T(1) : T(0.01)};
   } else if constexpr (B == kSilu) {
     const T s = sigmoid_(x);
-    *grad = s * (T(1) + x * (T(1) - s));
-    return x * s;
+    return {x * s, s * (T(1) + x * (T(1) - s))};
   } else if constexpr (B == kGelu) {
     const T cdf = T(0.5) * (T(1) + erf_(x * T(kSqrt1_2)));
-    *grad = cdf + x * T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x);
-    return x * cdf;
+    return {x * cdf, cdf + x * T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x)};
   } else if constexpr (B == kGeluTanh) {
     const T t = tanh_(T(kSqrt2OverPi) * (x + T(kTanhCoef) * x * x * x));
-    *grad = T(0.5) * (T(1) + t) +
-            T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * kTanhCoef) * x * x);
-    return T(0.5) * x * (T(1) + t);
+    return {T(0.5) * x * (T(1) + t),
+            T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * kTanhCoef) * x * x)};
   } else {  // mish: x tanh(softplus(x)), softplus(x) = max(x, 0) + log1p(exp(-|x|))
     const T t = tanh_(std::max(x, T(0)) + log1p_(exp_(-std::abs(x))));
-    *grad = t + x * (T(1) - t * t) * sigmoid_(x);
-    return x * t;
+    return {x * t, t + x * (T(1) - t * t) * sigmoid_(x)};
   }
 }
 
@@ -60,13 +60,11 @@ template <int64_t Base>
 struct DynAct {  // p = alpha - beta, q = beta; sums g base(x) and g x
   template <typename T>
   static T forward(T v, T p, T q) {
-    T unused;
-    return base_fn<Base>(v, &unused) * p + q * v;
+    return base_fn<Base>(v).f * p + q * v;
   }
   template <typename T>
   static T backward(T v, T g, T p, T q, T* s0, T* s1) {
-    T d;
-    const T f = base_fn<Base>(v, &d);
+    const auto [f, d] = base_fn<Base>(v);
     *s0 = g * f;
     *s1 = g * v;
     return g * (p * d + q);
