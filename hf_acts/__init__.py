@@ -21,7 +21,7 @@ from .registry import create_activation, get_activation, list_activations
 from .swap import SwapRecord, SwapReport, replace_activations
 
 mark_kernel_layers()  # Kernel Hub layer names, where `kernels` is installed
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AIEC",
