@@ -7,14 +7,11 @@ import json
 import pytest
 import torch
 from conftest import TRITON_DEVICE, randomize_
+from kernels import Mode, kernelize, use_kernel_mapping
 
-pytest.importorskip("kernels")
-pytest.importorskip("triton")
-from kernels import Mode, kernelize, use_kernel_mapping  # noqa: E402
-
-from hf_acts import DynActGLU, DynActivation, FleS, SwishBeta, kernel_hub  # noqa: E402
-from hf_acts.cli import main as cli  # noqa: E402
-from hf_acts.ops import dispatch  # noqa: E402
+from hf_acts import DynActGLU, DynActivation, FleS, SwishBeta, kernel_hub
+from hf_acts.cli import main as cli
+from hf_acts.ops import dispatch
 
 
 @pytest.fixture(scope="module")

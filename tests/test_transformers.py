@@ -225,3 +225,17 @@ def test_checkpoints_with_0d_activation_parameters_still_load(tmp_path):
         reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, **kwargs).eval()
         assert reloaded.model.layers[2].mlp.act_fn.alpha.shape == (1,)
         torch.testing.assert_close(logits(reloaded), logits(model), rtol=0, atol=0)
+
+
+def test_remote_code_copies_are_current():
+    """The files saved beside checkpoints for trust_remote_code are real copies of the activation modules (no
+    symlinks in the package); `python scripts/sync_remote_code.py` refreshes them."""
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from sync_remote_code import REMOTE_CODE_MODULES
+
+    for name in REMOTE_CODE_MODULES:
+        copy = ROOT / "hf_acts" / "integrations" / "transformers" / name
+        assert not copy.is_symlink(), copy
+        assert copy.read_text() == (ROOT / "hf_acts" / "activations" / name).read_text(), f"stale copy: {copy}"

@@ -12,13 +12,8 @@ import torch
 import torch.nn.functional as F
 from conftest import TRITON_DEVICE
 
-pytest.importorskip("triton")
-from hf_acts.activations.dynactivation import DYN_BASES, dynact_formula  # noqa: E402
-from hf_acts.ops import (  # noqa: E402
-    fles_math,  # noqa: E402
-    pointwise,
-    triton_fles,
-)
+from hf_acts.activations.dynactivation import DYN_BASES, dynact_formula
+from hf_acts.ops import fles_math, pointwise, triton_fles
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
        torch.float16: dict(rtol=4e-3, atol=4e-3)}

@@ -16,8 +16,6 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-import torch
-
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 _modules: dict[str, ModuleType | None] = {}
 logger = logging.getLogger(__name__)
@@ -31,11 +29,6 @@ def _build_tag() -> str:
         flags = platform.processor()
     headers = "".join(p.read_text() for p in sorted(CSRC.glob("*.h")))
     return hashlib.sha1(f"{platform.machine()} {flags} {headers}".encode()).hexdigest()[:8]
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the ADReLU and FleS kernels compute in: float64 for float64 inputs, float32 otherwise."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def load(name: str) -> ModuleType | None:

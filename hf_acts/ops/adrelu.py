@@ -11,16 +11,11 @@ import torch
 from torch import Tensor
 
 from . import _cpp
-
-WEIGHTS = ("qkv", "dw", "norm_dw_w", "norm_dw_b", "proj", "norm_w", "norm_b")
-
-
-def _compute(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+from .fles_math import compute_dtype  # one rule for the C++ kernels: float64 stays, the rest runs in float32
 
 
 def _cpu_args(x: Tensor, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    dtype = _compute(x)
+    dtype = compute_dtype(x)
     return x.to(dtype).contiguous(), [p.to(dtype).contiguous() for p in params]
 
 
