@@ -7,6 +7,7 @@ counts) and a forward pass (FLOPs). A folder without metrics gets a card without
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .papers import PAPERS
 from .registry import canonical_name, get_activation
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "model_cards"
+# a wheel carries the templates as package data (setup.py copies them); an editable install reads the source folder
+TEMPLATES = next(p for p in (Path(__file__).parent / "model_cards", Path(__file__).resolve().parents[1] / "model_cards")
+                 if p.is_dir())
 EMBEDDED = {"digits": "scikit-learn digits (embedded, offline)", "mnist1d": "MNIST-1D (generated locally)",
             "pydoc": "Python pydoc topics (embedded, offline)"}
 TIMM_BIBTEX = ("@misc{rw2019timm,\n  author = {Ross Wightman},\n  title  = {PyTorch Image Models},\n"
@@ -78,7 +81,9 @@ def _args_table(args: dict[str, Any]) -> str:
 
 def _activation_text(act: str) -> dict[str, str]:
     name = canonical_name(act)
-    doc = "\n\n".join(inspect.cleandoc(get_activation(name).__doc__ or "").split("\n\n")[:2])
+    # the method's paragraphs: everything before the implementation notes ("Speed: ...")
+    paragraphs = inspect.cleandoc(get_activation(name).__doc__ or "").split("\n\n")
+    doc = "\n\n".join(itertools.takewhile(lambda p: not p.startswith("Speed:"), paragraphs))
     paper = PAPERS[name]
     return {"activation_title": f"{name} (`hf_acts.{get_activation(name).__name__}`)", "equation": doc,
             "paper_name": paper.name, "activation_bibtex": paper.bibtex}
@@ -108,7 +113,7 @@ def _timm_context(folder: Path) -> dict[str, Any]:
         "base_flops": f"{_flops(base_model, size) / 1e6:,.1f}M", "flops": f"{_flops(model, size) / 1e6:,.1f}M",
         "swap_table": _table(rows, ["name", "old", "new", "channels", "params_added", "function_preserving"]),
         "library_bibtex": TIMM_BIBTEX, "library_name": "timm", "pipeline_tag": "image-classification",
-        "task": "image-classification", "hub_base": None if base.startswith("resnet8_cifar") else f"timm/{base}",
+        "task": "image-classification", "weights": config.get("pretrained_cfg", {}).get("hf_hub_id"),
     }
 
 
@@ -128,12 +133,30 @@ def _transformers_context(folder: Path) -> dict[str, Any]:
         "mlp": f"`{config.mlp_variant}` (mode `{config.mlp_mode}`) in {len(layers)} layer(s)",
         "swap_table": _table(rows, ["layer", "old", "new", "base", "mode"]),
         "library_bibtex": TRANSFORMERS_BIBTEX, "library_name": "transformers", "pipeline_tag": "text-generation",
-        "task": "text-generation", "hub_base": None,
+        "task": "text-generation", "weights": None,
     }
 
 
-def render_card(folder: str | Path, repo_id: str | None = None, license: str = "apache-2.0") -> ModelCard:
-    """The model card of an hf-acts output folder (``metrics.json`` numbers only)."""
+def _started_from(folder: Path, kind: str, args: dict[str, Any], weights: str | None) -> str | None:
+    """The Hub weights a training run started from (``args`` from ``training_args.json``), else None; a folder
+    without a run keeps the ``base_model`` its card already names (``hf-acts swap`` writes it)."""
+    if args:
+        if kind == "timm":
+            return weights if args.get("pretrained") else None
+        model = args.get("model")
+        return None if model in (None, "tiny") or Path(model).exists() else model
+    readme = folder / "README.md"
+    return ModelCard.load(readme).data.base_model if readme.exists() else None
+
+
+def render_card(folder: str | Path, repo_id: str | None = None, license: str = "apache-2.0",
+                base_model: str | None = None) -> ModelCard:
+    """The model card of an hf-acts output folder (``metrics.json`` numbers only).
+
+    ``base_model`` (Hub id) names the pretrained weights the folder started from; by default it is read from the
+    run (``training_args.json``). Only then does the card carry ``base_model`` with ``base_model_relation:
+    finetune``: a model trained from scratch names its architecture in the text only.
+    """
     folder = Path(folder)
     kind = folder_kind(folder)
     ctx = _timm_context(folder) if kind == "timm" else _transformers_context(folder)
@@ -142,28 +165,30 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
     repo_id = repo_id or f"your-org/{folder.name}"
     model_name = repo_id.split("/")[-1]
     dataset = args.get("dataset")
-    if kind == "transformers" and args.get("model") not in (None, "tiny"):
-        ctx["hub_base"] = args["model"]
+    base_model = base_model or _started_from(folder, kind, args, ctx.pop("weights"))
     results, evals = [], []
     metric_names = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "perplexity": "perplexity",
                     "eval_loss": "eval loss"}
     for key, label in metric_names.items():
         if key in metrics:
             results.append({"metric": label, "value": f"{metrics[key]:.4f}", "dataset": EMBEDDED.get(dataset, dataset)})
-            if key != "eval_loss":
+            if key != "eval_loss" and dataset:  # model-index needs the dataset
                 evals.append(EvalResult(task_type=ctx["task"], dataset_type=dataset, dataset_name=dataset,
                                         metric_type="accuracy" if key.startswith("top") else key, metric_name=label,
                                         metric_value=metrics[key]))
     act = canonical_name(ctx["act"])
     data = ModelCardData(
         library_name=ctx["library_name"], license=license, pipeline_tag=ctx["pipeline_tag"],
-        tags=["hf-acts", act, "trainable-activation", kind], base_model=ctx["hub_base"],
+        tags=["hf-acts", act, "trainable-activation", kind], base_model=base_model,
+        base_model_relation="finetune" if base_model else None,
         datasets=[dataset] if dataset and dataset not in EMBEDDED else None,
         model_name=model_name if evals else None, eval_results=evals or None,
     )
     trained = f", trained for {metrics.get('steps')} steps on {EMBEDDED.get(dataset, dataset)}" if metrics else ""
+    origin = (f"It started from the pretrained weights of [`{base_model}`](https://huggingface.co/{base_model})."
+              if base_model else "Its weights were not initialised from pretrained ones.")
     summary = (f"`{model_name}` is a {ctx['library_name']} model whose activations were replaced with **{act}** by "
-               f"[hf-acts](https://github.com/hf-acts/hf-acts){trained}.")
+               f"[hf-acts](https://github.com/hf-acts/hf-acts){trained}. {origin}")
     return ModelCard.from_template(
         data, template_path=str(TEMPLATES / f"{kind}.md"), model_name=model_name, repo_id=repo_id, summary=summary,
         training_args=_args_table(args) if args else "", results_table=_table(results, ["metric", "value", "dataset"]),

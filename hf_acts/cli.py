@@ -47,6 +47,7 @@ def cmd_swap(args: argparse.Namespace) -> None:
 
         model = AutoModelForCausalLM.from_pretrained(args.model)
         hf_acts.convert_glu(model, args.act, layers=args.layers)
+        base = None if Path(args.model).exists() else args.model
         model.save_pretrained(out)
         try:
             AutoTokenizer.from_pretrained(args.model).save_pretrained(out)
@@ -61,7 +62,8 @@ def cmd_swap(args: argparse.Namespace) -> None:
         for report in model.hf_acts_reports:
             print(report)
         hf_acts.save_timm_model(model, out)
-    render_card(out).save(out / "README.md")
+        base = model.pretrained_cfg.get("hf_hub_id") if args.pretrained else None
+    render_card(out, base_model=base).save(out / "README.md")
     print(f"saved to {out.resolve()}")
 
 

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import yaml
 from conftest import ENV, ROOT
 from huggingface_hub import ModelCard, set_client_factory
 
+import hf_acts
 from hf_acts.cards import render_card
 from hf_acts.cli import main as cli
 from hf_acts.publish import files_to_upload, publish_to_hub
@@ -40,6 +42,56 @@ def test_timm_card_from_a_real_run(vision_run):
     assert "import hf_acts" in text and "@misc{adrelu" in text and "rw2019timm" in text
     assert "| parameters | 78,042 | 92,170 |" in text  # ResNet-8 with 10 classes, and its ADReLU twin
     assert f"{metrics['top1']:.4f}" in text and "training_curves.png" in text
+    assert_every_section_has_content(text)
+
+
+def assert_every_section_has_content(text: str) -> None:
+    """No heading without a body, and no paragraph that announces content with ":" and stops there."""
+    body = text.split("---", 2)[2]
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", re.sub(r"```.*?```", "CODE", body, flags=re.S)) if b.strip()]
+    for block, following in zip(blocks, blocks[1:] + [""], strict=True):
+        if block.startswith("#") and "\n" not in block:
+            assert following and not following.startswith("#"), f"heading without content: {block!r}"
+        if block.rstrip().endswith(":"):
+            assert following.startswith(("*", "-", "|", "CODE", "1.")), f"{block!r} announces content it lacks"
+
+
+@pytest.mark.parametrize("act", [a for a in hf_acts.list_activations() if a != "dynactglu"])
+def test_card_of_each_activation_renders_every_section(act, tmp_path):
+    import timm
+
+    model = timm.create_model("hf_acts_swapped", base_model="resnet8_cifar", num_classes=4,
+                              swaps=[{"act": act, "target": ["relu"], "last": 1}])
+    hf_acts.save_timm_model(model, tmp_path)
+    card = render_card(tmp_path)
+    assert_every_section_has_content(str(card))
+    assert "base_model" not in metadata(card)  # not trained from pretrained weights
+    assert "not initialised from pretrained" in str(card)
+
+
+def test_card_structure_check_catches_an_empty_equation():
+    with pytest.raises(AssertionError, match="announces"):
+        assert_every_section_has_content("---\nx: 1\n---\n# m\n\n``f`` (Eqs. 2-6):\n\nPaper: *ADReLU*.\n")
+    with pytest.raises(AssertionError, match="heading without content"):
+        assert_every_section_has_content("---\nx: 1\n---\n# m\n\n## Results\n\n## Citation\n\ntext\n")
+
+
+def test_base_model_only_when_the_run_started_from_pretrained_weights(vision_run, tmp_path):
+    scratch = metadata(render_card(vision_run))
+    assert "base_model" not in scratch and "base_model_relation" not in scratch
+    folder = shutil.copytree(vision_run, tmp_path / "run")
+    args = json.loads((folder / "training_args.json").read_text())
+    (folder / "training_args.json").write_text(json.dumps({**args, "pretrained": True}))
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"]["hf_hub_id"] = "org/resnet8-cifar-weights"
+    (folder / "config.json").write_text(json.dumps(config))
+    card = render_card(folder)
+    meta = metadata(card)
+    assert meta["base_model"] == "org/resnet8-cifar-weights" and meta["base_model_relation"] == "finetune"
+    assert "started from the pretrained weights of [`org/resnet8-cifar-weights`]" in str(card)
+    card.save(folder / "README.md")
+    (folder / "training_args.json").unlink()  # a re-render without the run keeps the card's base_model
+    assert metadata(render_card(folder))["base_model"] == "org/resnet8-cifar-weights"
 
 
 def test_transformers_card_from_a_real_run(lm_run):
@@ -52,6 +104,8 @@ def test_transformers_card_from_a_real_run(lm_run):
     assert result["type"] == "perplexity" and result["value"] == metrics["perplexity"]
     assert 'from_pretrained("org/tiny-dynactglu", trust_remote_code=True)' in str(card)
     assert "@article{bachmann2026dynactivation" in str(card)
+    assert_every_section_has_content(str(card))
+    assert "base_model" not in meta  # the tiny model is trained from scratch
 
 
 class FakeHub:

@@ -22,13 +22,14 @@ logger = logging.getLogger(__name__)
 
 
 def _build_tag() -> str:
-    """A hash of the host's CPU features and of the shared headers (torch rebuilds on source changes only)."""
+    """A hash of the host's CPU features, the shared headers (torch rebuilds on source changes only) and where the
+    sources live (two installs side by side, e.g. editable and wheel, would otherwise rebuild each other's build)."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = platform.processor()
     headers = "".join(p.read_text() for p in sorted(CSRC.glob("*.h")))
-    return hashlib.sha1(f"{platform.machine()} {flags} {headers}".encode()).hexdigest()[:8]
+    return hashlib.sha1(f"{platform.machine()} {flags} {headers} {CSRC}".encode()).hexdigest()[:8]
 
 
 def load(name: str) -> ModuleType | None:

@@ -1,0 +1,47 @@
+"""hf-acts: trainable activation functions for timm and transformers models."""
+
+from . import models  # noqa: F401  (registers the timm zoo)
+from .activations import (
+    AIEC,
+    ADReLU,
+    DynActGLU,
+    DynActivation,
+    DyReLU,
+    FleS,
+    SwishBeta,
+    aiec_loss,
+    aiec_targets,
+    reset_aiec_counters,
+)
+from .integrations.timm import save_timm_model  # registers hf_acts_swapped
+from .integrations.transformers import convert_glu  # registers the causal-LM family and ACT2FN names
+from .kernel_hub import mark_kernel_layers
+from .param_groups import activation_parameter_names, param_groups_weight_decay
+from .registry import create_activation, get_activation, list_activations
+from .swap import SwapRecord, SwapReport, replace_activations
+
+mark_kernel_layers()  # Kernel Hub layer names, where `kernels` is installed
+__version__ = "0.2.0"
+
+__all__ = [
+    "AIEC",
+    "ADReLU",
+    "DyReLU",
+    "DynActGLU",
+    "DynActivation",
+    "FleS",
+    "SwapRecord",
+    "SwapReport",
+    "SwishBeta",
+    "activation_parameter_names",
+    "aiec_loss",
+    "aiec_targets",
+    "convert_glu",
+    "create_activation",
+    "get_activation",
+    "list_activations",
+    "param_groups_weight_decay",
+    "replace_activations",
+    "reset_aiec_counters",
+    "save_timm_model",
+]

@@ -1,0 +1,337 @@
+"""Cost benchmarks: activations and training steps, as ratios measured within one run.
+
+Times are medians of repeated runs timed in alternation; every ratio divides two numbers measured in the same
+process, minutes apart at most. glibc's malloc is told to keep freed memory (``steady_allocator``), as it ends up
+doing in a long training loop: otherwise each large tensor is a fresh ``mmap`` whose page faults dominate and
+randomise the timings. ``memory`` is what autograd saves for the backward pass (bytes), which is what an activation adds
+to training memory; it is exact, unlike process RSS on CPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import DynActGLU
+from .registry import create_activation
+
+BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, constructor kwargs)
+    "adrelu": ("relu", {}),
+    "aiec": ("relu", {"num_classes": 10}),
+    "dyrelu": ("relu", {}),
+    "dynactivation": ("silu", {"base": "silu", "alpha_init": 1.1, "beta_init": 0.1}),  # off-init: the general path
+    "fles": ("silu", {"base": "silu"}),
+    "swish_beta": ("silu", {"beta_init": 1.1}),
+}
+NATIVE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+
+
+def steady_allocator() -> bool:
+    """Make glibc's malloc reuse freed memory instead of returning large blocks to the OS (``mallopt``:
+    mmap threshold 1 GiB, no trimming). Returns False (and changes nothing) off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return all(libc.mallopt(opt, val) == 1 for opt, val in ((m_mmap_threshold, 1 << 30),
+                                                                 (m_trim_threshold, (1 << 31) - 1),
+                                                                 (m_top_pad, 1 << 28)))
+    except (OSError, AttributeError):
+        return False
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name() if device == "cuda" else None
+    return {"device": device, "gpu": gpu, "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
+    """``fn`` followed by a device synchronisation (CUDA kernels run asynchronously), so host timers measure it."""
+    if device != "cuda":
+        return fn
+
+    def run() -> Any:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return run
+
+
+def median_time(fn: Callable[[], Any], reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes autograd keeps for the backward pass of ``fn()`` (each storage counted once)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def _step(module_or_fn: Callable, x: torch.Tensor, backward: bool) -> Callable[[], None]:
+    """One forward (in no_grad) or forward + backward of ``module_or_fn`` on ``x`` (synchronised on CUDA)."""
+    xg = x.detach().requires_grad_(backward)
+    grad = torch.randn_like(x)
+
+    def step():
+        if not backward:
+            with torch.no_grad():
+                module_or_fn(xg)
+            return
+        module_or_fn(xg).backward(grad)
+        xg.grad = None
+    return synced(step, x.device.type)
+
+
+def _run(module_or_fn: Callable, x: torch.Tensor, backward: bool, reps: int) -> float:
+    return median_time(_step(module_or_fn, x, backward), reps)
+
+
+def _glu_rows(x: torch.Tensor) -> dict[str, tuple[Callable, Callable]]:
+    """dynActGLU's gate product ``dynact(gate) * up`` (the fused op) against eager SwiGLU's ``silu(gate) * up``."""
+    up = torch.randn_like(x).requires_grad_()
+    glu = DynActGLU(8, 8, alpha_init=1.1, beta_init=0.1).to(x.device)
+    return {"dynactglu_gate": (lambda g: glu.gated(g, up), lambda g: F.silu(g) * up)}
+
+
+def bench_activations(quick: bool = False, device: str = "cpu", compiled: bool | None = None) -> list[dict[str, Any]]:
+    """Every activation vs its native base and vs a memory-bound floor (``out.copy_(x)``), and dynActGLU's gate
+    product vs SwiGLU's at the LLM shape. All eager rows are measured before any ``torch.compile`` runs (``compiled``:
+    default off in quick runs), and inductor compiles in-process (no worker pool left running), so that compilation
+    cannot disturb the other measurements."""
+    shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
+              "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
+    dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
+    reps = 5 if quick else 21
+    rows = []
+    compiled = not quick if compiled is None else compiled
+    for mode in ["eager", "compiled"] if compiled else ["eager"]:
+        for shape_name, shape in shapes.items():
+            for dtype in dtypes if mode == "eager" else [torch.float32]:
+                x = torch.randn(shape, dtype=dtype, device=device)
+                out = torch.empty_like(x)
+                floor = median_time(synced(lambda: out.copy_(x), device), reps)  # noqa: B023
+                pairs = {}
+                for name, (base, kwargs) in BASES.items():
+                    act = create_activation(name, channels=x.shape[-1] if x.ndim == 3 else x.shape[1], **kwargs)
+                    pairs[name] = (act.to(device, dtype), NATIVE[base])
+                if shape_name == "llm":
+                    pairs.update(_glu_rows(x))
+                for name, (act, ref) in pairs.items():
+                    base = BASES[name][0] if name in BASES else "swiglu"
+                    fn, fn_ref = act, ref
+                    if mode == "compiled":
+                        from torch._inductor import config as inductor_config
+
+                        torch._dynamo.reset()
+                        inductor_config.compile_threads = 1
+                        fn, fn_ref = torch.compile(act), torch.compile(ref)
+                    row = {"activation": name, "base": base, "shape": shape_name, "dtype": str(dtype)[6:],
+                           "mode": mode, "floor_ms": floor * 1e3}
+                    for backward in (False, True):
+                        key = "fwd_bwd" if backward else "fwd"
+                        times = interleaved_medians({"act": _step(fn, x, backward), "base": _step(fn_ref, x, backward)},
+                                                    reps)
+                        t, t_base = times["act"], times["base"]
+                        row.update({f"{key}_ms": t * 1e3, f"{key}_vs_base": t / t_base,
+                                    f"{key}_vs_floor": t / floor})
+                    xg = x.detach().requires_grad_()
+                    row["saved_bytes_vs_base"] = saved_bytes(lambda: act(xg)) / max(  # noqa: B023
+                        saved_bytes(lambda: ref(xg)), 1)  # noqa: B023
+                    rows.append(row)
+    return rows
+
+
+def train_step(model: nn.Module, inputs: Any, loss_fn: Callable) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) as a closure (synchronised on CUDA)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step():
+        loss = loss_fn(model, inputs)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return synced(step, next(model.parameters()).device.type)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 2) -> dict[str, float]:
+    """Median time of each function, timed in alternation so that machine noise hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _ce(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(model(batch[0]), batch[1])
+
+
+def _lm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=ids, labels=ids).loss
+
+
+def bench_models(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
+    """Training-step time (forward + backward + AdamW) of hf-acts models against their base, same run, and the
+    step's activation memory: the bytes autograd keeps from the forward for the backward (exact; on the CPU the
+    process RSS cannot separate one model's peak from the allocator's cache)."""
+    import timm
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    reps = 3 if quick else 10
+    rows: list[dict[str, Any]] = []
+
+    def compare(group: str, names: dict[str, Callable[[], nn.Module]], inputs: Any, loss_fn: Callable,
+                units: float | None = None) -> None:
+        models = {label: build().to(device) for label, build in names.items()}
+        inputs = tuple(t.to(device) for t in inputs) if isinstance(inputs, tuple) else inputs.to(device)
+        times = interleaved_medians({label: train_step(m, inputs, loss_fn) for label, m in models.items()}, reps)
+        saved = {label: saved_bytes(lambda m=m: loss_fn(m, inputs)) for label, m in models.items()}
+        base, base_saved = next(iter(times.values())), next(iter(saved.values()))
+        for label, t in times.items():
+            row = {"group": group, "model": label, "step_ms": t * 1e3, "vs_base": t / base,
+                   "saved_mb": saved[label] / 2**20, "saved_vs_base": saved[label] / base_saved}
+            if units:
+                row["tokens_per_s"] = units / t
+            rows.append(row)
+
+    batch = 32 if quick else 128
+    cifar = (torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,)))
+    for depth in (8,) if quick else (8, 32):
+        compare(f"resnet{depth}_cifar (CIFAR-100, 32px, batch {batch})",
+                {v: (lambda v=v: timm.create_model(v, num_classes=100))
+                 for v in (f"resnet{depth}_cifar", f"resnet{depth}_cifar_adrelu", f"resnet{depth}_cifar_dyrelu")},
+                cifar, _ce)
+    vit_batch = 4 if quick else 16
+    vit = (torch.randn(vit_batch, 3, 224, 224), torch.randint(0, 10, (vit_batch,)))
+    compare(f"vit_tiny (224px, batch {vit_batch})",
+            {v: (lambda v=v: timm.create_model(v, num_classes=10))
+             for v in ("vit_tiny_patch16_224", "vit_tiny_patch16_224_fles")}, vit, _ce)
+    seq, lm_batch = (128, 4) if quick else (256, 8)
+    ids = torch.randint(0, 1024, (lm_batch, seq))
+    lm = {mlp: (lambda mlp=mlp: AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "hf_acts_llama", vocab_size=1024, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+        num_attention_heads=4, max_position_embeddings=seq, mlp_variant=mlp))) for mlp in ("swiglu", "dynactglu")}
+    compare(f"tiny Llama LM (seq {seq}, batch {lm_batch})", lm, ids, _lm_loss, units=seq * lm_batch)
+    if not quick:
+        eff = (torch.randn(16, 3, 128, 128), torch.randint(0, 10, (16,)))
+        compare("efficientnetv2_rw_t (128px, batch 16)",
+                {v: (lambda v=v: timm.create_model(v, num_classes=10))
+                 for v in ("efficientnetv2_rw_t", "efficientnetv2_rw_t_adrelu")}, eff, _ce)
+    act = create_activation("adrelu", channels=64).to(device)
+    for size in (32, 64) if quick else (32, 64, 128):
+        x = torch.randn(8, 64, size, size, device=device)
+        t = _run(act, x, True, reps)
+        rows.append({"group": "ADReLU fwd+bwd vs input size (C=64, batch 8)", "model": f"{size}x{size}",
+                     "step_ms": t * 1e3, "ms_per_kpixel": t * 1e3 / (size * size / 1000)})
+    return rows
+
+
+def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eager = [r for r in rows if r["mode"] == "eager" and r["dtype"] == "float32"]
+    labels = [f"{r['activation']}\n{r['shape']}" for r in eager]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(labels)), 3.5))
+    ax.bar(range(len(eager)), [r["fwd_bwd_vs_base"] for r in eager])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(eager)), labels, fontsize=7)
+    ax.set_ylabel("fwd+bwd time / native base")
+    ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", device: str = "cpu",
+                   compiled: bool | None = None) -> dict[str, Any]:
+    """Run both benchmarks on ``device``; write JSON, a markdown table and a PNG into ``output_dir``."""
+    steady = steady_allocator()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    acts = bench_activations(quick, device, compiled)
+    models = bench_models(quick, device)
+    result = {"machine": {**machine(device), "steady_allocator": steady}, "quick": quick, "activations": acts,
+              "models": models}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    m = result["machine"]
+    table = "\n\n".join([
+        f"Machine: {m['gpu'] or m['cpu']}, {m['threads']} CPU threads, torch {m['torch']}, device {m['device']}. "
+        "Medians of alternating runs; ratios "
+        f"within one run; freed memory kept by malloc: {m['steady_allocator']}.",
+        "### Activations (ratio to the native base activation and to a copy_ memory floor)",
+        _markdown(acts, ["activation", "base", "shape", "dtype", "mode", "fwd_vs_base", "fwd_bwd_vs_base",
+                         "fwd_bwd_vs_floor", "saved_bytes_vs_base"]),
+        "### Training steps (forward + backward + AdamW)",
+        _markdown(models, ["group", "model", "step_ms", "vs_base", "saved_mb", "saved_vs_base", "tokens_per_s",
+                           "ms_per_kpixel"]),
+    ])
+    (out / "results.md").write_text(table + "\n")
+    _plot(acts, out / "activations.png")
+    print(table)
+    return result
+
+
+def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """``scripts/bench_<kind>.py``: run one benchmark, write ``<output-dir>/<kind>.json``, print the table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=f"hf-acts {kind} benchmark (ratios measured in one run)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output-dir", default="benchmarks")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = parser.parse_args(argv)
+    steady = steady_allocator()
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = (bench_activations(args.quick, args.device) if kind == "activations"
+            else bench_models(args.quick, args.device))
+    result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": rows}
+    (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
+    print(_markdown(rows, list(rows[0])))
+    return rows

@@ -1,0 +1,174 @@
+"""Model cards for hf-acts output folders (``model_cards/*.md`` Jinja templates, huggingface_hub's ModelCard).
+
+Every number in a card comes from the folder: ``metrics.json`` (what the run measured), the weights (parameter
+counts) and a forward pass (FLOPs). A folder without metrics gets a card without results or ``model-index``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .papers import PAPERS
+from .registry import canonical_name, get_activation
+
+# a wheel carries the templates as package data (setup.py copies them); an editable install reads the source folder
+TEMPLATES = next(p for p in (Path(__file__).parent / "model_cards", Path(__file__).resolve().parents[1] / "model_cards")
+                 if p.is_dir())
+EMBEDDED = {"digits": "scikit-learn digits (embedded, offline)", "mnist1d": "MNIST-1D (generated locally)",
+            "pydoc": "Python pydoc topics (embedded, offline)"}
+TIMM_BIBTEX = ("@misc{rw2019timm,\n  author = {Ross Wightman},\n  title  = {PyTorch Image Models},\n"
+               "  year   = {2019},\n  publisher = {GitHub},\n  howpublished = {\\url{https://github.com/huggingface/pytorch-image-models}}\n}")
+TRANSFORMERS_BIBTEX = (
+    "@inproceedings{wolf-etal-2020-transformers,\n  title  = {Transformers: State-of-the-Art Natural Language "
+    "Processing},\n  author = {Wolf, Thomas and others},\n  booktitle = {EMNLP: System Demonstrations},\n"
+    "  year   = {2020}\n}"
+)
+LIMITATIONS = {
+    "adrelu": "ADReLU has no init equal to SiLU: swapped into a pretrained SiLU network it changes the function "
+              "until fine-tuned. Its cost grows with the channel count squared per replaced site.",
+    "aiec": "AIEC's decision units (K x C per site) are only used in training; inference is a plain threshold.",
+}
+
+
+def folder_kind(folder: Path) -> str:
+    """``"timm"`` or ``"transformers"``, from ``config.json``; ``ValueError`` otherwise."""
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise ValueError(f"{folder} has no config.json: not a saved model folder")
+    config = json.loads(path.read_text())
+    if "architecture" in config:
+        return "timm"
+    if "model_type" in config:
+        return "transformers"
+    raise ValueError(f"{path} is neither a timm nor a transformers config")
+
+
+def _read(folder: Path, name: str) -> Any:
+    path = folder / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _flops(model: torch.nn.Module, input_size: tuple[int, ...]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.randn(1, *input_size))
+    return counter.get_total_flops()
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _args_table(args: dict[str, Any]) -> str:
+    return _table([{"argument": f"`--{k.replace('_', '-')}`", "value": f"`{v}`"} for k, v in sorted(args.items())
+                   if v not in (None, False)], ["argument", "value"])
+
+
+def _activation_text(act: str) -> dict[str, str]:
+    name = canonical_name(act)
+    doc = "\n\n".join(inspect.cleandoc(get_activation(name).__doc__ or "").split("\n\n")[:2])
+    paper = PAPERS[name]
+    return {"activation_title": f"{name} (`hf_acts.{get_activation(name).__name__}`)", "equation": doc,
+            "paper_name": paper.name, "activation_bibtex": paper.bibtex}
+
+
+def _timm_context(folder: Path) -> dict[str, Any]:
+    import timm
+
+    config = json.loads((folder / "config.json").read_text())
+    swaps = _read(folder, "hf_acts_swaps.json") or []
+    if not swaps:
+        raise ValueError(f"{folder} has no hf_acts_swaps.json: not an hf-acts timm folder")
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    arch, args = config["architecture"], config.get("model_args", {})
+    from .models.zoo import ZOO
+
+    base = args.get("base_model") if arch == "hf_acts_swapped" else ZOO[arch].base.split(".")[0]
+    base_model = timm.create_model(base, num_classes=model.num_classes,
+                                   in_chans=args.get("in_chans", 3))
+    size = tuple(model.pretrained_cfg["input_size"])
+    rows = [{**r, "name": f"`{r['name']}`", "params_added": f"{r['params_added']:,}",
+             "function_preserving": "yes" if r["function_preserving"] else "no"}
+            for report in swaps for r in report["records"]]
+    return {
+        "act": swaps[0]["activation"], "base_model": base, "base_params": f"{_count(base_model):,}",
+        "params": f"{_count(model):,}", "input_size": "x".join(map(str, size)),
+        "base_flops": f"{_flops(base_model, size) / 1e6:,.1f}M", "flops": f"{_flops(model, size) / 1e6:,.1f}M",
+        "swap_table": _table(rows, ["name", "old", "new", "channels", "params_added", "function_preserving"]),
+        "library_bibtex": TIMM_BIBTEX, "library_name": "timm", "pipeline_tag": "image-classification",
+        "task": "image-classification", "hub_base": None if base.startswith("resnet8_cifar") else f"timm/{base}",
+    }
+
+
+def _transformers_context(folder: Path) -> dict[str, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    layers = list(range(config.num_hidden_layers)) if config.mlp_layers is None else config.mlp_layers
+    converted = config.mlp_variant == "dynactglu"
+    rows = [{"layer": f"`model.layers.{i}.mlp`", "old": "SwiGLU-style gated MLP", "new": "DynActGLU" if converted
+             else "unchanged", "base": config.dynact_base, "mode": config.mlp_mode} for i in layers]
+    added = sum(p.numel() for n, p in model.named_parameters() if n.endswith((".alpha", ".beta")))
+    return {
+        "act": "dynactglu" if converted else "dynactivation", "base_params": f"{_count(model) - added:,}",
+        "params": f"{_count(model):,}", "base_mlp": f"gated MLP, `hidden_act={config.hidden_act}`",
+        "mlp": f"`{config.mlp_variant}` (mode `{config.mlp_mode}`) in {len(layers)} layer(s)",
+        "swap_table": _table(rows, ["layer", "old", "new", "base", "mode"]),
+        "library_bibtex": TRANSFORMERS_BIBTEX, "library_name": "transformers", "pipeline_tag": "text-generation",
+        "task": "text-generation", "hub_base": None,
+    }
+
+
+def render_card(folder: str | Path, repo_id: str | None = None, license: str = "apache-2.0") -> ModelCard:
+    """The model card of an hf-acts output folder (``metrics.json`` numbers only)."""
+    folder = Path(folder)
+    kind = folder_kind(folder)
+    ctx = _timm_context(folder) if kind == "timm" else _transformers_context(folder)
+    args = _read(folder, "training_args.json") or {}
+    metrics = _read(folder, "metrics.json") or {}
+    repo_id = repo_id or f"your-org/{folder.name}"
+    model_name = repo_id.split("/")[-1]
+    dataset = args.get("dataset")
+    if kind == "transformers" and args.get("model") not in (None, "tiny"):
+        ctx["hub_base"] = args["model"]
+    results, evals = [], []
+    metric_names = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "perplexity": "perplexity",
+                    "eval_loss": "eval loss"}
+    for key, label in metric_names.items():
+        if key in metrics:
+            results.append({"metric": label, "value": f"{metrics[key]:.4f}", "dataset": EMBEDDED.get(dataset, dataset)})
+            if key != "eval_loss":
+                evals.append(EvalResult(task_type=ctx["task"], dataset_type=dataset, dataset_name=dataset,
+                                        metric_type="accuracy" if key.startswith("top") else key, metric_name=label,
+                                        metric_value=metrics[key]))
+    act = canonical_name(ctx["act"])
+    data = ModelCardData(
+        library_name=ctx["library_name"], license=license, pipeline_tag=ctx["pipeline_tag"],
+        tags=["hf-acts", act, "trainable-activation", kind], base_model=ctx["hub_base"],
+        datasets=[dataset] if dataset and dataset not in EMBEDDED else None,
+        model_name=model_name if evals else None, eval_results=evals or None,
+    )
+    trained = f", trained for {metrics.get('steps')} steps on {EMBEDDED.get(dataset, dataset)}" if metrics else ""
+    summary = (f"`{model_name}` is a {ctx['library_name']} model whose activations were replaced with **{act}** by "
+               f"[hf-acts](https://github.com/hf-acts/hf-acts){trained}.")
+    return ModelCard.from_template(
+        data, template_path=str(TEMPLATES / f"{kind}.md"), model_name=model_name, repo_id=repo_id, summary=summary,
+        training_args=_args_table(args) if args else "", results_table=_table(results, ["metric", "value", "dataset"]),
+        limitations=LIMITATIONS.get(act, "Small-scale runs; compare with the base model on your own data."),
+        **{k: v for k, v in ctx.items() if k not in ("act",)}, **_activation_text(act),
+    )

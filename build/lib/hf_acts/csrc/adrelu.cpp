@@ -1,0 +1,479 @@
+// ADReLU (papers/adrelu.md, Eqs. 1-6), fused CPU forward and backward.
+//
+// One sample at a time, every step of tau = f(x) runs on that sample's (C, H*W) planes, which stay in
+// cache: grouped 1x1 QKV conv -> per-head cosine-sigmoid attention (Eq. 2) -> depthwise conv (Eq. 3) ->
+// GroupNorm (Eq. 4) -> grouped 1x1 conv (Eq. 5) -> GroupNorm (Eq. 6) -> y = max(x, tau) (Eq. 1).
+// The backward recomputes the sample's forward from x and the parameters instead of storing it, so
+// training saves only x. Samples run in parallel (at::parallel_for); parameter gradients are summed
+// per thread in double. Inner loops run along H*W and are left to the compiler's vectoriser.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "vec_math.h"
+
+namespace {
+
+using hf_acts::sigmoid_;
+
+struct Shape {
+  int64_t C, H, W, P, G, Cg, dk, NG, KH, KW;
+  double eps, eps1, eps2;
+};
+
+template <typename T>
+struct Weights {
+  const T *qkv, *dw, *g1w, *g1b, *proj, *g2w, *g2b;
+};
+
+// Q, K and V rows of channel c inside the grouped QKV output (group-major, Q|K|V within a group).
+inline int64_t qrow(const Shape& s, int64_t c) { return (c / s.Cg) * 3 * s.Cg + c % s.Cg; }
+
+// out[o] (+)= sum_i w[o, i] in[i] for rows of length P. Micro-kernel: 4 output rows x 16 positions accumulate in
+// registers while the input rows stream through once.
+constexpr int64_t kRows = 4, kLanes = 16;
+
+template <typename T>
+void matmul_rows(T* out, const T* w, const T* in, int64_t n_out, int64_t n_in, int64_t P, bool accumulate) {
+  const int64_t P_main = P / kLanes * kLanes, o_main = n_out / kRows * kRows;
+  for (int64_t p0 = 0; p0 < P_main; p0 += kLanes) {
+    for (int64_t o0 = 0; o0 < o_main; o0 += kRows) {
+      T acc[kRows][kLanes];
+      for (int64_t r = 0; r < kRows; ++r)
+#pragma omp simd
+        for (int64_t q = 0; q < kLanes; ++q) acc[r][q] = accumulate ? out[(o0 + r) * P + p0 + q] : T(0);
+      for (int64_t i = 0; i < n_in; ++i) {
+        const T* src = in + i * P + p0;
+        for (int64_t r = 0; r < kRows; ++r) {
+          const T wi = w[(o0 + r) * n_in + i];
+#pragma omp simd
+          for (int64_t q = 0; q < kLanes; ++q) acc[r][q] += wi * src[q];
+        }
+      }
+      for (int64_t r = 0; r < kRows; ++r)
+#pragma omp simd
+        for (int64_t q = 0; q < kLanes; ++q) out[(o0 + r) * P + p0 + q] = acc[r][q];
+    }
+  }
+  // leftovers: rows beyond the last full block of 4, positions beyond the last full block of 16
+  for (int64_t o = 0; o < n_out; ++o) {
+    const int64_t p_start = o < o_main ? P_main : 0;
+    T* row = out + o * P;
+    if (!accumulate) std::fill(row + p_start, row + P, T(0));
+    for (int64_t i = 0; i < n_in; ++i) {
+      const T wi = w[o * n_in + i];
+      const T* src = in + i * P;
+      for (int64_t p = p_start; p < P; ++p) row[p] += wi * src[p];
+    }
+  }
+}
+
+// grad_w[o, i] += sum_p a[o, p] b[i, p]. Micro-kernel: a 4x4 block of grad_w as 16 vector accumulators, added
+// lane by lane into `lanes` ((n_out * n_in, kLanes), summed once per thread by flush_lanes), no horizontal sums.
+template <typename T>
+void matmul_rows_grad(double* grad_w, T* lanes, const T* a, const T* b, int64_t n_out, int64_t n_in, int64_t P) {
+  const int64_t P_main = P / kLanes * kLanes, o_main = n_out / kRows * kRows, i_main = n_in / kRows * kRows;
+  for (int64_t o0 = 0; o0 < o_main; o0 += kRows)
+    for (int64_t i0 = 0; i0 < i_main; i0 += kRows) {
+      T acc[kRows][kRows][kLanes] = {};
+      for (int64_t p0 = 0; p0 < P_main; p0 += kLanes)
+        for (int64_t r = 0; r < kRows; ++r)
+          for (int64_t t = 0; t < kRows; ++t) {
+            const T *ar = a + (o0 + r) * P + p0, *bt = b + (i0 + t) * P + p0;
+#pragma omp simd
+            for (int64_t q = 0; q < kLanes; ++q) acc[r][t][q] += ar[q] * bt[q];
+          }
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t t = 0; t < kRows; ++t) {
+          T* lane = lanes + ((o0 + r) * n_in + i0 + t) * kLanes;
+#pragma omp simd
+          for (int64_t q = 0; q < kLanes; ++q) lane[q] += acc[r][t][q];
+          T sum = 0;
+          for (int64_t p = P_main; p < P; ++p) sum += a[(o0 + r) * P + p] * b[(i0 + t) * P + p];
+          grad_w[(o0 + r) * n_in + i0 + t] += sum;
+        }
+    }
+  for (int64_t o = 0; o < n_out; ++o)  // entries outside the 4x4 blocks
+    for (int64_t i = (o < o_main ? i_main : 0); i < n_in; ++i) {
+      const T *ar = a + o * P, *bi = b + i * P;
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t p = 0; p < P; ++p) sum += ar[p] * bi[p];
+      grad_w[o * n_in + i] += sum;
+    }
+}
+
+template <typename T>
+void flush_lanes(double* grad_w, std::vector<T>& lanes) {
+  for (size_t k = 0; k < lanes.size() / kLanes; ++k)
+    for (int64_t q = 0; q < kLanes; ++q) grad_w[k] += lanes[k * kLanes + q];
+  std::fill(lanes.begin(), lanes.end(), T(0));
+}
+
+// A grouped 1x1 conv on one sample: out[(j, o)] = sum_i w[(j, o), i] in[(j, i)] per group j.
+template <typename T>
+void grouped_matmul(T* out, const T* w, const T* in, int64_t groups, int64_t opg, int64_t ipg, int64_t P) {
+  for (int64_t j = 0; j < groups; ++j)
+    matmul_rows(out + j * opg * P, w + j * opg * ipg, in + j * ipg * P, opg, ipg, P, false);
+}
+
+// Its backward: grad_in += w^T grad_out (w_t: w transposed per group), grad_w += grad_out in^T.
+template <typename T>
+void grouped_matmul_backward(T* grad_in, double* grad_w, T* lanes, const T* w_t, const T* grad_out, const T* in,
+                             int64_t groups, int64_t opg, int64_t ipg, int64_t P) {
+  for (int64_t j = 0; j < groups; ++j) {
+    matmul_rows(grad_in + j * ipg * P, w_t + j * opg * ipg, grad_out + j * opg * P, ipg, opg, P, true);
+    matmul_rows_grad(grad_w + j * opg * ipg, lanes + j * opg * ipg * kLanes, grad_out + j * opg * P,
+                     in + j * ipg * P, opg, ipg, P);
+  }
+}
+
+// w (groups * opg, ipg) -> per group transposed (groups * ipg, opg)
+template <typename T>
+std::vector<T> transpose_groups(const T* w, int64_t groups, int64_t opg, int64_t ipg) {
+  std::vector<T> t(groups * opg * ipg);
+  for (int64_t j = 0; j < groups; ++j)
+    for (int64_t o = 0; o < opg; ++o)
+      for (int64_t i = 0; i < ipg; ++i) t[j * opg * ipg + i * opg + o] = w[j * opg * ipg + o * ipg + i];
+  return t;
+}
+
+// The taps of a KHxKW depthwise conv with zero "same" padding, on flattened H*W planes: fn(off, mask, tap, p0, p1)
+// for out[p] += k[tap] * in[p + off] * mask[p], p in [p0, p1). The range handles the rows outside the image,
+// mask (one row of `masks` per horizontal shift, 1 where the shifted column is inside) the columns.
+template <typename T, typename F>
+void dw_taps(const Shape& s, const T* masks, F fn) {
+  for (int64_t ky = 0; ky < s.KH; ++ky)
+    for (int64_t kx = 0; kx < s.KW; ++kx) {
+      const int64_t off = (ky - s.KH / 2) * s.W + (kx - s.KW / 2);
+      fn(off, masks + kx * s.P, ky * s.KW + kx, std::max<int64_t>(0, -off), std::min(s.P, s.P - off));
+    }
+}
+
+template <typename T>
+std::vector<T> column_masks(const Shape& s) {
+  std::vector<T> m(s.KW * s.P);
+  for (int64_t kx = 0; kx < s.KW; ++kx)
+    for (int64_t p = 0; p < s.P; ++p) {
+      const int64_t col = p % s.W + kx - s.KW / 2;
+      m[kx * s.P + p] = (col >= 0 && col < s.W) ? T(1) : T(0);
+    }
+  return m;
+}
+
+template <typename T>
+void dw_forward(const Shape& s, T* out, const T* in, const T* k, const T* masks) {
+  std::fill(out, out + s.C * s.P, T(0));
+  for (int64_t c = 0; c < s.C; ++c) {
+    const T* a = in + c * s.P;
+    T* z = out + c * s.P;
+    const T* kc = k + c * s.KH * s.KW;
+    dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
+      const T kt = kc[tap];
+#pragma omp simd
+      for (int64_t p = p0; p < p1; ++p) z[p] += kt * a[p + off] * m[p];
+    });
+  }
+}
+
+// Depthwise conv backward: grad_in = transposed conv of grad_out; grad_k += correlation of grad_out and in.
+template <typename T>
+void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* grad_out, const T* in, const T* k,
+                 const T* masks) {
+  std::fill(grad_in, grad_in + s.C * s.P, T(0));
+  for (int64_t c = 0; c < s.C; ++c) {
+    const T* go = grad_out + c * s.P;
+    const T* a = in + c * s.P;
+    T* gi = grad_in + c * s.P;
+    const T* kc = k + c * s.KH * s.KW;
+    double* gk = grad_k + c * s.KH * s.KW;
+    dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
+      const T kt = kc[tap];
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t p = p0; p < p1; ++p) {
+        const T g = go[p] * m[p];
+        gi[p + off] += kt * g;
+        acc += g * a[p + off];
+      }
+      gk[tap] += acc;
+    });
+  }
+}
+
+// GroupNorm statistics (biased variance, as torch) of `groups` groups of consecutive channels.
+template <typename T>
+void gn_stats(const T* in, int64_t C, int64_t P, int64_t groups, double eps, double* mean, double* rstd) {
+  const int64_t n = C / groups * P;
+  for (int64_t j = 0; j < groups; ++j) {
+    const T* g = in + j * n;
+    double sum = 0, sq = 0;
+#pragma omp simd reduction(+ : sum, sq)
+    for (int64_t i = 0; i < n; ++i) {
+      sum += g[i];
+      sq += double(g[i]) * g[i];
+    }
+    mean[j] = sum / n;
+    rstd[j] = 1.0 / std::sqrt(std::max(sq / n - mean[j] * mean[j], 0.0) + eps);
+  }
+}
+
+template <typename T>
+void gn_apply(T* out, const T* in, int64_t C, int64_t P, int64_t groups, const double* mean, const double* rstd,
+              const T* gamma, const T* beta) {
+  const int64_t cpg = C / groups;
+  for (int64_t c = 0; c < C; ++c) {
+    const T a = T(rstd[c / cpg] * gamma[c]);
+    const T b = T(beta[c] - mean[c / cpg] * rstd[c / cpg] * gamma[c]);
+    const T* src = in + c * P;
+    T* dst = out + c * P;
+    for (int64_t p = 0; p < P; ++p) dst[p] = a * src[p] + b;
+  }
+}
+
+// GroupNorm backward: grad_in from grad_out and the pre-norm input; accumulates gamma/beta gradients.
+template <typename T>
+void gn_backward(T* grad_in, double* grad_gamma, double* grad_beta, const T* grad_out, const T* in, int64_t C,
+                 int64_t P, int64_t groups, const double* mean, const double* rstd, const T* gamma) {
+  const int64_t cpg = C / groups;
+  const double n = double(cpg * P);
+  for (int64_t j = 0; j < groups; ++j) {
+    double sum_gxhat = 0, sum_gxhat_xhat = 0;
+    for (int64_t c = j * cpg; c < (j + 1) * cpg; ++c) {
+      const T* go = grad_out + c * P;
+      const T* x = in + c * P;
+      double sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+      for (int64_t p = 0; p < P; ++p) {
+        sg += go[p];
+        sgx += double(go[p]) * x[p];
+      }
+      const double gx_hat = (sgx - mean[j] * sg) * rstd[j];  // sum_p g * xhat
+      grad_beta[c] += sg;
+      grad_gamma[c] += gx_hat;
+      sum_gxhat += gamma[c] * sg;
+      sum_gxhat_xhat += gamma[c] * gx_hat;
+    }
+    // grad_in = rstd * (gamma g - mean(gamma g) - xhat * mean(gamma g xhat))
+    const double m1 = sum_gxhat / n, m2 = sum_gxhat_xhat / n;
+    for (int64_t c = j * cpg; c < (j + 1) * cpg; ++c) {
+      const T a = T(rstd[j] * gamma[c]);
+      const T b = T(rstd[j] * m2 * rstd[j]);
+      const T d = T(-rstd[j] * m1 + rstd[j] * m2 * rstd[j] * mean[j]);
+      const T* go = grad_out + c * P;
+      const T* x = in + c * P;
+      T* gi = grad_in + c * P;
+      for (int64_t p = 0; p < P; ++p) gi[p] = a * go[p] - b * x[p] + d;
+    }
+  }
+}
+
+// Per-thread buffers for one sample.
+template <typename T>
+struct Buffers {
+  std::vector<T> qkv, score, ratio, qn, kn, A, Z, Zh, Tt, tau, tmp, masks, g_tau, g_z, g_qkv, lanes_qkv, lanes_proj;
+  std::vector<double> mean1, rstd1, mean2, rstd2;
+  Buffers(const Shape& s, bool backward = false)
+      : qkv(3 * s.C * s.P), score(s.C / s.dk * s.P), ratio(s.C / s.dk * s.P), qn(s.C / s.dk * s.P), kn(s.C / s.dk * s.P), A(s.C * s.P),
+        Z(s.C * s.P), Zh(s.C * s.P), Tt(s.C * s.P), tau(s.C * s.P), tmp(3 * s.P), mean1(s.NG), rstd1(s.NG),
+        mean2(s.G), rstd2(s.G), masks(column_masks<T>(s)),
+        g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0),
+        lanes_qkv(backward ? 3 * s.C * s.Cg * kLanes : 0), lanes_proj(backward ? s.C * s.Cg * kLanes : 0) {}
+};
+
+// tau = f(x) of one sample (Eqs. 2-6), keeping every intermediate in `b` for the backward.
+template <typename T>
+void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
+  const int64_t P = s.P;
+  grouped_matmul(b.qkv.data(), w.qkv, x, s.G, 3 * s.Cg, s.Cg, P);
+  const T eps = T(s.eps);
+  for (int64_t h = 0; h < s.C / s.dk; ++h) {  // Eq. 2, one head at a time
+    T *qk = b.tmp.data(), *qq = qk + P, *kk = qq + P;
+    std::fill(b.tmp.begin(), b.tmp.end(), T(0));
+    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
+      const T* q = b.qkv.data() + qrow(s, c) * P;
+      const T* k = q + s.Cg * P;
+      for (int64_t p = 0; p < P; ++p) {
+        qk[p] += q[p] * k[p];
+        qq[p] += q[p] * q[p];
+        kk[p] += k[p] * k[p];
+      }
+    }
+    T *score = b.score.data() + h * P, *ratio = b.ratio.data() + h * P;
+    T *qn = b.qn.data() + h * P, *kn = b.kn.data() + h * P;
+#pragma omp simd
+    for (int64_t p = 0; p < P; ++p) {
+      qn[p] = std::sqrt(qq[p]);
+      kn[p] = std::sqrt(kk[p]);
+      ratio[p] = qk[p] / ((qn[p] + eps) * (kn[p] + eps));
+      score[p] = sigmoid_(ratio[p]);
+    }
+    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
+      const T* v = b.qkv.data() + (qrow(s, c) + 2 * s.Cg) * P;
+      T* a = b.A.data() + c * P;
+      for (int64_t p = 0; p < P; ++p) a[p] = score[p] * v[p];
+    }
+  }
+  dw_forward(s, b.Z.data(), b.A.data(), w.dw, b.masks.data());  // Eq. 3
+  gn_stats(b.Z.data(), s.C, P, s.NG, s.eps1, b.mean1.data(), b.rstd1.data());  // Eq. 4
+  gn_apply(b.Zh.data(), b.Z.data(), s.C, P, s.NG, b.mean1.data(), b.rstd1.data(), w.g1w, w.g1b);
+  grouped_matmul(b.Tt.data(), w.proj, b.Zh.data(), s.G, s.Cg, s.Cg, P);  // Eq. 5
+  gn_stats(b.Tt.data(), s.C, P, s.G, s.eps2, b.mean2.data(), b.rstd2.data());  // Eq. 6
+  gn_apply(b.tau.data(), b.Tt.data(), s.C, P, s.G, b.mean2.data(), b.rstd2.data(), w.g2w, w.g2b);
+}
+
+// Gradients of one sample: grad_x into gx; parameter gradients added to grads[0..6] (the params' order).
+template <typename T>
+void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const T* proj_t, const T* xb, const T* gy,
+                     T* gx, double* const* grads, Buffers<T>& buf) {
+  const int64_t n = s.C * s.P, P = s.P;
+  double *g_qkv = grads[0], *g_dw = grads[1], *g_g1w = grads[2], *g_g1b = grads[3], *g_proj = grads[4],
+         *g_g2w = grads[5], *g_g2b = grads[6];
+  std::vector<T>&g_tau = buf.g_tau, &g_z = buf.g_z, &g_qkvb = buf.g_qkv;
+  threshold(s, w, xb, buf);
+  for (int64_t i = 0; i < n; ++i) {  // Eq. 1: the gradient goes to x where x > tau, else to tau
+    const bool above = xb[i] > buf.tau[i];
+    gx[i] = above ? gy[i] : T(0);
+    g_tau[i] = above ? T(0) : gy[i];
+  }
+  // Eq. 6 (grad of T overwrites buf.Tt), then Eq. 5 (grad of Zh in g_z)
+  gn_backward(buf.Tt.data(), g_g2w, g_g2b, g_tau.data(), buf.Tt.data(), s.C, P, s.G, buf.mean2.data(),
+              buf.rstd2.data(), w.g2w);
+  std::fill(g_z.begin(), g_z.end(), T(0));
+  grouped_matmul_backward(g_z.data(), g_proj, buf.lanes_proj.data(), proj_t, buf.Tt.data(), buf.Zh.data(), s.G, s.Cg, s.Cg, P);
+  // Eq. 4: grad of Zh -> grad of Z (in g_tau)
+  gn_backward(g_tau.data(), g_g1w, g_g1b, g_z.data(), buf.Z.data(), s.C, P, s.NG, buf.mean1.data(),
+              buf.rstd1.data(), w.g1w);
+  // Eq. 3: grad of Z -> grad of A (in g_z), depthwise weight gradient
+  dw_backward(s, g_z.data(), g_dw, g_tau.data(), buf.A.data(), w.dw, buf.masks.data());
+  // Eq. 2: grad of A -> grads of Q, K, V
+  const T eps_t = T(s.eps);
+  for (int64_t h = 0; h < s.C / s.dk; ++h) {
+    T *g_score = buf.tmp.data(), *coef_q = g_score + P, *coef_k = coef_q + P;
+    std::fill(g_score, g_score + P, T(0));
+    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
+      const T* v = buf.qkv.data() + (qrow(s, c) + 2 * s.Cg) * P;
+      const T* ga = g_z.data() + c * P;
+      for (int64_t p = 0; p < P; ++p) g_score[p] += ga[p] * v[p];
+    }
+    const T *score = buf.score.data() + h * P, *ratio = buf.ratio.data() + h * P;
+    const T *qn = buf.qn.data() + h * P, *kn = buf.kn.data() + h * P;
+    // r = qk / ((|q| + eps)(|k| + eps)): dr/dq = k / den - r q / (|q| (|q| + eps)), same for k
+#pragma omp simd
+    for (int64_t p = 0; p < P; ++p) {
+      const T den = (qn[p] + eps_t) * (kn[p] + eps_t);
+      const T g_r = g_score[p] * score[p] * (T(1) - score[p]);
+      const T r = ratio[p];
+      g_score[p] = g_r / den;  // coefficient of the other vector
+      coef_q[p] = qn[p] > 0 ? -g_r * r / (qn[p] * (qn[p] + eps_t)) : T(0);
+      coef_k[p] = kn[p] > 0 ? -g_r * r / (kn[p] * (kn[p] + eps_t)) : T(0);
+    }
+    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
+      const int64_t rq = qrow(s, c);
+      const T *q = buf.qkv.data() + rq * P, *k = q + s.Cg * P;
+      const T* ga = g_z.data() + c * P;
+      T *gq = g_qkvb.data() + rq * P, *gk = gq + s.Cg * P, *gv = gk + s.Cg * P;
+#pragma omp simd
+      for (int64_t p = 0; p < P; ++p) {
+        gq[p] = g_score[p] * k[p] + coef_q[p] * q[p];
+        gk[p] = g_score[p] * q[p] + coef_k[p] * k[p];
+        gv[p] = score[p] * ga[p];
+      }
+    }
+  }
+  grouped_matmul_backward(gx, g_qkv, buf.lanes_qkv.data(), qkv_t, g_qkvb.data(), xb, s.G, 3 * s.Cg, s.Cg, P);
+}
+
+Shape make_shape(const at::Tensor& x, const at::Tensor& dw, int64_t groups, int64_t head_dim, int64_t norm_groups,
+                 double eps, double eps1, double eps2) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(), "adrelu: x must be a contiguous CPU NCHW tensor");
+  Shape s{x.size(1), x.size(2), x.size(3), x.size(2) * x.size(3), groups, x.size(1) / groups, head_dim,
+          norm_groups, dw.size(2), dw.size(3), eps, eps1, eps2};
+  TORCH_CHECK(s.C % s.G == 0 && s.C % s.dk == 0 && s.C % s.NG == 0, "adrelu: channels not divisible");
+  return s;
+}
+
+template <typename T>
+Weights<T> weights(const std::vector<at::Tensor>& p) {
+  return {p[0].const_data_ptr<T>(), p[1].const_data_ptr<T>(), p[2].const_data_ptr<T>(), p[3].const_data_ptr<T>(),
+          p[4].const_data_ptr<T>(), p[5].const_data_ptr<T>(), p[6].const_data_ptr<T>()};
+}
+
+// params: qkv weight (3C, C/g, 1, 1), dw weight (C, 1, KH, KW), GN1 weight, GN1 bias, proj weight (C, C/g, 1, 1),
+// GN2 weight, GN2 bias; all contiguous, x's dtype.
+at::Tensor adrelu_forward(const at::Tensor& x, const std::vector<at::Tensor>& params, int64_t groups,
+                          int64_t head_dim, int64_t norm_groups, double eps, double eps1, double eps2) {
+  const Shape s = make_shape(x, params[1], groups, head_dim, norm_groups, eps, eps1, eps2);
+  at::Tensor y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "adrelu_forward", [&] {
+    const Weights<scalar_t> w = weights<scalar_t>(params);
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const int64_t n = s.C * s.P;
+    at::parallel_for(0, x.size(0), 1, [&](int64_t b0, int64_t b1) {
+      Buffers<scalar_t> buf(s);
+      for (int64_t b = b0; b < b1; ++b) {
+        threshold(s, w, xp + b * n, buf);
+        const scalar_t* xb = xp + b * n;
+        scalar_t* yb = yp + b * n;
+        for (int64_t i = 0; i < n; ++i) yb[i] = xb[i] > buf.tau[i] ? xb[i] : buf.tau[i];  // Eq. 1
+      }
+    });
+  });
+  return y;
+}
+
+// Returns grad_x followed by the gradients of `params` (same order and shapes).
+std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                        const std::vector<at::Tensor>& params, int64_t groups, int64_t head_dim,
+                                        int64_t norm_groups, double eps, double eps1, double eps2) {
+  const Shape s = make_shape(x, params[1], groups, head_dim, norm_groups, eps, eps1, eps2);
+  TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.is_contiguous(), "adrelu: grad must be contiguous like x");
+  at::Tensor grad_x = at::empty_like(x);
+  // per-thread sums of the parameter gradients, in double
+  std::vector<int64_t> offsets{0};
+  for (const auto& p : params) offsets.push_back(offsets.back() + p.numel());
+  const int64_t nthreads = at::get_num_threads();
+  std::vector<double> acc(nthreads * offsets.back(), 0.0);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "adrelu_backward", [&] {
+    const Weights<scalar_t> w = weights<scalar_t>(params);
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
+    scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
+    const int64_t n = s.C * s.P;
+    const std::vector<scalar_t> qkv_t = transpose_groups(w.qkv, s.G, 3 * s.Cg, s.Cg);
+    const std::vector<scalar_t> proj_t = transpose_groups(w.proj, s.G, s.Cg, s.Cg);
+    at::parallel_for(0, x.size(0), 1, [&](int64_t b0, int64_t b1) {
+      TORCH_CHECK(at::get_thread_num() < nthreads, "adrelu: unexpected thread id");
+      double* g = acc.data() + at::get_thread_num() * offsets.back();
+      double* grads[7];
+      for (int i = 0; i < 7; ++i) grads[i] = g + offsets[i];
+      Buffers<scalar_t> buf(s, true);
+      for (int64_t b = b0; b < b1; ++b) {
+        sample_backward(s, w, qkv_t.data(), proj_t.data(), xp + b * n, gp + b * n, gxp + b * n, grads, buf);
+      }
+      flush_lanes(grads[0], buf.lanes_qkv);
+      flush_lanes(grads[4], buf.lanes_proj);
+    });
+  });
+  std::vector<at::Tensor> grads{grad_x};
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor g = at::zeros({params[i].numel()}, at::kDouble);
+    double* gp = g.mutable_data_ptr<double>();
+    for (int64_t t = 0; t < nthreads; ++t)
+      for (int64_t j = 0; j < params[i].numel(); ++j) gp[j] += acc[t * offsets.back() + offsets[i] + j];
+    grads.push_back(g.view(params[i].sizes()).to(x.scalar_type()));
+  }
+  return grads;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &adrelu_forward, "ADReLU forward (CPU, fused)");
+  m.def("backward", &adrelu_backward, "ADReLU backward (CPU, fused)");
+}

@@ -1,0 +1,278 @@
+// Pointwise activations with learned per-channel (or per-tensor) coefficients, fused CPU kernels:
+//   dynActivation (papers/dynactivation-abstract.md): f(x) = base(x) (alpha - beta) + beta x
+//   Swish-beta (papers/swish-citations.md):           f(x) = x sigmoid(beta x)
+// Forward: one pass. Backward: one pass giving dx and the coefficient gradients (dynActivation: d alpha =
+// sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = sum g x^2 sigmoid'(beta x)), per channel or in all.
+// x is viewed as (outer, C, inner): C = 1 for one scalar pair; (B, C, H*W) for images; (B*N, C, 1) for tokens.
+// Loads and stores are in x's dtype (float, double, bfloat16, half); arithmetic in float (double for double).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cmath>
+#include <vector>
+
+#include "vec_math.h"
+
+namespace {
+
+using namespace hf_acts;
+
+enum Base : int64_t { kRelu = 0, kLeakyRelu, kSilu, kGelu, kGeluTanh, kMish };
+
+constexpr double kSqrt1_2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
+constexpr double kSqrt2OverPi = 0.79788456080286535588, kTanhCoef = 0.044715;
+
+// base(x) and base'(x), for compute type T; returned by value (no addressed locals: they stop `omp simd` from
+// vectorising), so a caller that uses only .f lets the compiler drop the derivative.
+template <typename T>
+struct ValueGrad {
+  T f, d;
+};
+
+template <int64_t B, typename T>
+inline ValueGrad<T> base_fn(T x) {
+  if constexpr (B == kRelu) {
+    return {x > T(0) ? x : T(0), x > T(0) ? T(1) : T(0)};
+  } else if constexpr (B == kLeakyRelu) {
+    return {x > T(0) ? x : T(0.01) * x, x > T(0) ? T(1) : T(0.01)};
+  } else if constexpr (B == kSilu) {
+    const T s = sigmoid_(x);
+    return {x * s, s * (T(1) + x * (T(1) - s))};
+  } else if constexpr (B == kGelu) {
+    const T cdf = T(0.5) * (T(1) + erf_(x * T(kSqrt1_2)));
+    return {x * cdf, cdf + x * T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x)};
+  } else if constexpr (B == kGeluTanh) {
+    const T t = tanh_(T(kSqrt2OverPi) * (x + T(kTanhCoef) * x * x * x));
+    return {T(0.5) * x * (T(1) + t),
+            T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * kTanhCoef) * x * x)};
+  } else {  // mish: x tanh(softplus(x)), softplus(x) = max(x, 0) + log1p(exp(-|x|))
+    const T t = tanh_(std::max(x, T(0)) + log1p_(exp_(-std::abs(x))));
+    return {x * t, t + x * (T(1) - t * t) * sigmoid_(x)};
+  }
+}
+
+// An op: forward(v, p, q) and backward(v, g, p, q, &s0, &s1) -> dx, with p, q the channel's two coefficients and
+// s0, s1 this element's terms of the two sums.
+template <int64_t Base>
+struct DynAct {  // p = alpha - beta, q = beta; sums g base(x) and g x
+  template <typename T>
+  static T forward(T v, T p, T q) {
+    return base_fn<Base>(v).f * p + q * v;
+  }
+  template <typename T>
+  static T backward(T v, T g, T p, T q, T* s0, T* s1) {
+    const auto [f, d] = base_fn<Base>(v);
+    *s0 = g * f;
+    *s1 = g * v;
+    return g * (p * d + q);
+  }
+};
+
+struct Swish {  // p = beta; sum g x^2 sigmoid'(beta x)
+  template <typename T>
+  static T forward(T v, T p, T) {
+    return v * sigmoid_(p * v);
+  }
+  template <typename T>
+  static T backward(T v, T g, T p, T, T* s0, T* s1) {
+    const T s = sigmoid_(p * v), ds = s * (T(1) - s);
+    *s0 = g * v * v * ds;
+    *s1 = T(0);
+    return g * (s + p * v * ds);
+  }
+};
+
+template <typename Op, typename S>
+void forward_span(S* y, const S* x, int64_t n, compute_t<S> p, compute_t<S> q) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) store(y, i, Op::forward(load(x, i), p, q));
+}
+
+// dx over one span of one channel; adds the span's two sums to sums[0], sums[1].
+template <typename Op, typename S>
+void backward_span(S* gx, const S* g, const S* x, int64_t n, compute_t<S> p, compute_t<S> q, double* sums) {
+  using T = compute_t<S>;
+  constexpr int64_t kChunk = 4096;  // partial sums in T over at most kChunk terms, then in double
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+    const int64_t i1 = std::min(n, i0 + kChunk);
+    T sum0 = 0, sum1 = 0;
+#pragma omp simd reduction(+ : sum0, sum1)
+    for (int64_t i = i0; i < i1; ++i) {
+      T t0, t1;
+      store(gx, i, Op::backward(load(x, i), load(g, i), p, q, &t0, &t1));
+      sum0 += t0;
+      sum1 += t1;
+    }
+    sums[0] += sum0;
+    sums[1] += sum1;
+  }
+}
+
+// Channels-last rows (inner == 1): dx of one row of C channels; per-channel sums into sums[c], sums[C + c]
+// (compute type; the caller flushes them to double every kRowsPerFlush rows).
+template <typename Op, typename S>
+void backward_row(S* gx, const S* g, const S* x, int64_t C, const compute_t<S>* p, const compute_t<S>* q,
+                  compute_t<S>* sums) {
+  using T = compute_t<S>;
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    T t0, t1;
+    store(gx, c, Op::backward(load(x, c), load(g, c), p[c], q[c], &t0, &t1));
+    sums[c] += t0;
+    sums[C + c] += t1;
+  }
+}
+
+template <typename Op, typename S>
+void forward_row(S* y, const S* x, int64_t C, const compute_t<S>* p, const compute_t<S>* q) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) store(y, c, Op::forward(load(x, c), p[c], q[c]));
+}
+
+constexpr int64_t kGrain = 32768;
+
+// Visits [begin, end) of a flat (outer, C, inner) tensor as spans of one channel: fn(start, length, channel).
+template <typename F>
+void for_spans(int64_t begin, int64_t end, int64_t C, int64_t inner, F fn) {
+  for (int64_t i = begin; i < end;) {
+    const int64_t stop = std::min(end, (i / inner + 1) * inner);
+    fn(i, stop - i, (i / inner) % C);
+    i = stop;
+  }
+}
+
+template <typename Op, typename S>
+void forward_impl(S* y, const S* x, int64_t numel, int64_t C, int64_t inner, const std::vector<compute_t<S>>& p,
+                  const std::vector<compute_t<S>>& q) {
+  if (inner == 1 && C > 1) {
+    at::parallel_for(0, numel / C, std::max<int64_t>(1, kGrain / C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) forward_row<Op>(y + r * C, x + r * C, C, p.data(), q.data());
+    });
+    return;
+  }
+  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
+    for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) { forward_span<Op>(y + i, x + i, n, p[c], q[c]); });
+  });
+}
+
+// acc: per thread, the C first sums then the C second sums, in double.
+template <typename Op, typename S>
+void backward_impl(S* gx, const S* g, const S* x, int64_t numel, int64_t C, int64_t inner,
+                   const std::vector<compute_t<S>>& p, const std::vector<compute_t<S>>& q, std::vector<double>& acc) {
+  const int64_t nthreads = at::get_num_threads();
+  auto sums_of = [&]() {
+    TORCH_CHECK(at::get_thread_num() < nthreads, "pointwise: unexpected thread id");
+    return acc.data() + at::get_thread_num() * 2 * C;
+  };
+  if (inner == 1 && C > 1) {
+    constexpr int64_t kRowsPerFlush = 256;
+    at::parallel_for(0, numel / C, std::max<int64_t>(1, kGrain / C), [&](int64_t r0, int64_t r1) {
+      double* sums = sums_of();
+      std::vector<compute_t<S>> part(2 * C);
+      for (int64_t r = r0; r < r1; r += kRowsPerFlush) {
+        std::fill(part.begin(), part.end(), compute_t<S>(0));
+        for (int64_t row = r; row < std::min(r1, r + kRowsPerFlush); ++row)
+          backward_row<Op>(gx + row * C, g + row * C, x + row * C, C, p.data(), q.data(), part.data());
+        for (int64_t c = 0; c < 2 * C; ++c) sums[c] += part[c];
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
+    double* sums = sums_of();
+    for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) {
+      double part[2] = {0, 0};
+      backward_span<Op>(gx + i, g + i, x + i, n, p[c], q[c], part);
+      sums[c] += part[0];
+      sums[C + c] += part[1];
+    });
+  });
+}
+
+// The op's per-channel (p, q) from the module's coefficients (c0, c1): dynActivation (alpha, beta) -> (alpha - beta,
+// beta); Swish-beta (beta, unused) -> (beta, 0).
+template <typename T>
+void op_coefficients(const at::Tensor& c0, const at::Tensor& c1, bool swish, std::vector<T>& p, std::vector<T>& q) {
+  const at::Tensor a = c0.to(at::kDouble).contiguous(), b = c1.to(at::kDouble).contiguous();
+  const double *pa = a.const_data_ptr<double>(), *pb = b.const_data_ptr<double>();
+  for (int64_t c = 0; c < c0.numel(); ++c) {
+    p.push_back(T(swish ? pa[c] : pa[c] - pb[c]));
+    q.push_back(T(swish ? 0.0 : pb[c]));
+  }
+}
+
+// Op ids: 0-5 dynActivation with base relu, leaky_relu, silu, gelu, gelu_tanh, mish; 6 Swish-beta.
+constexpr int64_t kSwish = 6;
+
+#define HF_ACTS_DISPATCH_OP(op, ...)                                                          \
+  switch (op) {                                                                               \
+    case kRelu: { using Op = DynAct<kRelu>; __VA_ARGS__(); break; }                           \
+    case kLeakyRelu: { using Op = DynAct<kLeakyRelu>; __VA_ARGS__(); break; }                 \
+    case kSilu: { using Op = DynAct<kSilu>; __VA_ARGS__(); break; }                           \
+    case kGelu: { using Op = DynAct<kGelu>; __VA_ARGS__(); break; }                           \
+    case kGeluTanh: { using Op = DynAct<kGeluTanh>; __VA_ARGS__(); break; }                   \
+    case kMish: { using Op = DynAct<kMish>; __VA_ARGS__(); break; }                           \
+    case kSwish: { using Op = Swish; __VA_ARGS__(); break; }                                  \
+    default: TORCH_CHECK(false, "pointwise: unknown op ", op);                               \
+  }
+
+void check(const at::Tensor& x, const at::Tensor& c0, const at::Tensor& c1, int64_t inner) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "pointwise: x must be a contiguous CPU tensor");
+  TORCH_CHECK(c0.numel() == c1.numel(), "pointwise: both coefficients must have one value per channel");
+  TORCH_CHECK(inner >= 1 && x.numel() % (c0.numel() * inner) == 0, "pointwise: the coefficients do not fit x's layout");
+}
+
+// c0, c1: the module's coefficients (dynActivation: alpha, beta; Swish-beta: beta, beta), one per channel or one.
+at::Tensor pointwise_forward(const at::Tensor& x, const at::Tensor& c0, const at::Tensor& c1, int64_t op,
+                             int64_t inner) {
+  check(x, c0, c1, inner);
+  at::Tensor y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "pointwise_forward", [&] {
+    std::vector<compute_t<scalar_t>> p, q;
+    op_coefficients(c0, c1, op == kSwish, p, q);
+    HF_ACTS_DISPATCH_OP(op, [&] {
+      forward_impl<Op>(y.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), x.numel(), c0.numel(), inner, p,
+                       q);
+    });
+  });
+  return y;
+}
+
+// Returns dx and the gradients of c0 and c1 (c0's dtype and shape; Swish-beta's second is zero).
+std::vector<at::Tensor> pointwise_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& c0,
+                                           const at::Tensor& c1, int64_t op, int64_t inner) {
+  check(x, c0, c1, inner);
+  TORCH_CHECK(grad.sizes() == x.sizes() && grad.is_contiguous() && grad.scalar_type() == x.scalar_type(),
+              "pointwise: grad must be contiguous like x");
+  const int64_t C = c0.numel();
+  at::Tensor grad_x = at::empty_like(x);
+  std::vector<double> acc(at::get_num_threads() * 2 * C, 0.0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "pointwise_backward", [&] {
+    std::vector<compute_t<scalar_t>> p, q;
+    op_coefficients(c0, c1, op == kSwish, p, q);
+    HF_ACTS_DISPATCH_OP(op, [&] {
+      backward_impl<Op>(grad_x.mutable_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(),
+                        x.const_data_ptr<scalar_t>(), x.numel(), C, inner, p, q, acc);
+    });
+  });
+  // dynActivation: d alpha = sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = the first sum
+  at::Tensor g0 = at::zeros({C}, at::kDouble), g1 = at::zeros({C}, at::kDouble);
+  double *p0 = g0.mutable_data_ptr<double>(), *p1 = g1.mutable_data_ptr<double>();
+  for (size_t t = 0; t < acc.size() / (2 * C); ++t)
+    for (int64_t c = 0; c < C; ++c) {
+      p0[c] += acc[t * 2 * C + c];
+      p1[c] += acc[t * 2 * C + C + c];
+    }
+  for (int64_t c = 0; c < C; ++c) p1[c] = op == kSwish ? 0.0 : p1[c] - p0[c];
+  return {grad_x, g0.view(c0.sizes()).to(c0.scalar_type()), g1.view(c1.sizes()).to(c1.scalar_type())};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &pointwise_forward, "pointwise activation forward (CPU, fused)");
+  m.def("backward", &pointwise_backward, "pointwise activation backward and coefficient sums (CPU, fused)");
+}

@@ -1,0 +1,98 @@
+// Vectorisable math and element access for hf-acts' CPU kernels.
+//
+// glibc's vector math library (libmvec) declares SIMD variants of these functions only under -ffast-math;
+// declaring them here lets the compiler vectorise loops that call them (inside `#pragma omp simd`) while every
+// other operation keeps exact IEEE semantics. Elsewhere they are the scalar libm functions.
+#pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__GLIBC__) && defined(__x86_64__)
+extern "C" float expf(float) __attribute__((simd("notinbranch")));
+extern "C" double exp(double) __attribute__((simd("notinbranch")));
+#if __GLIBC_PREREQ(2, 35)
+extern "C" float erff(float) __attribute__((simd("notinbranch")));
+extern "C" double erf(double) __attribute__((simd("notinbranch")));
+extern "C" float tanhf(float) __attribute__((simd("notinbranch")));
+extern "C" double tanh(double) __attribute__((simd("notinbranch")));
+extern "C" float log1pf(float) __attribute__((simd("notinbranch")));
+extern "C" double log1p(double) __attribute__((simd("notinbranch")));
+#endif
+#endif
+
+namespace hf_acts {
+
+// std::bit_cast for C++17 builds too (torch's extension builder passes -std=c++17 on older torch releases); the
+// builtin (GCC >= 11, Clang >= 9) keeps the vectorised loops vectorised, a memcpy does not.
+template <typename To, typename From>
+inline To bit_cast_(From from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast_: sizes differ");
+  return __builtin_bit_cast(To, from);
+}
+
+// float exp inlined (Cephes-style range reduction and degree-6 polynomial, within 2 ulp of expf over the normal
+// range): the compiler vectorises it in place, cheaper than a libmvec call in the hot loops. Arguments below
+// -87.3 give the smallest normal float instead of a denormal or 0; NaN stays NaN.
+inline float exp_(float v) {
+  const float lo = v > -87.3365447f ? v : -87.3365447f;  // ternaries, not std::min/max: no addressed locals,
+  const float x = lo < 88.7228394f ? lo : 88.7228394f;    // which would stop `omp simd` from vectorising
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest, without a libm call
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const float scaled = p * bit_cast_<float>(uint32_t(int32_t(n) + 127) << 23);
+  return v != v ? v : scaled;
+}
+inline double exp_(double v) { return ::exp(v); }
+inline float erf_(float v) { return ::erff(v); }
+inline double erf_(double v) { return ::erf(v); }
+inline float tanh_(float v) { return ::tanhf(v); }
+inline double tanh_(double v) { return ::tanh(v); }
+inline float log1p_(float v) { return ::log1pf(v); }
+inline double log1p_(double v) { return ::log1p(v); }
+
+template <typename T>
+inline T sigmoid_(T v) {
+  return T(1) / (T(1) + exp_(-v));
+}
+
+template <typename S>
+using compute_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
+
+// Element loads and stores in the storage type, written so that the compiler vectorises them: bfloat16 by bit
+// shifts (round to nearest even, NaN kept quiet, as c10::BFloat16), half through the compiler's _Float16.
+template <typename S>
+inline compute_t<S> load(const S* p, int64_t i) {
+  if constexpr (std::is_same_v<S, c10::BFloat16>) {
+    return bit_cast_<float>(uint32_t(reinterpret_cast<const uint16_t*>(p)[i]) << 16);
+  } else if constexpr (std::is_same_v<S, c10::Half>) {
+    return float(reinterpret_cast<const _Float16*>(p)[i]);
+  } else {
+    return p[i];
+  }
+}
+
+template <typename S>
+inline void store(S* p, int64_t i, compute_t<S> v) {
+  if constexpr (std::is_same_v<S, c10::BFloat16>) {
+    const uint32_t u = bit_cast_<uint32_t>(v);
+    const uint16_t rounded = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    reinterpret_cast<uint16_t*>(p)[i] = v != v ? uint16_t(0x7FC0) : rounded;
+  } else if constexpr (std::is_same_v<S, c10::Half>) {
+    reinterpret_cast<_Float16*>(p)[i] = _Float16(v);
+  } else {
+    p[i] = v;
+  }
+}
+
+}  // namespace hf_acts

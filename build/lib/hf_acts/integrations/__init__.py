@@ -1,0 +1,1 @@
+"""Thin bridges from the hf-acts registry into timm and transformers."""

@@ -1,0 +1,70 @@
+"""``hf_acts::fles``: practical FleS (papers/fles-poster.md) as a registered op with a CPU kernel
+(``csrc/fles.cpp``), a CUDA kernel (:mod:`hf_acts.ops.triton_fles`), a fake implementation and its autograd; the math
+is in :mod:`hf_acts.ops.fles_math`. The op returns ``phi`` and the ``(B, C)``-sized intermediates the backward needs
+(``m``, ``denom``, ``h``, ``t``), so only ``x`` is saved at full size."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from . import _cpp
+from .fles_math import compute_dtype, fles_backward_with, fles_forward
+
+
+def _triton() -> ModuleType:
+    from . import triton_fles
+
+    return triton_fles
+
+
+def _kernels(x: Tensor) -> ModuleType:
+    """The four passes for ``x``'s device: :mod:`hf_acts.ops.triton_fles` on CUDA, ``csrc/fles.cpp`` on the CPU
+    (both take the same arguments)."""
+    return _triton() if x.device.type == "cuda" else _cpp.load("fles")
+
+
+@torch.library.custom_op("hf_acts::fles", mutates_args=(), device_types=("cpu", "cuda"))
+def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
+         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(phi(x), m, denom, h, t)``; ``phi(x) = k_ve rho(k_ho x) x`` with ``[k_ve, k_ho] = 1 + t``."""
+    return fles_forward(x, w1, b1, w2, b2, base, eps, _kernels(x))
+
+
+@fles.register_fake
+def _(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
+      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    b, c, hidden, dtype = x.shape[0], w1.shape[1], w1.shape[0], compute_dtype(x)
+    stat = x.new_empty((b, c), dtype=dtype)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), stat, torch.empty_like(stat),
+            x.new_empty((b, hidden), dtype=dtype), x.new_empty((b, 2 * c), dtype=dtype))
+
+
+@torch.library.custom_op("hf_acts::fles_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
+                  denom: Tensor, h: Tensor, t: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, d w1, d b1, d w2, d b2)``: ``d k_ve = sum g rho(u) x``, ``d k_ho = sum g k_ve rho'(u) x^2``
+    (``u = k_ho x``), through ``1 + tanh`` and the MLP to ``d m``, then
+    ``dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom``."""
+    return fles_backward_with(grad, x, w1, b1, w2, b2, m, denom, h, t, base, _kernels(x))
+
+
+@fles_backward.register_fake
+def _(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor, denom: Tensor, h: Tensor,
+      t: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    params = (w1, b1, w2, b2)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), *(torch.empty_like(p) for p in params))
+
+
+def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, w1, b1, w2, b2, ctx.base, _ = inputs
+    ctx.save_for_backward(x, w1, b1, w2, b2, *output[1:])
+
+
+def _grad(ctx, grad, *unused):  # noqa: ANN001, ANN202
+    return *fles_backward(grad, *ctx.saved_tensors, ctx.base), None, None
+
+
+fles.register_autograd(_grad, setup_context=_setup)

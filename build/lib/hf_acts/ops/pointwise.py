@@ -1,0 +1,236 @@
+"""``hf_acts::dynact``, ``hf_acts::swish_beta`` and ``hf_acts::dynact_glu``: registered ops (``torch.library``)
+with a CPU kernel (``csrc/pointwise.cpp``), a CUDA kernel (:mod:`hf_acts.ops.triton_pointwise`), a fake
+implementation and their autograd. Each backward is an op of its own, so ``torch.compile`` traces both directions
+without a graph break.
+
+Coefficients are one value per tensor (shape ``(1,)``) or one per channel: images ``(B, C, H, W)`` on dim 1,
+tokens ``(B, N, C)`` and vectors ``(B, C)`` on the last dim; ``dynact_glu`` is per tensor or per last-dim channel.
+The forward saves only the inputs; the backward recomputes ``f``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..activations.bases import BASE_ACTIVATIONS
+from . import _cpp
+from .ids import POINTWISE_OPS as OPS
+
+SWISH = OPS["swish_beta"]
+
+# (dynActivation) the op is exactly the base activation at alpha = 1, beta = 0 (the init), so a swapped pretrained
+# model reproduces its logits bit for bit; on CUDA this check would cost a device sync per call, so it is CPU-only
+# (the CUDA kernel then matches the base to float32 rounding).
+
+
+def _at_init(c0: Tensor, c1: Tensor | None) -> bool:
+    if c1 is None:  # Swish-beta: beta == 1
+        return bool((c0 == 1).all())
+    return bool((c0 == 1).all()) and bool((c1 == 0).all())
+
+
+def _inner(x: Tensor, channels: int) -> int:
+    """``inner`` of the ``(outer, C, inner)`` view the C++ kernel takes."""
+    if channels == 1:
+        return x.numel()
+    return x.shape[2] * x.shape[3] if x.ndim == 4 else 1
+
+
+def _triton() -> ModuleType:
+    from . import triton_pointwise
+
+    return triton_pointwise
+
+
+def _check(x: Tensor, coefficient: Tensor, name: str) -> None:
+    channels = coefficient.numel()
+    if channels != 1 and (x.ndim not in (2, 3, 4) or x.shape[1 if x.ndim == 4 else -1] != channels):
+        raise ValueError(f"{name}: {channels} coefficients do not match the channels of input {tuple(x.shape)}")
+
+
+# ---- dynActivation ----------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("hf_acts::dynact", mutates_args=(), device_types="cpu")
+def dynact(x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+    """``base(x) (alpha - beta) + beta x`` (dynActivation abstract)."""
+    _check(x, alpha, "dynact")
+    if _at_init(alpha, beta):
+        return BASE_ACTIVATIONS[base](x)
+    return _cpp.load("pointwise").forward(x.contiguous(), alpha, beta, OPS[base], _inner(x, alpha.numel()))
+
+
+@dynact.register_kernel("cuda")
+def dynact_triton(x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+    _check(x, alpha, "dynact")
+    return _triton().forward(x.contiguous(), alpha.contiguous(), beta.contiguous(), OPS[base])
+
+
+@dynact.register_fake
+def _(x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("hf_acts::dynact_backward", mutates_args=(), device_types="cpu")
+def dynact_backward(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dx, d alpha, d beta)``: ``dx = g (base'(x) (alpha - beta) + beta)``, ``d alpha = sum g base(x)``,
+    ``d beta = sum g x - d alpha`` (sums per channel or over the tensor)."""
+    return tuple(_cpp.load("pointwise").backward(grad.contiguous(), x.contiguous(), alpha, beta, OPS[base],
+                                                 _inner(x, alpha.numel())))
+
+
+@dynact_backward.register_kernel("cuda")
+def dynact_backward_triton(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+    gx, _, ga, gb = _triton().backward(grad.contiguous(), x.contiguous(), alpha.contiguous(), beta.contiguous(),
+                                       OPS[base])
+    return gx, ga, gb
+
+
+@dynact_backward.register_fake
+def _(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(alpha), torch.empty_like(beta)
+
+
+def _dynact_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, alpha, beta, ctx.base = inputs
+    ctx.save_for_backward(x, alpha, beta)
+
+
+def _dynact_grad(ctx, grad):  # noqa: ANN001, ANN202
+    x, alpha, beta = ctx.saved_tensors
+    return *dynact_backward(grad, x, alpha, beta, ctx.base), None
+
+
+dynact.register_autograd(_dynact_grad, setup_context=_dynact_setup)
+
+
+# ---- Swish-beta -------------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("hf_acts::swish_beta", mutates_args=(), device_types="cpu")
+def swish_beta(x: Tensor, beta: Tensor) -> Tensor:
+    """``x sigmoid(beta x)`` (Ramachandran et al. 2017)."""
+    _check(x, beta, "swish_beta")
+    if _at_init(beta, None):
+        return F.silu(x)
+    return _cpp.load("pointwise").forward(x.contiguous(), beta, beta, SWISH, _inner(x, beta.numel()))
+
+
+@swish_beta.register_kernel("cuda")
+def swish_beta_triton(x: Tensor, beta: Tensor) -> Tensor:
+    _check(x, beta, "swish_beta")
+    beta = beta.contiguous()
+    return _triton().forward(x.contiguous(), beta, beta, SWISH)
+
+
+@swish_beta.register_fake
+def _(x: Tensor, beta: Tensor) -> Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("hf_acts::swish_beta_backward", mutates_args=(), device_types="cpu")
+def swish_beta_backward(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """``(dx, d beta)``: ``dx = g (s + beta x s (1 - s))``, ``d beta = sum g x^2 s (1 - s)``,
+    ``s = sigmoid(beta x)``."""
+    gx, gb, _ = _cpp.load("pointwise").backward(grad.contiguous(), x.contiguous(), beta, beta, SWISH,
+                                                _inner(x, beta.numel()))
+    return gx, gb
+
+
+@swish_beta_backward.register_kernel("cuda")
+def swish_beta_backward_triton(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    beta = beta.contiguous()
+    gx, _, gb, _ = _triton().backward(grad.contiguous(), x.contiguous(), beta, beta, SWISH)
+    return gx, gb
+
+
+@swish_beta_backward.register_fake
+def _(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(beta)
+
+
+def _swish_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(*inputs)
+
+
+def _swish_grad(ctx, grad):  # noqa: ANN001, ANN202
+    return swish_beta_backward(grad, *ctx.saved_tensors)
+
+
+swish_beta.register_autograd(_swish_grad, setup_context=_swish_setup)
+
+
+# ---- dynActGLU's gate product -----------------------------------------------------------------------------------
+
+def _check_glu(gate: Tensor, up: Tensor, alpha: Tensor) -> None:
+    if gate.shape != up.shape:
+        raise ValueError(f"dynact_glu: gate {tuple(gate.shape)} and up {tuple(up.shape)} must have one shape")
+    if alpha.numel() not in (1, gate.shape[-1]):
+        raise ValueError(f"dynact_glu: {alpha.numel()} coefficients for a last dim of {gate.shape[-1]}")
+
+
+def _glu_view(t: Tensor, channels: int) -> Tensor:
+    """The per-channel kernels read channels-last tensors as vectors ``(rows, C)``."""
+    return t.contiguous() if channels == 1 else t.reshape(-1, channels).contiguous()
+
+
+@torch.library.custom_op("hf_acts::dynact_glu", mutates_args=(), device_types="cpu")
+def dynact_glu(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+    """``dynact(gate) * up``: the gated product of a dynActGLU MLP (project definition)."""
+    _check_glu(gate, up, alpha)
+    return dynact(_glu_view(gate, alpha.numel()), alpha, beta, base).view(gate.shape) * up
+
+
+@dynact_glu.register_kernel("cuda")
+def dynact_glu_triton(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+    _check_glu(gate, up, alpha)
+    c = alpha.numel()
+    y = _triton().forward(_glu_view(gate, c), alpha.contiguous(), beta.contiguous(), OPS[base], _glu_view(up, c))
+    return y.view(gate.shape)
+
+
+@dynact_glu.register_fake
+def _(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
+    return torch.empty_like(gate, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("hf_acts::dynact_glu_backward", mutates_args=(), device_types="cpu")
+def dynact_glu_backward(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(d gate, d up, d alpha, d beta)``: the dynact backward of ``g * up``, and ``d up = g dynact(gate)``."""
+    c = alpha.numel()
+    gate2 = _glu_view(gate, c)
+    d_gate, d_alpha, d_beta = dynact_backward(_glu_view(grad * up, c), gate2, alpha, beta, base)
+    d_up = grad * dynact(gate2, alpha, beta, base).view(gate.shape)
+    return d_gate.view(gate.shape), d_up, d_alpha, d_beta
+
+
+@dynact_glu_backward.register_kernel("cuda")
+def dynact_glu_backward_triton(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
+      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    c = alpha.numel()
+    d_gate, d_up, d_alpha, d_beta = _triton().backward(_glu_view(grad, c), _glu_view(gate, c), alpha.contiguous(),
+                                                       beta.contiguous(), OPS[base], _glu_view(up, c))
+    return d_gate.view(gate.shape), d_up.view(gate.shape), d_alpha, d_beta
+
+
+@dynact_glu_backward.register_fake
+def _(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
+      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    like = torch.empty_like(gate, memory_format=torch.contiguous_format)
+    return like, torch.empty_like(like), torch.empty_like(alpha), torch.empty_like(beta)
+
+
+def _glu_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    gate, up, alpha, beta, ctx.base = inputs
+    ctx.save_for_backward(gate, up, alpha, beta)
+
+
+def _glu_grad(ctx, grad):  # noqa: ANN001, ANN202
+    return *dynact_glu_backward(grad, *ctx.saved_tensors, ctx.base), None
+
+
+dynact_glu.register_autograd(_glu_grad, setup_context=_glu_setup)

@@ -1,0 +1,41 @@
+"""Optimizer parameter groups that keep activation parameters out of weight decay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .registry import named_activations
+
+
+def activation_parameter_names(model: nn.Module) -> set[str]:
+    """Names of activation parameters: the scalars and per-channel vectors of hf-acts activations
+    (alpha/beta, Swish beta) and every bias/norm affine inside them (ADReLU GroupNorms, FleS and
+    Dy-ReLU biases). Their projection matrices (ADReLU convs, FleS/Dy-ReLU FCs, AIEC's decision
+    unit) are ordinary weights and keep weight decay (project decision)."""
+    return {prefix + n for prefix, module in named_activations(model)
+            for n, p in module.named_parameters() if p.ndim <= 1}
+
+
+def param_groups_weight_decay(
+    model: nn.Module, weight_decay: float = 0.05, skip_1d: bool = True, skip_list: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Two optimizer groups: with ``weight_decay`` and without.
+
+    No decay for: activation parameters (:func:`activation_parameter_names`); with ``skip_1d`` every
+    bias and 1-D parameter (timm's convention); names in ``skip_list`` or in the model's own
+    ``no_weight_decay()`` (timm models define it).
+    """
+    skip = set(skip_list) | activation_parameter_names(model)
+    if hasattr(model, "no_weight_decay"):
+        skip |= set(model.no_weight_decay())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name in skip or (skip_1d and (p.ndim <= 1 or name.endswith(".bias"))):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]

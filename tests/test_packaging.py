@@ -1,0 +1,68 @@
+"""A wheel install works on its own: templates shipped as package data, remote code written from the package."""
+
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel_python(tmp_path_factory) -> Path:
+    """A fresh virtualenv holding the built wheel; the dev environment's packages (torch, timm, ...) reused through
+    a ``.pth`` line, without its editable hf-acts."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp / "dist")], check=True, capture_output=True)
+    (wheel,) = (tmp / "dist").glob("hf_acts-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)
+    python = tmp / "venv" / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "dev_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
+                    str(wheel)], check=True, capture_output=True)
+    return python
+
+
+@pytest.mark.slow
+def test_wheel_install_renders_cards_and_saves_remote_code(wheel_python, tmp_path):
+    script = textwrap.dedent(f"""
+        import subprocess, sys
+        from pathlib import Path
+        import torch, hf_acts
+        assert "site-packages" in hf_acts.__file__ and "{ROOT}" not in hf_acts.__file__, hf_acts.__file__
+        from hf_acts.cards import TEMPLATES, render_card
+        assert TEMPLATES.parent == Path(hf_acts.__file__).parent, TEMPLATES
+
+        import timm
+        model = timm.create_model("resnet8_cifar_adrelu", num_classes=4)
+        hf_acts.save_timm_model(model, "{tmp_path}/timm")
+        card = render_card("{tmp_path}/timm")
+        assert "resnet8_cifar" in card.content and "max(x, tau)" in card.content, card.content
+
+        from transformers import LlamaConfig, LlamaForCausalLM, AutoModelForCausalLM
+        torch.manual_seed(0)
+        lm = hf_acts.convert_glu(LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)), "dynactglu").eval()
+        lm.save_pretrained("{tmp_path}/lm")
+        ids = torch.arange(10)[None]
+        with torch.no_grad():
+            torch.save(lm(input_ids=ids).logits, "{tmp_path}/logits.pt")
+        code = ("import sys, torch; sys.modules['hf_acts'] = None; from transformers import AutoModelForCausalLM; "
+                "m = AutoModelForCausalLM.from_pretrained('{tmp_path}/lm', trust_remote_code=True).eval(); "
+                "torch.testing.assert_close(m(input_ids=torch.arange(10)[None]).logits, "
+                "torch.load('{tmp_path}/logits.pt'), rtol=1e-5, atol=1e-5); print('remote ok')")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert "remote ok" in out.stdout, out.stderr[-2000:]
+        print("wheel ok")
+    """)
+    # HF_ACTS_FUSED=0: the plain formulas, so the test does not build the C++ kernels for this throwaway install
+    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_ACTS_FUSED": "0"}
+    proc = subprocess.run([str(wheel_python), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and "wheel ok" in proc.stdout, proc.stderr[-3000:]
