@@ -10,6 +10,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import hf_acts
 from hf_acts import replace_activations
+from hf_acts.activations.bases import BASE_ACTIVATIONS
+from hf_acts.swap import ACTIVATION_CLASSES, base_name
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +145,61 @@ def test_errors_and_report_text():
     report = replace_activations(model, "dynactivation", target="relu", example_inputs=torch.randn(1, 4))
     text = str(report)
     assert "| `1` | ReLU | DynActivation | 8 |" in text and "1 site(s) replaced, 2 parameters added" in text
+
+
+def _library_class(library: str, name: str) -> type | None:
+    import importlib
+
+    modules = {"torch": "torch.nn", "timm": "timm.layers.activations", "transformers": "transformers.activations"}
+    return getattr(importlib.import_module(modules[library]), name, None)
+
+
+@pytest.mark.parametrize("key", list(ACTIVATION_CLASSES))
+def test_activation_class_table_matches_the_functions(key):
+    """Each table entry computes the base function it is mapped to (entries a library version lacks are skipped)."""
+    cls = _library_class(*key)
+    if cls is None:
+        pytest.skip(f"{key} is not in the installed {key[0]}")
+    module = cls()
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    assert base_name(module) == ACTIVATION_CLASSES[key]
+    torch.testing.assert_close(module(x), BASE_ACTIVATIONS[ACTIVATION_CLASSES[key]](x), rtol=1e-6, atol=1e-6)
+
+
+def test_attribute_refinements():
+    assert base_name(nn.GELU(approximate="tanh")) == "gelu_tanh" and base_name(nn.LeakyReLU(0.2)) is None
+    assert base_name(nn.Tanh()) is None
+
+
+def test_class_targets_match_library_classes_by_function():
+    import timm
+    from timm.layers.activations import GELU as TimmGELU
+    from transformers import ViTConfig, ViTModel
+    from transformers.activations import GELUActivation
+
+    convnext = timm.create_model("convnext_atto", num_classes=4)
+    assert any(isinstance(m, TimmGELU) for m in convnext.modules())
+    report = replace_activations(convnext, "fles", target=nn.GELU, last=2)
+    assert len(report.records) == 2 and report.function_preserving and report.records[0].old == "GELU"
+
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=4, img_size=32, patch_size=8)
+    report = replace_activations(vit, "fles", target=nn.GELU, select=r"^blocks\.11\.")
+    assert [r.name for r in report.records] == ["blocks.11.mlp.act"] and report.function_preserving
+
+    effnet = timm.create_model("efficientnet_b0", num_classes=4)
+    x = torch.randn(1, 3, 64, 64)
+    report = replace_activations(effnet, "dynactivation", target=nn.SiLU, exclude=r"\.se\.", last=3, example_inputs=x)
+    assert len(report.records) == 3 and report.function_preserving
+
+    hf_vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                image_size=32, patch_size=8)).eval()
+    assert isinstance(hf_vit.layers[0].mlp.activation_fn, GELUActivation)
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        before = hf_vit(pixel_values=pixels).last_hidden_state
+    report = replace_activations(hf_vit, "fles", target=nn.GELU, example_inputs={"pixel_values": pixels})
+    assert report.records[0].old == "GELUActivation" and report.function_preserving
+    with torch.no_grad():
+        torch.testing.assert_close(hf_vit(pixel_values=pixels).last_hidden_state, before)
+    with pytest.raises(ValueError, match="no module matches"):
+        replace_activations(timm.create_model("resnet18"), "fles", target=nn.GELU)
