@@ -7,6 +7,8 @@
 corpus; a Hub id or local folder is converted with ``hf_acts.convert_glu`` (function-preserving). The output
 folder is Hub-ready: ``save_pretrained`` weights + config + model code (``trust_remote_code``), the tokenizer,
 ``training_args.json``, ``metrics.json``, ``log.jsonl``, ``training_curves.png``; ``checkpoints/`` for ``--resume``.
+With ``--lora-r R`` (a pretrained ``--model``) it trains PEFT LoRA adapters plus the activation parameters
+(:func:`hf_acts.peft_config`) and the folder is an adapter folder (``adapter_model.safetensors``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--num-layers", type=int, default=4, help="tiny model")
     g.add_argument("--num-heads", type=int, default=4, help="tiny model")
     g.add_argument("--vocab-size", type=int, default=1024, help="tiny model's BPE tokenizer")
+    g.add_argument("--lora-r", type=int, help="train LoRA adapters of this rank (PEFT) plus the activations")
+    g.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: 2 * rank)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="pydoc", help="pydoc | Hub text dataset | local dataset folder")
     g.add_argument("--text-column", default="text")
@@ -72,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (per epoch budget)")
     add_training_args(p, lr=3e-3, batch_size=16, weight_decay=0.1, warmup_ratio=0.05, epochs=1)
     args = p.parse_args(argv)
+    if args.lora_r and args.model == "tiny":
+        p.error("--lora-r adapts pretrained weights: pass --model <Hub id or local folder>")
     args.output_dir = args.output_dir or f"outputs/lm-{args.model.replace('/', '_')}-{args.mlp}-{args.dataset}"
     return args
 
@@ -105,6 +111,10 @@ def build(args: argparse.Namespace, texts: list[str]):
     if args.mlp == "dynactglu":
         model = hf_acts.convert_glu(model, "dynactglu", layers=args.layers, mode=args.mlp_mode,
                                     beta_init=args.dynact_beta_init)
+    if args.lora_r:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, hf_acts.peft_config(model, r=args.lora_r, lora_alpha=args.lora_alpha))
     return tokenizer, model
 
 
@@ -192,7 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
         model.save_pretrained(out, state_dict=state_dict)
         tokenizer.save_pretrained(out)
         final.update(model=args.model, mlp=args.mlp, dataset=args.dataset,
-                     parameters=sum(p.numel() for p in model.parameters()))
+                     parameters=sum(p.numel() for p in model.parameters()),
+                     trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
         (out / "metrics.json").write_text(json.dumps(final, indent=2))
         plot_curves(read_log(out), out / "training_curves.png", ("eval_loss", "perplexity"))
         render_card(out).save(out / "README.md")

@@ -38,7 +38,10 @@ LIMITATIONS = {
 
 
 def folder_kind(folder: Path) -> str:
-    """``"timm"`` or ``"transformers"``, from ``config.json``; ``ValueError`` otherwise."""
+    """``"timm"`` or ``"transformers"``, from ``config.json``, or ``"adapter"`` (a PEFT adapter folder, from
+    ``adapter_config.json``); ``ValueError`` otherwise."""
+    if (Path(folder) / "adapter_config.json").exists():
+        return "adapter"
     path = Path(folder) / "config.json"
     if not path.exists():
         raise ValueError(f"{folder} has no config.json: not a saved model folder")
@@ -137,9 +140,33 @@ def _transformers_context(folder: Path) -> dict[str, Any]:
     }
 
 
+def _adapter_context(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "adapter_config.json").read_text())
+    args = _read(folder, "training_args.json") or {}
+    weights = load_file(folder / "adapter_model.safetensors")
+    lora = sum(v.numel() for k, v in weights.items() if ".lora_" in k)
+    options = {"mode": args.get("mlp_mode", "gate"), "layers": args.get("layers"),
+               "beta_init": args.get("dynact_beta_init", 0.0)}
+    call = ", ".join(['base', '"dynactglu"'] + [f"{k}={v!r}" for k, v in options.items()])
+    return {
+        "act": "dynactglu", "conversion": f"hf_acts.convert_glu(..., \"dynactglu\", mode={options['mode']!r})",
+        "conversion_call": f"hf_acts.convert_glu({call})", "lora_r": config["r"], "lora_alpha": config["lora_alpha"],
+        "lora_targets": len(config["target_modules"]), "lora_params": f"{lora:,}",
+        "saved_modules": f"{len(config['modules_to_save'])} activation modules",
+        "saved_params": f"{sum(v.numel() for v in weights.values()) - lora:,}",
+        "library_bibtex": TRANSFORMERS_BIBTEX, "library_name": "peft", "pipeline_tag": "text-generation",
+        "task": "text-generation", "weights": config.get("base_model_name_or_path"),
+        "base_model": config.get("base_model_name_or_path"),
+    }
+
+
 def _started_from(folder: Path, kind: str, args: dict[str, Any], weights: str | None) -> str | None:
     """The Hub weights a training run started from (``args`` from ``training_args.json``), else None; a folder
     without a run keeps the ``base_model`` its card already names (``hf-acts swap`` writes it)."""
+    if kind == "adapter":
+        return weights
     if args:
         if kind == "timm":
             return weights if args.get("pretrained") else None
@@ -159,7 +186,7 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
     """
     folder = Path(folder)
     kind = folder_kind(folder)
-    ctx = _timm_context(folder) if kind == "timm" else _transformers_context(folder)
+    ctx = {"timm": _timm_context, "transformers": _transformers_context, "adapter": _adapter_context}[kind](folder)
     args = _read(folder, "training_args.json") or {}
     metrics = _read(folder, "metrics.json") or {}
     repo_id = repo_id or f"your-org/{folder.name}"
@@ -180,7 +207,7 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
     data = ModelCardData(
         library_name=ctx["library_name"], license=license, pipeline_tag=ctx["pipeline_tag"],
         tags=["hf-acts", act, "trainable-activation", kind], base_model=base_model,
-        base_model_relation="finetune" if base_model else None,
+        base_model_relation=("adapter" if kind == "adapter" else "finetune") if base_model else None,
         datasets=[dataset] if dataset and dataset not in EMBEDDED else None,
         model_name=model_name if evals else None, eval_results=evals or None,
     )

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,14 @@ def lm_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("lm") / "run"
     launch("lm.py", [*LM, "--mlp", "dynactglu", "--max-steps", "12", "--output-dir", str(out)])
     return out
+
+
+def assert_every_section_has_content(text: str) -> None:
+    """No heading without a body, and no paragraph that announces content with ":" and stops there."""
+    body = text.split("---", 2)[2]
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", re.sub(r"```.*?```", "CODE", body, flags=re.S)) if b.strip()]
+    for block, following in zip(blocks, blocks[1:] + [""], strict=True):
+        if block.startswith("#") and "\n" not in block:
+            assert following and not following.startswith("#"), f"heading without content: {block!r}"
+        if block.rstrip().endswith(":"):
+            assert following.startswith(("*", "-", "|", "CODE", "1.")), f"{block!r} announces content it lacks"

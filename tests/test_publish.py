@@ -2,7 +2,6 @@
 
 import base64
 import json
-import re
 import shutil
 import socket
 import subprocess
@@ -13,7 +12,7 @@ import time
 import httpx2
 import pytest
 import yaml
-from conftest import ENV, ROOT
+from conftest import ENV, ROOT, assert_every_section_has_content
 from huggingface_hub import ModelCard, set_client_factory
 
 import hf_acts
@@ -43,17 +42,6 @@ def test_timm_card_from_a_real_run(vision_run):
     assert "| parameters | 78,042 | 92,170 |" in text  # ResNet-8 with 10 classes, and its ADReLU twin
     assert f"{metrics['top1']:.4f}" in text and "training_curves.png" in text
     assert_every_section_has_content(text)
-
-
-def assert_every_section_has_content(text: str) -> None:
-    """No heading without a body, and no paragraph that announces content with ":" and stops there."""
-    body = text.split("---", 2)[2]
-    blocks = [b.strip() for b in re.split(r"\n\s*\n", re.sub(r"```.*?```", "CODE", body, flags=re.S)) if b.strip()]
-    for block, following in zip(blocks, blocks[1:] + [""], strict=True):
-        if block.startswith("#") and "\n" not in block:
-            assert following and not following.startswith("#"), f"heading without content: {block!r}"
-        if block.rstrip().endswith(":"):
-            assert following.startswith(("*", "-", "|", "CODE", "1.")), f"{block!r} announces content it lacks"
 
 
 @pytest.mark.parametrize("act", [a for a in hf_acts.list_activations() if a != "dynactglu"])

@@ -1,0 +1,105 @@
+"""LoRA with PEFT: adapters plus trained activations, saved, reloaded onto a freshly converted base, merged."""
+
+import json
+
+import pytest
+import torch
+from conftest import LM, assert_every_section_has_content, launch
+from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+import hf_acts
+from hf_acts.activations import DynActivation
+from hf_acts.cards import render_card
+
+CONFIG = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2)
+IDS = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def converted_base():
+    torch.manual_seed(0)
+    return hf_acts.convert_glu(LlamaForCausalLM(CONFIG), "dynactglu", mode="both")
+
+
+def test_peft_config_trains_activations_and_adapters_only():
+    model = get_peft_model(converted_base(), hf_acts.peft_config(converted_base(), r=4))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.endswith("act_fn.modules_to_save.default.alpha") for n in trainable)
+    assert any(n.endswith("up_act.modules_to_save.default.beta") for n in trainable)
+    assert any("gate_proj.lora_A" in n for n in trainable) and any("q_proj.lora_B" in n for n in trainable)
+    assert not any("lm_head" in n or "embed_tokens" in n for n in trainable)
+    assert not any(n.endswith("proj.base_layer.weight") for n in trainable)  # the base weights stay frozen
+
+
+def test_plain_lora_config_would_freeze_the_activations():
+    """Why the helper exists: PEFT's own default trains no activation parameter."""
+    from peft import LoraConfig
+
+    model = get_peft_model(converted_base(), LoraConfig(r=4, target_modules="all-linear"))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.endswith((".alpha", ".beta")))
+
+
+def test_adapter_round_trip_and_merge(tmp_path):
+    model = get_peft_model(converted_base(), hf_acts.peft_config(converted_base(), r=4))
+    opt = torch.optim.AdamW(hf_acts.param_groups_weight_decay(model, 0.01), lr=1e-2)
+    for _ in range(5):
+        model(input_ids=IDS, labels=IDS).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=IDS).logits
+    trained_alpha = model.base_model.model.model.layers[0].mlp.act_fn.modules_to_save["default"].alpha.detach().clone()
+    assert not torch.equal(trained_alpha, torch.ones(1))
+    model.save_pretrained(tmp_path)
+    assert any(k.endswith("mlp.act_fn.alpha") for k in load_file(tmp_path / "adapter_model.safetensors"))
+
+    reloaded = PeftModel.from_pretrained(converted_base(), tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=IDS).logits, expected)
+    merged = reloaded.merge_and_unload()
+    act = merged.model.layers[0].mlp.act_fn
+    assert type(act) is DynActivation and torch.equal(act.alpha.detach(), trained_alpha)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=IDS).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_peft_config_errors_on_a_model_without_activations():
+    with pytest.raises(ValueError, match="holds no hf-acts activation"):
+        hf_acts.peft_config(LlamaForCausalLM(CONFIG))
+
+
+@pytest.mark.slow
+def test_finetune_lm_with_lora(lm_run, tmp_path):
+    """``finetune/lm.py --lora-r`` on a pretrained (here: locally saved) plain Llama: an adapter folder whose
+    trained activations reload, and a card naming the base model."""
+    tokenizer = AutoTokenizer.from_pretrained(lm_run)
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                 max_position_embeddings=64)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    out = tmp_path / "adapter"
+    args = [a for a in LM if a not in ("tiny",)]
+    args[args.index("--model") + 1:args.index("--model") + 1] = [str(base)]
+    launch("lm.py", [*args, "--lora-r", "4", "--max-steps", "6", "--output-dir", str(out)])
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 4 and "model.layers.0.mlp.act_fn" in config["modules_to_save"]
+    weights = load_file(out / "adapter_model.safetensors")
+    alpha = weights["base_model.model.model.layers.0.mlp.act_fn.alpha"]
+    assert not torch.equal(alpha, torch.ones(1))  # trained, not frozen at its init
+
+    fresh = hf_acts.convert_glu(AutoModelForCausalLM.from_pretrained(base), "dynactglu")
+    reloaded = PeftModel.from_pretrained(fresh, out)
+    assert torch.equal(reloaded.base_model.model.model.layers[0].mlp.act_fn.modules_to_save["default"].alpha, alpha)
+    card = render_card(out)
+    assert_every_section_has_content(str(card))
+    assert "PeftModel.from_pretrained(base" in str(card) and "hf_acts.convert_glu(base, \"dynactglu\"" in str(card)
+    meta = card.data.to_dict()
+    assert meta["base_model"] == str(base) and meta["base_model_relation"] == "adapter"
+    assert meta["library_name"] == "peft"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trainable_parameters"] < metrics["parameters"] / 2
