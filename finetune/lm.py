@@ -35,6 +35,7 @@ from transformers import (
 import hf_acts
 from hf_acts.cards import render_card
 from hf_acts.data import load_text_dataset
+from hf_acts.errors import run
 from hf_acts.training import (
     RecipeArgumentParser,
     add_training_args,
@@ -212,4 +213,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "lm.py")  # errors end in one line on stderr; --debug shows the traceback

@@ -28,6 +28,7 @@ from transformers import get_cosine_schedule_with_warmup
 import hf_acts
 from hf_acts.cards import render_card
 from hf_acts.data import load_image_dataset
+from hf_acts.errors import json_object, run
 from hf_acts.metrics import load_metric
 from hf_acts.training import (
     RecipeArgumentParser,
@@ -86,7 +87,7 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> to
     name = args.model
     if args.act:
         swap = {"act": args.act, "target": args.target.split(","), "select": args.select, "exclude": args.exclude,
-                "last": args.last, "kwargs": json.loads(args.act_kwargs)}
+                "last": args.last, "kwargs": json_object(args.act_kwargs, "--act-kwargs")}
         name, kwargs = "hf_acts_swapped", {**kwargs, "base_model": args.model, "swaps": [swap]}
     try:
         return timm.create_model(name, pretrained=args.pretrained, **kwargs)
@@ -210,4 +211,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "vision.py")  # errors end in one line on stderr; --debug shows the traceback
