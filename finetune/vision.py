@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 import hf_acts
-from hf_acts.cards import render_card
+from hf_acts.cards import BASE_SPEC, render_card
 from hf_acts.data import load_image_dataset
 from hf_acts.errors import json_object, run
 from hf_acts.metrics import load_metric
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--exclude", help="regex on module names the swap skips")
     g.add_argument("--last", type=int, help="swap only the last N sites in forward order")
     g.add_argument("--act-kwargs", default="{}", help="JSON constructor arguments for --act")
+    g.add_argument("--lora-r", type=int, help="train LoRA adapters of this rank (PEFT) plus the activations and head")
+    g.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: 2 * rank)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits", help="digits | mnist1d | Hub dataset | local image folder")
     g.add_argument("--image-column")
@@ -75,12 +77,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--aiec-lambda-gate", type=float, default=200.0)
     add_training_args(p, lr=1e-3, batch_size=32, weight_decay=0.05, warmup_ratio=0.1, epochs=3)
     args = p.parse_args(argv)
+    if args.lora_r and not args.pretrained:
+        p.error("--lora-r adapts pretrained weights: add --pretrained (with a timm name, hf-hub: or local-dir: model)")
     args.output_dir = args.output_dir or f"outputs/{args.model.replace('/', '_').replace(':', '_')}-{args.dataset}"
     return args
 
 
-def build_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> torch.nn.Module:
-    """The timm model: ``--model`` as is, or ``hf_acts_swapped`` when ``--act`` asks for a swap."""
+def model_spec(args: argparse.Namespace, num_classes: int, in_chans: int) -> tuple[str, dict]:
+    """``timm.create_model`` name and arguments: ``--model`` as is, or ``hf_acts_swapped`` when ``--act`` asks for a
+    swap."""
     kwargs: dict = {"num_classes": num_classes}
     if in_chans != 3:
         kwargs["in_chans"] = in_chans
@@ -89,6 +94,10 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> to
         swap = {"act": args.act, "target": args.target.split(","), "select": args.select, "exclude": args.exclude,
                 "last": args.last, "kwargs": json_object(args.act_kwargs, "--act-kwargs")}
         name, kwargs = "hf_acts_swapped", {**kwargs, "base_model": args.model, "swaps": [swap]}
+    return name, kwargs
+
+
+def build_model(args: argparse.Namespace, name: str, kwargs: dict) -> torch.nn.Module:
     try:
         return timm.create_model(name, pretrained=args.pretrained, **kwargs)
     except RuntimeError as e:
@@ -150,9 +159,14 @@ def main(argv: list[str] | None = None) -> dict:
         data.train = data.train.select(range(min(args.max_train_samples, len(data.train))))
     if args.max_eval_samples:
         data.eval = data.eval.select(range(min(args.max_eval_samples, len(data.eval))))
-    model = build_model(args, len(data.label_names), in_chans=1 if data.is_vector else 3)
+    name, kwargs = model_spec(args, len(data.label_names), in_chans=1 if data.is_vector else 3)
+    model = build_model(args, name, kwargs)
     reports = getattr(model, "hf_acts_reports", [])
     train_tf, eval_tf, data_cfg = make_transforms(model, data, args)
+    if args.lora_r:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, hf_acts.peft_config(model, r=args.lora_r, lora_alpha=args.lora_alpha))
     train_loader = DataLoader(data.train.with_transform(train_tf), batch_size=args.batch_size, shuffle=True)
     eval_loader = DataLoader(data.eval.with_transform(eval_tf), batch_size=args.batch_size)
     if accelerator.is_main_process:
@@ -198,13 +212,18 @@ def main(argv: list[str] | None = None) -> dict:
     state_dict = gathered_state_dict(accelerator, model)  # all ranks: FSDP / ZeRO-3 shards gathered
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)
-        hf_acts.save_timm_model(model, out, label_names=data.label_names, state_dict=state_dict)
+        if args.lora_r:  # an adapter folder, and how to build the model it adapts
+            model.save_pretrained(out, state_dict=state_dict)
+            spec = {"model_name": name, "kwargs": kwargs, "activation": reports[0].activation if reports else None}
+            (out / BASE_SPEC).write_text(json.dumps(spec, indent=2))
+        else:
+            hf_acts.save_timm_model(model, out, label_names=data.label_names, state_dict=state_dict)
         final.update(model=args.model, dataset=args.dataset, data_config={k_: list(v) if isinstance(v, tuple) else v
                                                                             for k_, v in data_cfg.items()},
                      parameters=sum(p.numel() for p in model.parameters()))
         (out / "metrics.json").write_text(json.dumps(final, indent=2))
         plot_curves(read_log(out), out / "training_curves.png", ("top1", "eval_loss"))
-        if (out / "hf_acts_swaps.json").exists():  # a card describes an hf-acts activation swap
+        if (out / "hf_acts_swaps.json").exists() or args.lora_r:  # a card describes an hf-acts model or adapter
             render_card(out).save(out / "README.md")
         accelerator.print(f"Hub-ready folder: {out.resolve()} (publish: hf-acts publish {out} --repo-id ORG/NAME)")
     return final

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import LM, assert_every_section_has_content, launch
+from conftest import LM, VISION, assert_every_section_has_content, launch
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -103,3 +103,32 @@ def test_finetune_lm_with_lora(lm_run, tmp_path):
     assert meta["library_name"] == "peft"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] < metrics["parameters"] / 2
+
+
+@pytest.mark.slow
+def test_finetune_vision_with_lora(vision_run, tmp_path):
+    """``finetune/vision.py --lora-r`` on a pretrained hf-acts timm model (a local folder): the adapter trains the
+    ADReLU modules and the head in full, reloads onto the same base with identical logits, and is named on its card."""
+    import timm
+
+    out = tmp_path / "adapter"
+    args = list(VISION)
+    args[args.index("--model") + 1] = f"local-dir:{vision_run}"
+    launch("vision.py", [*args, "--pretrained", "--lora-r", "4", "--epochs", "1", "--max-eval-samples", "50",
+                         "--output-dir", str(out)])
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert "stages.2.0.act2" in config["modules_to_save"] and "fc" in config["modules_to_save"]
+    spec = json.loads((out / "hf_acts_base.json").read_text())
+    base = timm.create_model(spec["model_name"], pretrained=True, **spec["kwargs"]).eval()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = PeftModel.from_pretrained(base, out).eval()
+    weights = load_file(out / "adapter_model.safetensors")
+    trained = next(k for k in weights if "stages.2.0.act2" in k and k.endswith("weight"))
+    assert not torch.equal(weights[trained], before[trained.removeprefix("base_model.model.")])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(model.merge_and_unload()(x), expected, rtol=1e-4, atol=1e-4)
+    card = render_card(out)
+    assert_every_section_has_content(str(card))
+    assert "adrelu" in card.data.to_dict()["tags"] and "timm.create_model('local-dir:" in str(card)
