@@ -194,8 +194,8 @@ def _adapter_context(folder: Path) -> dict[str, Any]:
 def _started_from(folder: Path, kind: str, args: dict[str, Any], weights: str | None) -> str | None:
     """The Hub weights a training run started from (``args`` from ``training_args.json``), else None; a folder
     without a run keeps the ``base_model`` its card already names (``hf-acts swap`` writes it)."""
-    if kind == "adapter":
-        return weights
+    if kind == "adapter":  # a Hub id, not a local folder
+        return None if weights is None or Path(weights).exists() else weights
     if args:
         if kind == "timm":
             return weights if args.get("pretrained") else None

@@ -53,8 +53,11 @@ def test_adapter_round_trip_and_merge(tmp_path):
         expected = model(input_ids=IDS).logits
     trained_alpha = model.base_model.model.model.layers[0].mlp.act_fn.modules_to_save["default"].alpha.detach().clone()
     assert not torch.equal(trained_alpha, torch.ones(1))
+    model.peft_config["default"].base_model_name_or_path = "org/tiny-llama"  # as from_pretrained("org/...") sets it
     model.save_pretrained(tmp_path)
     assert any(k.endswith("mlp.act_fn.alpha") for k in load_file(tmp_path / "adapter_model.safetensors"))
+    meta = render_card(tmp_path).data.to_dict()
+    assert meta["base_model"] == "org/tiny-llama" and meta["base_model_relation"] == "adapter"
 
     reloaded = PeftModel.from_pretrained(converted_base(), tmp_path).eval()
     with torch.no_grad():
@@ -99,8 +102,8 @@ def test_finetune_lm_with_lora(lm_run, tmp_path):
     assert_every_section_has_content(str(card))
     assert "PeftModel.from_pretrained(base" in str(card) and "hf_acts.convert_glu(base, \"dynactglu\"" in str(card)
     meta = card.data.to_dict()
-    assert meta["base_model"] == str(base) and meta["base_model_relation"] == "adapter"
-    assert meta["library_name"] == "peft"
+    assert "base_model" not in meta and f"`{base}`, converted with" in str(card)  # a local base is not a Hub id
+    assert meta["library_name"] == "peft" and "dynactglu" in meta["tags"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] < metrics["parameters"] / 2
 
