@@ -16,7 +16,8 @@ from .activations import (
 from .integrations.timm import save_timm_model  # registers hf_acts_swapped
 from .integrations.transformers import convert_glu  # registers the causal-LM family and ACT2FN names
 from .kernel_hub import mark_kernel_layers
-from .param_groups import activation_parameter_names, param_groups_weight_decay
+from .lora import peft_config
+from .param_groups import activation_parameter_names, param_groups_weight_decay, trainer_optimizer
 from .registry import create_activation, get_activation, list_activations
 from .swap import SwapRecord, SwapReport, replace_activations
 
@@ -41,7 +42,9 @@ __all__ = [
     "get_activation",
     "list_activations",
     "param_groups_weight_decay",
+    "peft_config",
     "replace_activations",
     "reset_aiec_counters",
     "save_timm_model",
+    "trainer_optimizer",
 ]

@@ -7,6 +7,7 @@ counts) and a forward pass (FLOPs). A folder without metrics gets a card without
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,10 @@ LIMITATIONS = {
 
 
 def folder_kind(folder: Path) -> str:
-    """``"timm"`` or ``"transformers"``, from ``config.json``; ``ValueError`` otherwise."""
+    """``"timm"`` or ``"transformers"``, from ``config.json``, or ``"adapter"`` (a PEFT adapter folder, from
+    ``adapter_config.json``); ``ValueError`` otherwise."""
+    if (Path(folder) / "adapter_config.json").exists():
+        return "adapter"
     path = Path(folder) / "config.json"
     if not path.exists():
         raise ValueError(f"{folder} has no config.json: not a saved model folder")
@@ -80,7 +84,9 @@ def _args_table(args: dict[str, Any]) -> str:
 
 def _activation_text(act: str) -> dict[str, str]:
     name = canonical_name(act)
-    doc = "\n\n".join(inspect.cleandoc(get_activation(name).__doc__ or "").split("\n\n")[:2])
+    # the method's paragraphs: everything before the implementation notes ("Speed: ...")
+    paragraphs = inspect.cleandoc(get_activation(name).__doc__ or "").split("\n\n")
+    doc = "\n\n".join(itertools.takewhile(lambda p: not p.startswith("Speed:"), paragraphs))
     paper = PAPERS[name]
     return {"activation_title": f"{name} (`hf_acts.{get_activation(name).__name__}`)", "equation": doc,
             "paper_name": paper.name, "activation_bibtex": paper.bibtex}
@@ -110,7 +116,7 @@ def _timm_context(folder: Path) -> dict[str, Any]:
         "base_flops": f"{_flops(base_model, size) / 1e6:,.1f}M", "flops": f"{_flops(model, size) / 1e6:,.1f}M",
         "swap_table": _table(rows, ["name", "old", "new", "channels", "params_added", "function_preserving"]),
         "library_bibtex": TIMM_BIBTEX, "library_name": "timm", "pipeline_tag": "image-classification",
-        "task": "image-classification", "hub_base": None if base.startswith("resnet8_cifar") else f"timm/{base}",
+        "task": "image-classification", "weights": config.get("pretrained_cfg", {}).get("hf_hub_id"),
     }
 
 
@@ -130,42 +136,117 @@ def _transformers_context(folder: Path) -> dict[str, Any]:
         "mlp": f"`{config.mlp_variant}` (mode `{config.mlp_mode}`) in {len(layers)} layer(s)",
         "swap_table": _table(rows, ["layer", "old", "new", "base", "mode"]),
         "library_bibtex": TRANSFORMERS_BIBTEX, "library_name": "transformers", "pipeline_tag": "text-generation",
-        "task": "text-generation", "hub_base": None,
+        "task": "text-generation", "weights": None,
     }
 
 
-def render_card(folder: str | Path, repo_id: str | None = None, license: str = "apache-2.0") -> ModelCard:
-    """The model card of an hf-acts output folder (``metrics.json`` numbers only)."""
+BASE_SPEC = "hf_acts_base.json"  # beside a timm adapter: the ``timm.create_model`` call of the model it adapts
+LM_ADAPTER_USAGE = """import hf_acts  # the activation classes the adapter's trained modules need
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{base}")
+base = {conversion}
+model = PeftModel.from_pretrained(base, "{repo_id}")
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+merged = model.merge_and_unload()  # a plain hf-acts model; the trained activations are kept"""
+TIMM_ADAPTER_USAGE = """import hf_acts  # registers the hf-acts architectures and activations with timm
+import timm
+from peft import PeftModel
+
+base = timm.create_model({call}, pretrained=True)
+model = PeftModel.from_pretrained(base, "{repo_id}")
+merged = model.merge_and_unload()  # a plain timm model; the trained activations and head are kept"""
+
+
+def _adapter_context(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "adapter_config.json").read_text())
+    args = _read(folder, "training_args.json") or {}
+    weights = load_file(folder / "adapter_model.safetensors")
+    lora = sum(v.numel() for k, v in weights.items() if ".lora_" in k)
+    spec = _read(folder, BASE_SPEC)
+    if spec:  # timm
+        call = ", ".join([repr(spec["model_name"])] + [f"{k}={v!r}" for k, v in spec["kwargs"].items()])
+        base = args.get("model", spec["model_name"])
+        base = base.removeprefix("hf-hub:") if base.startswith("hf-hub:") else (
+            None if ":" in base or Path(base).exists() else config.get("base_model_name_or_path"))
+        ctx = {"act": spec["activation"], "base_row": f"`timm.create_model({call}, pretrained=True)`",
+               "usage": TIMM_ADAPTER_USAGE.format(call=call, repo_id="{repo_id}"), "library_bibtex": TIMM_BIBTEX,
+               "pipeline_tag": "image-classification", "task": "image-classification", "weights": base}
+    else:
+        options = {"mode": args.get("mlp_mode", "gate"), "layers": args.get("layers"),
+                   "beta_init": args.get("dynact_beta_init", 0.0)}
+        conversion = "hf_acts.convert_glu(" + ", ".join(
+            ["base", '"dynactglu"'] + [f"{k}={v!r}" for k, v in options.items()]) + ")"
+        base = config.get("base_model_name_or_path")
+        ctx = {"act": "dynactglu", "base_row": f"`{base}`, converted with `{conversion}`",
+               "usage": LM_ADAPTER_USAGE.format(base=base, conversion=conversion, repo_id="{repo_id}"),
+               "library_bibtex": TRANSFORMERS_BIBTEX, "pipeline_tag": "text-generation", "task": "text-generation",
+               "weights": base}
+    return {**ctx, "lora_r": config["r"], "lora_alpha": config["lora_alpha"],
+            "lora_targets": len(config["target_modules"]), "lora_params": f"{lora:,}",
+            "saved_modules": f"{len(config['modules_to_save'])} modules (activations, classifier head)",
+            "saved_params": f"{sum(v.numel() for v in weights.values()) - lora:,}", "library_name": "peft"}
+
+
+def _started_from(folder: Path, kind: str, args: dict[str, Any], weights: str | None) -> str | None:
+    """The Hub weights a training run started from (``args`` from ``training_args.json``), else None; a folder
+    without a run keeps the ``base_model`` its card already names (``hf-acts swap`` writes it)."""
+    if kind == "adapter":  # a Hub id, not a local folder
+        return None if weights is None or Path(weights).exists() else weights
+    if args:
+        if kind == "timm":
+            return weights if args.get("pretrained") else None
+        model = args.get("model")
+        return None if model in (None, "tiny") or Path(model).exists() else model
+    readme = folder / "README.md"
+    return ModelCard.load(readme).data.base_model if readme.exists() else None
+
+
+def render_card(folder: str | Path, repo_id: str | None = None, license: str = "apache-2.0",
+                base_model: str | None = None) -> ModelCard:
+    """The model card of an hf-acts output folder (``metrics.json`` numbers only).
+
+    ``base_model`` (Hub id) names the pretrained weights the folder started from; by default it is read from the
+    run (``training_args.json``). Only then does the card carry ``base_model`` with ``base_model_relation:
+    finetune``: a model trained from scratch names its architecture in the text only.
+    """
     folder = Path(folder)
     kind = folder_kind(folder)
-    ctx = _timm_context(folder) if kind == "timm" else _transformers_context(folder)
+    ctx = {"timm": _timm_context, "transformers": _transformers_context, "adapter": _adapter_context}[kind](folder)
     args = _read(folder, "training_args.json") or {}
     metrics = _read(folder, "metrics.json") or {}
     repo_id = repo_id or f"your-org/{folder.name}"
     model_name = repo_id.split("/")[-1]
     dataset = args.get("dataset")
-    if kind == "transformers" and args.get("model") not in (None, "tiny"):
-        ctx["hub_base"] = args["model"]
+    base_model = base_model or _started_from(folder, kind, args, ctx.pop("weights"))
+    if "usage" in ctx:
+        ctx["usage"] = ctx["usage"].replace("{repo_id}", repo_id)
     results, evals = [], []
     metric_names = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "perplexity": "perplexity",
                     "eval_loss": "eval loss"}
     for key, label in metric_names.items():
         if key in metrics:
             results.append({"metric": label, "value": f"{metrics[key]:.4f}", "dataset": EMBEDDED.get(dataset, dataset)})
-            if key != "eval_loss":
+            if key != "eval_loss" and dataset:  # model-index needs the dataset
                 evals.append(EvalResult(task_type=ctx["task"], dataset_type=dataset, dataset_name=dataset,
                                         metric_type="accuracy" if key.startswith("top") else key, metric_name=label,
                                         metric_value=metrics[key]))
     act = canonical_name(ctx["act"])
     data = ModelCardData(
         library_name=ctx["library_name"], license=license, pipeline_tag=ctx["pipeline_tag"],
-        tags=["hf-acts", act, "trainable-activation", kind], base_model=ctx["hub_base"],
+        tags=["hf-acts", act, "trainable-activation", kind], base_model=base_model,
+        base_model_relation=("adapter" if kind == "adapter" else "finetune") if base_model else None,
         datasets=[dataset] if dataset and dataset not in EMBEDDED else None,
         model_name=model_name if evals else None, eval_results=evals or None,
     )
     trained = f", trained for {metrics.get('steps')} steps on {EMBEDDED.get(dataset, dataset)}" if metrics else ""
+    origin = (f"It started from the pretrained weights of [`{base_model}`](https://huggingface.co/{base_model})."
+              if base_model else "Its weights were not initialised from pretrained ones.")
     summary = (f"`{model_name}` is a {ctx['library_name']} model whose activations were replaced with **{act}** by "
-               f"[hf-acts](https://github.com/hf-acts/hf-acts){trained}.")
+               f"[hf-acts](https://github.com/hf-acts/hf-acts){trained}. {origin}")
     return ModelCard.from_template(
         data, template_path=str(TEMPLATES / f"{kind}.md"), model_name=model_name, repo_id=repo_id, summary=summary,
         training_args=_args_table(args) if args else "", results_table=_table(results, ["metric", "value", "dataset"]),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from hf_acts.errors import empty_output_dir, json_object, run
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -23,45 +24,36 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("\ntransformers model types:", ", ".join(c.model_type for c in CONFIGS.values()))
 
 
-def _timm_model(name: str, **kwargs):
-    import timm
-
-    try:
-        return timm.create_model(name, **kwargs)
-    except (RuntimeError, ValueError) as e:
-        if "nknown" in str(e) and "model" in str(e):
-            unknown = kwargs.get("base_model", name)
-            raise SystemExit(f"hf-acts: unknown timm model {unknown!r} (hf-acts architectures need `import hf_acts` "
-                             "before timm.create_model; see `hf-acts list`)") from e
-        raise
-
-
 def cmd_swap(args: argparse.Namespace) -> None:
     """A pretrained model + an activation -> a saved (Hub-ready, untrained) folder with its card."""
     import hf_acts
     from hf_acts.cards import render_card
 
-    out = Path(args.output_dir)
+    out = empty_output_dir(args.output_dir)
     if args.library == "transformers":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(args.model)
         hf_acts.convert_glu(model, args.act, layers=args.layers)
+        base = None if Path(args.model).exists() else args.model
         model.save_pretrained(out)
         try:
             AutoTokenizer.from_pretrained(args.model).save_pretrained(out)
         except (OSError, ValueError):
             print(f"hf-acts: no tokenizer saved ({args.model} has none)", file=sys.stderr)
     else:
+        import timm
+
         swap = {"act": args.act, "target": args.target.split(","), "select": args.select, "exclude": args.exclude,
-                "last": args.last, "kwargs": json.loads(args.act_kwargs)}
+                "last": args.last, "kwargs": json_object(args.act_kwargs, "--act-kwargs")}
         kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
-        model = _timm_model("hf_acts_swapped", base_model=args.model, swaps=[swap], pretrained=args.pretrained,
-                            **kwargs)
+        model = timm.create_model("hf_acts_swapped", base_model=args.model, swaps=[swap], pretrained=args.pretrained,
+                                  **kwargs)
         for report in model.hf_acts_reports:
             print(report)
         hf_acts.save_timm_model(model, out)
-    render_card(out).save(out / "README.md")
+        base = model.pretrained_cfg.get("hf_hub_id") if args.pretrained else None
+    render_card(out, base_model=base).save(out / "README.md")
     print(f"saved to {out.resolve()}")
 
 
@@ -146,9 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def _main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     args.fn(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``hf-acts`` entry point: errors end in one line on stderr (``--debug`` shows the traceback)."""
+    run(_main, "hf-acts", argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
+from torch.optim import Optimizer
 
 from .registry import named_activations
 
@@ -39,3 +41,26 @@ def param_groups_weight_decay(
         else:
             decay.append(p)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+class ActivationAwareOptimizer:
+    """An optimizer factory for transformers' ``Trainer`` (and TRL trainers, its subclasses): the Trainer calls it
+    with the model it trains (after PEFT / distributed wrapping), so the groups of
+    :func:`param_groups_weight_decay` are built from the parameters that will actually be stepped. Use it through
+    :func:`trainer_optimizer`."""
+
+    def __call__(self, model: nn.Module, optimizer_cls: type[Optimizer] = torch.optim.AdamW,
+                 weight_decay: float = 0.0, **kwargs: Any) -> Optimizer:
+        return optimizer_cls(param_groups_weight_decay(model, weight_decay), **kwargs)
+
+
+def trainer_optimizer(args: Any, optimizer_cls: type[Optimizer] = torch.optim.AdamW) -> tuple[type, dict[str, Any]]:
+    """``Trainer(..., optimizer_cls_and_kwargs=trainer_optimizer(training_args))``: the Trainer's AdamW settings
+    (``learning_rate``, ``weight_decay``, betas, epsilon from ``TrainingArguments``) with activation parameters,
+    biases and norms kept out of weight decay. The Trainer's default groups would decay ``alpha``/``beta``
+    towards 0, away from their function-preserving init of 1."""
+    kwargs: dict[str, Any] = {"optimizer_cls": optimizer_cls, "lr": args.learning_rate,
+                              "weight_decay": args.weight_decay}
+    if issubclass(optimizer_cls, torch.optim.Adam | torch.optim.AdamW):
+        kwargs.update(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    return ActivationAwareOptimizer, kwargs

@@ -19,7 +19,13 @@ def validate_folder(folder: str | Path) -> str:
     folder = Path(folder)
     kind = folder_kind(folder)
     try:
-        if kind == "timm":
+        if kind == "adapter":  # the base model is on the Hub; check what the folder itself holds
+            from peft import PeftConfig
+            from safetensors.torch import load_file
+
+            PeftConfig.from_pretrained(folder)
+            load_file(folder / "adapter_model.safetensors")
+        elif kind == "timm":
             import timm
 
             timm.create_model(f"local-dir:{folder}", pretrained=True)

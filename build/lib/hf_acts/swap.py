@@ -14,39 +14,56 @@ from torch import nn
 
 from .registry import activation_name, get_activation, named_activations
 
-# class names (torch, timm, transformers) -> the base function they compute
-_BASE_BY_CLASS = {
-    "ReLU": "relu",
-    "SiLU": "silu",
-    "Swish": "silu",
-    "SiLUActivation": "silu",
-    "GELUActivation": "gelu",
-    "GELUTanh": "gelu_tanh",
-    "PytorchGELUTanh": "gelu_tanh",
-    "NewGELUActivation": "gelu_tanh",
-    "Mish": "mish",
-    "MishActivation": "mish",
+# (library, class name) -> the base function an instance computes with its default arguments; the one table behind
+# string targets, class targets and the function-preserving inits (each entry is checked numerically in the tests).
+# Keyed by class name within the library so that a class moved between a library's modules still matches.
+ACTIVATION_CLASSES: dict[tuple[str, str], str] = {
+    ("torch", "ReLU"): "relu",
+    ("torch", "LeakyReLU"): "leaky_relu",
+    ("torch", "SiLU"): "silu",
+    ("torch", "GELU"): "gelu",
+    ("torch", "Mish"): "mish",
+    ("timm", "Swish"): "silu",
+    ("timm", "GELU"): "gelu",
+    ("timm", "GELUTanh"): "gelu_tanh",
+    ("timm", "Mish"): "mish",
+    ("transformers", "SiLUActivation"): "silu",
+    ("transformers", "GELUActivation"): "gelu",
+    ("transformers", "GELUTanh"): "gelu_tanh",
+    ("transformers", "PytorchGELUTanh"): "gelu_tanh",
+    ("transformers", "NewGELUActivation"): "gelu_tanh",
+    ("transformers", "FastGELUActivation"): "gelu_tanh",
+    ("transformers", "MishActivation"): "mish",
 }
 
 Target = str | type[nn.Module] | Iterable[str | type[nn.Module]]
 
 
+def _class_base(cls: type) -> str | None:
+    return ACTIVATION_CLASSES.get((cls.__module__.split(".")[0], cls.__name__))
+
+
 def base_name(module: nn.Module) -> str | None:
-    """The name of the fixed activation ``module`` computes (``relu``, ``silu``, ``gelu``, ...)."""
-    cls = type(module).__name__
-    if cls == "GELU":
-        return "gelu_tanh" if getattr(module, "approximate", "none") == "tanh" else "gelu"
-    if cls == "LeakyReLU":
-        return "leaky_relu" if getattr(module, "negative_slope", None) == 0.01 else None
-    return _BASE_BY_CLASS.get(cls)
+    """The name of the fixed activation ``module`` computes (``relu``, ``silu``, ``gelu``, ...), or None."""
+    base = _class_base(type(module))
+    if base == "gelu" and getattr(module, "approximate", "none") == "tanh":
+        return "gelu_tanh"
+    if base == "leaky_relu" and module.negative_slope != 0.01:
+        return None
+    return base
 
 
 def _matches(module: nn.Module, targets: list[str | type[nn.Module]]) -> bool:
+    """A string matches by function (base name) or class name; a class matches its instances and every library
+    class that computes the same function (``nn.GELU`` matches timm's ``GELU`` and transformers'
+    ``GELUActivation``)."""
     for t in targets:
         if isinstance(t, str) and (base_name(module) == t or type(module).__name__ == t):
             return True
-        if isinstance(t, type) and isinstance(module, t):
-            return True
+        if isinstance(t, type):
+            function = _class_base(t)
+            if isinstance(module, t) or (function is not None and function == base_name(module)):
+                return True
     return False
 
 
@@ -97,12 +114,26 @@ class SwapReport:
         return "\n".join(rows)
 
 
+def _timm_input_size(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """``cfg["input_size"]`` corrected by what the built model holds: the first conv's input channels (``in_chans``)
+    and a fixed-size patch embedding's image size (``img_size``)."""
+    channels, *spatial = cfg["input_size"]
+    try:
+        channels = model.get_submodule(cfg.get("first_conv") or "").in_channels
+    except AttributeError:
+        pass
+    patch_embed = getattr(model, "patch_embed", None)
+    if getattr(patch_embed, "img_size", None) and not getattr(patch_embed, "dynamic_img_size", False):
+        spatial = list(patch_embed.img_size)
+    return (channels, *spatial)
+
+
 def example_inputs_for(model: nn.Module) -> Any:
     """A small example input when the model describes one (timm ``pretrained_cfg``, transformers
     ``dummy_inputs``), else None."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, Mapping) and cfg.get("input_size"):
-        return torch.randn(1, *cfg["input_size"])
+        return torch.randn(1, *_timm_input_size(model, cfg))
     dummy = getattr(model, "dummy_inputs", None)
     if isinstance(dummy, Mapping) and dummy:
         return dict(dummy)
@@ -166,7 +197,9 @@ def replace_activations(
         model: any built ``nn.Module`` (timm, transformers, torchvision, your own).
         new: a registry name (``hf_acts.list_activations()``) or class.
         target: which modules are candidates: a base name (``"relu"``, ``"silu"``, ``"gelu"``,
-            ``"gelu_tanh"``, ``"leaky_relu"``, ``"mish"``), a class name, a class, or several.
+            ``"gelu_tanh"``, ``"leaky_relu"``, ``"mish"``: every torch, timm and transformers class of
+            :data:`ACTIVATION_CLASSES` that computes it), a class name, a class (its instances and the
+            library classes computing the same function), or several.
         select / exclude: regular expressions searched in the module's qualified name.
         last: keep only the last ``last`` candidates in *forward* order (found with one forward
             pass, which also gives each site's channel count).

@@ -48,8 +48,9 @@ def prepare_output_dir(output_dir: str | Path, args: dict[str, Any], resume: boo
                              "--output-dir")
         if not resume:
             raise ValueError(f"{out} already holds this run; pass --resume to continue it or use another --output-dir")
-    elif resume and out.exists() and any(out.iterdir()):
-        raise ValueError(f"--resume: {out} has no {ARGS_FILE}, it is not a run folder")
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{'--resume: ' if resume else ''}{out} holds files but no {ARGS_FILE}: it is not a "
+                              "run folder; use another --output-dir")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
