@@ -162,3 +162,32 @@ def test_grad_checkpointing_gives_the_same_gradients(name):
     assert grads[0].keys() == grads[1].keys()
     for key in grads[0]:
         torch.testing.assert_close(grads[1][key], grads[0][key], rtol=1e-4, atol=1e-5)
+
+
+EXPORTED = ["resnet8_cifar_adrelu", "resnet8_cifar_dyrelu", "vit_tiny_patch16_224_fles", "resnet18_dynact",
+            "vit_tiny_patch16_224_aiec"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPORTED)
+def test_torch_export_in_eval_mode(name):
+    model = build(name).eval()
+    x = input_for(model, batch=1)
+    program = torch.export.export(model, (x,))
+    assert not any("hf_acts" in str(n.target) for n in program.graph.nodes)  # decomposed to aten ops
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet8_cifar_adrelu", "vit_tiny_patch16_224_fles"])
+def test_onnx_export_matches_onnxruntime(name, tmp_path):
+    import onnxruntime as ort
+
+    model = build(name).eval()
+    x = input_for(model, batch=1)
+    torch.onnx.export(model, (x,), tmp_path / "model.onnx", dynamo=True)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(x), rtol=1e-4, atol=1e-5)
