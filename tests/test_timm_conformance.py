@@ -124,8 +124,12 @@ def test_torchscript(name):
         model = timm.create_model(name, num_classes=7).eval()
     scripted = torch.jit.script(model)
     x = input_for(model, batch=1)
+    _, eval_nodes = get_graph_node_names(model, tracer_kwargs=TRACER)
+    fx_scripted = torch.jit.script(create_feature_extractor(model, return_nodes=[eval_nodes[-1]],
+                                                            tracer_kwargs=TRACER))  # FX graph, then TorchScript
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fx_scripted(x)[eval_nodes[-1]], model(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", PARAMS)

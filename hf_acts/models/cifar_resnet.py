@@ -5,8 +5,6 @@
 head. With 100 classes ResNet-8 has 83,892 parameters and ResNet-32 472,756 (ADReLU paper, Table 5).
 """
 
-from __future__ import annotations
-
 import torch
 from timm.layers import create_classifier, get_act_layer
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model

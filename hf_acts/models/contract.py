@@ -15,6 +15,8 @@ EXCEPTIONS: dict[str, dict[str, str]] = {
         "features_only": "an MLP on flattened signals has no spatial feature maps (no feature_info); "
                          "features_only=True raises",
         "forward_intermediates": "no feature stages: the hidden layers are vectors",
+        "default_cfgs": "timm's default-cfg checks expect spatial (4-D) features and a pool_size; the MLP's features "
+                        "are vectors",
         "in_chans": "the first layer is a Linear over the flattened signal: in_chans other than 1 changes its width, "
                     "so timm cannot adapt pretrained weights to it and re-initialises that layer (with a warning)",
     },

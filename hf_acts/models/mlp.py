@@ -1,8 +1,6 @@
 """A plain MLP as a timm model: the fully connected case study of the ADReLU paper (Table 6) and the
 MNIST-1D / depth-scaling experiments of dynActivation. Input of any shape is flattened."""
 
-from __future__ import annotations
-
 import torch
 from timm.layers import get_act_layer
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model

@@ -114,7 +114,7 @@ class SwapReport:
         return "\n".join(rows)
 
 
-def _timm_input_size(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[int, ...]:
+def timm_input_size(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[int, ...]:
     """``cfg["input_size"]`` corrected by what the built model holds: the first conv's input channels (``in_chans``)
     and a fixed-size patch embedding's image size (``img_size``)."""
     channels, *spatial = cfg["input_size"]
@@ -133,7 +133,7 @@ def example_inputs_for(model: nn.Module) -> Any:
     ``dummy_inputs``), else None."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, Mapping) and cfg.get("input_size"):
-        return torch.randn(1, *_timm_input_size(model, cfg))
+        return torch.randn(1, *timm_input_size(model, cfg))
     dummy = getattr(model, "dummy_inputs", None)
     if isinstance(dummy, Mapping) and dummy:
         return dict(dummy)

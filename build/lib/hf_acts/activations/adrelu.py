@@ -49,13 +49,13 @@ def adrelu_threshold(x: torch.Tensor, qkv_weight: torch.Tensor, dw_weight: torch
                      eps_norm: float) -> torch.Tensor:
     """``tau = f(x)`` (Eqs. 2-6) in PyTorch ops, parameters cast to ``x``'s dtype: the reference formula, the plain
     path, and what the CUDA op's backward recomputes."""
-    w = lambda p: p.to(x.dtype)  # noqa: E731
-    padding = (dw_weight.shape[2] // 2, dw_weight.shape[3] // 2)
-    z = F.conv2d(adrelu_attention(x, qkv_weight, groups, head_dim, eps), w(dw_weight), padding=padding,
+    dtype = x.dtype
+    padding = [dw_weight.shape[2] // 2, dw_weight.shape[3] // 2]
+    z = F.conv2d(adrelu_attention(x, qkv_weight, groups, head_dim, eps), dw_weight.to(dtype), padding=padding,
                  groups=x.shape[1])  # Eq. 3
-    z = F.group_norm(z, norm_groups, w(norm_dw_weight), w(norm_dw_bias), eps_dw)  # Eq. 4
-    t = grouped_pointwise(z, w(proj_weight), groups)  # Eq. 5
-    return F.group_norm(t, groups, w(norm_weight), w(norm_bias), eps_norm)  # Eq. 6
+    z = F.group_norm(z, norm_groups, norm_dw_weight.to(dtype), norm_dw_bias.to(dtype), eps_dw)  # Eq. 4
+    t = grouped_pointwise(z, proj_weight.to(dtype), groups)  # Eq. 5
+    return F.group_norm(t, groups, norm_weight.to(dtype), norm_bias.to(dtype), eps_norm)  # Eq. 6
 
 
 class _Maximum(torch.autograd.Function):
@@ -163,12 +163,20 @@ class ADReLU(LazyChannels):
         GEMM and depthwise-conv kernels are 8-10x slower than float32 ones here (project decision)."""
         self._check_spatial(x)
         dtype = x.dtype
-        if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        if x.device.type == "cpu" and (dtype == torch.bfloat16 or dtype == torch.float16):
             x = x.float()
-        params, config = self.parameters_and_config()
-        return adrelu_threshold(x, *params, *config).to(dtype)
+        return adrelu_threshold(x, self.qkv.weight, self.dw.weight, self.norm_dw.weight, self.norm_dw.bias,
+                                self.proj.weight, self.norm.weight, self.norm.bias, self.groups, self.head_dim,
+                                self.norm_groups, self.eps, self.norm_dw.eps, self.norm.eps).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript: the plain path (Eqs. 1-6 in PyTorch ops)
+            x4 = to_nchw(x)
+            return from_nchw(torch.maximum(x4, self.threshold(x4)), x)
+        return self._forward(x)
+
+    @torch.jit.unused
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x4 = to_nchw(x)
         self._check_spatial(x4)

@@ -112,6 +112,12 @@ class AIEC(LazyChannels):
         return aux, (gated / gate.sum(-1).clamp_min(1)).mean().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript: the inference path (Alg. 2), the threshold only
+            return torch.where(x > self.tau, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return self._forward(x)
+
+    @torch.jit.unused
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         y = torch.where(x > self.tau, x, torch.zeros((), dtype=x.dtype, device=x.device))  # Eq. 1
         if self.training and self.targets is not None:

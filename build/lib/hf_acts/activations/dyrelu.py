@@ -54,8 +54,9 @@ class DyReLU(LazyChannels):
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        pooled = {4: lambda t: t.mean((2, 3)), 3: lambda t: t.mean(1), 2: lambda t: t}[x.ndim](x)
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        pooled = x.mean((2, 3)) if x.ndim == 4 else (x.mean(1) if x.ndim == 3 else x)
         theta = 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled)))) - 1.0
         coefs = theta.view(x.shape[0], -1, 2 * self.k) * self.lambdas + self.init_v  # (B, C, 2K)
         coefs = coefs.to(x.dtype)

@@ -12,7 +12,14 @@ from ..ops import dispatch
 from ..ops import fles as fles_op
 from ._base import LazyChannels
 
-GATES = {"silu": torch.sigmoid, "gelu": lambda t: 0.5 * (1.0 + torch.erf(t * (1.0 / math.sqrt(2.0))))}
+GATES = ("silu", "gelu")
+
+
+def gate(t: torch.Tensor, base: str) -> torch.Tensor:
+    """``rho``: the sigmoid (``base="silu"``) or the normal CDF (``base="gelu"``); TorchScript compiles it."""
+    if base == "silu":
+        return torch.sigmoid(t)
+    return 0.5 * (1.0 + torch.erf(t * (1.0 / math.sqrt(2.0))))
 
 
 class FleS(LazyChannels):
@@ -72,28 +79,33 @@ class FleS(LazyChannels):
         """``(k_ve, k_ho)``, each shaped to broadcast against ``x``."""
         pos = x.clamp_min(0)
         count = (x > 0).to(x.dtype)
-        dims = {4: (2, 3), 3: (1,), 2: ()}[x.ndim]
+        dims: list[int] = [2, 3] if x.ndim == 4 else ([1] if x.ndim == 3 else [])
         if self.proto:  # FleS-Proto: one statistic per channel over the batch
-            dims = (0, *dims)
-        if dims:
+            dims = [0] + dims
+        if len(dims) > 0:
             pos, count = pos.sum(dims), count.sum(dims)
         m = pos / (count + self.eps)  # positive channel mean m_c
         if self.proto:
             m = m.unsqueeze(0)
         k = 1.0 + torch.tanh(self.fc2(F.relu(self.fc1(m))))
-        k_ve, k_ho = k.chunk(2, dim=-1)
-        shape = {4: (k.shape[0], -1, 1, 1), 3: (k.shape[0], 1, -1), 2: (k.shape[0], -1)}[x.ndim]
-        return k_ve.reshape(shape), k_ho.reshape(shape)
+        k_ve, k_ho = k[..., :self.channels], k[..., self.channels:]
+        if x.ndim == 4:
+            return k_ve[:, :, None, None], k_ho[:, :, None, None]
+        if x.ndim == 3:
+            return k_ve[:, None, :], k_ho[:, None, :]
+        return k_ve, k_ho
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        # vectors (B, C) stay on the plain path: one position per channel leaves nothing to fuse, the coefficient
-        # MLP on (B, 2C) matrices is the whole cost, and autograd runs it faster than the manual backward
-        if x.ndim > 2 and not self.proto and dispatch.fused(x, "fles"):
-            return fles_op.fles(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.base,
-                                self.eps)[0]
+        if not torch.jit.is_scripting():  # TorchScript compiles only the plain path below
+            self._check_input(x)
+            # vectors (B, C) stay on the plain path: one position per channel leaves nothing to fuse, the
+            # coefficient MLP on (B, 2C) matrices is the whole cost, and autograd runs it faster than the manual
+            # backward
+            if x.ndim > 2 and not self.proto and dispatch.fused(x, "fles"):
+                return fles_op.fles(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.base,
+                                    self.eps)[0]
         k_ve, k_ho = self.coefficients(x)
-        return k_ve * GATES[self.base](k_ho * x) * x
+        return k_ve * gate(k_ho * x, self.base) * x
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, base={self.base!r}, reduction={self.reduction}, proto={self.proto}"

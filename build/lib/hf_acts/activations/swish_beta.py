@@ -54,10 +54,11 @@ class SwishBeta(LazyChannels):
         self.beta = nn.Parameter(torch.full((channels,), self.beta_init))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.per_channel:
-            self._check_input(x)
-        if dispatch is not None and dispatch.fused(x, "pointwise"):
-            return pointwise.swish_beta(x, self.beta)
+        if not torch.jit.is_scripting():  # TorchScript compiles only the plain formula below
+            if self.per_channel:
+                self._check_input(x)
+            if dispatch is not None and dispatch.fused(x, "pointwise"):
+                return pointwise.swish_beta(x, self.beta)
         beta = self.beta if self.per_channel else self.beta.view(())
         beta = beta.view(-1, 1, 1) if self.per_channel and x.ndim == 4 else beta
         return x * torch.sigmoid(beta * x)

@@ -18,20 +18,26 @@ from typing import Any
 import timm
 import torch
 from safetensors.torch import save_file
-from timm.layers import create_act
+from timm.layers import create_act, register_notrace_module
 from timm.models import build_model_with_cfg, get_pretrained_cfg, register_model
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models._features import FeatureGetterNet
 from torch import nn
 
 from ..registry import ACTIVATIONS, canonical_name, get_activation
-from ..swap import SwapReport, activation_state_keys, replace_activations
+from ..swap import SwapReport, activation_state_keys, replace_activations, timm_input_size
 
 SWAP_KEYS = ("act", "target", "select", "exclude", "last", "kwargs")
 
+for _cls in ACTIVATIONS.values():  # FX (torchvision feature extraction, timm's FX tests) keeps them as leaf modules
+    register_notrace_module(_cls)
+
 
 def example_input(model: nn.Module, max_size: int = 64) -> torch.Tensor:
-    """A one-image input for tracing sites: the model's input size, capped at ``max_size`` px unless fixed."""
+    """A one-image input for tracing sites: the model's input size (with its ``in_chans``), capped at ``max_size``
+    px unless fixed."""
     cfg = model.pretrained_cfg
-    c, h, w = cfg.get("input_size", (3, 224, 224))
+    c, h, w = timm_input_size(model, {"input_size": (3, 224, 224), **cfg})
     if not cfg.get("fixed_input_size", False):
         h, w = min(h, max_size), min(w, max_size)
     return torch.randn(1, c, h, w)
@@ -96,10 +102,26 @@ def create_swapped(
     if pretrained_cfg is None:
         pretrained_cfg = get_pretrained_cfg(variant) or base_pretrained_cfg(base_model, variant)
     builder = functools.partial(_build_swapped, base_model, [dict(s) for s in swaps], pretrained)
-    return build_model_with_cfg(
+    features = kwargs.get("features_only") and kwargs.get("feature_cls", "getter") == "getter"
+    feature_kwargs = {k: kwargs.pop(k) for k in ("features_only", "feature_cls", "out_indices", "output_fmt", "norm")
+                      if k in kwargs} if features else {}
+    model = build_model_with_cfg(
         builder, variant, pretrained, pretrained_cfg=pretrained_cfg, pretrained_filter_fn=checkpoint_filter_fn,
         **kwargs,
     )
+    return features_model(model, **feature_kwargs) if features else model
+
+
+def features_model(model: nn.Module, out_indices: int | Sequence[int] | None = None, output_fmt: str = "NCHW",
+                   norm: bool = False, **_: Any) -> nn.Module:
+    """``features_only=True`` for a swapped model: timm's ``FeatureGetterNet`` over the base architecture's own
+    ``forward_intermediates`` (a swap changes activations, not where the features are), so every base family
+    with timm's intermediates API works, whatever feature wrapper its own builder uses. Default: the last
+    ``min(5, len(feature_info))`` features."""
+    out_indices = min(5, len(model.feature_info)) if out_indices is None else out_indices
+    net = FeatureGetterNet(model, out_indices=out_indices, output_fmt=output_fmt, norm=norm)
+    net.pretrained_cfg = net.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    return net
 
 
 @register_model

@@ -8,8 +8,9 @@ head. With 100 classes ResNet-8 has 83,892 parameters and ResNet-32 472,756 (ADR
 from __future__ import annotations
 
 import torch
-from timm.layers import SelectAdaptivePool2d, get_act_layer
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import create_classifier, get_act_layer
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from torch import nn
 
 __all__ = ["CifarResNet"]
@@ -64,21 +65,57 @@ class CifarResNet(nn.Module):
             in_chs = chs
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = in_chs
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(in_chs, num_classes) if num_classes else nn.Identity()
+        self.global_pool, self.fc = create_classifier(in_chs, num_classes, pool_type=global_pool)
         self.feature_info = [dict(num_chs=c, reduction=2**i, module=f"stages.{i}") for i, c in enumerate(channels)]
+        self.grad_checkpointing = False
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^conv1|bn1", blocks=r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
         self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False, stop_early: bool = False,
+        output_fmt: str = "NCHW", intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's intermediates API: the outputs of the stages in ``indices`` (last n if int, all if None)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        x = self.act1(self.bn1(self.conv1(x)))
+        intermediates = []
+        stages = self.stages if not stop_early else self.stages[:max_index + 1]
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.act1(self.bn1(self.conv1(x))))
+        x = self.act1(self.bn1(self.conv1(x)))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.stages, x)
+        return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -103,7 +140,8 @@ default_cfgs = generate_default_cfgs({"resnet8_cifar": _cfg(), "resnet32_cifar":
 
 
 def _create(variant: str, depth: int, pretrained: bool = False, **kwargs) -> CifarResNet:
-    return build_model_with_cfg(CifarResNet, variant, pretrained, depth=depth, **kwargs)
+    return build_model_with_cfg(CifarResNet, variant, pretrained, depth=depth,
+                                feature_cfg=dict(out_indices=(0, 1, 2), feature_cls="getter"), **kwargs)
 
 
 @register_model

@@ -69,4 +69,7 @@ default_cfgs = generate_default_cfgs({
 @register_model
 def mlp_mnist1d(pretrained: bool = False, **kwargs) -> MLP:
     """40 -> 512 -> 256 -> 128 -> classes, for MNIST-1D signals shaped (1, 1, 40)."""
+    if kwargs.get("features_only"):
+        raise ValueError("mlp_mnist1d has no spatial feature maps: features_only=True is not supported "
+                         "(hf_acts.models.contract)")
     return build_model_with_cfg(MLP, "mlp_mnist1d", pretrained, **kwargs)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ._base import LazyChannels
-from .bases import BASE_ACTIVATIONS, get_base
+from .bases import apply_base, get_base
 
 try:
     from hf_acts.ops import dispatch, pointwise  # absolute: transformers copies relative imports beside the file
@@ -19,7 +19,7 @@ DYN_BASES = ("relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish")
 def dynact_formula(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, base: str) -> torch.Tensor:
     """The abstract's formula in PyTorch ops: the reference, and the path wherever no op runs
     (see :mod:`hf_acts.ops.dispatch`)."""
-    return torch.addcmul(beta * x, BASE_ACTIVATIONS[base](x), alpha - beta)
+    return torch.addcmul(beta * x, apply_base(x, base), alpha - beta)
 
 
 def use_op(x: torch.Tensor) -> bool:
@@ -83,10 +83,11 @@ class DynActivation(LazyChannels):
         return p.view(-1, 1, 1) if x.ndim == 4 else p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.per_channel:
-            self._check_input(x)
-        if use_op(x):
-            return pointwise.dynact(x, self.alpha, self.beta, self.base)
+        if not torch.jit.is_scripting():  # TorchScript compiles only the plain formula below
+            if self.per_channel:
+                self._check_input(x)
+            if use_op(x):
+                return pointwise.dynact(x, self.alpha, self.beta, self.base)
         return dynact_formula(x, self._coefficient(self.alpha, x), self._coefficient(self.beta, x), self.base)
 
     def extra_repr(self) -> str:
