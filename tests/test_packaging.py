@@ -1,5 +1,6 @@
 """A wheel install works on its own: templates shipped as package data, remote code written from the package."""
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,7 +17,14 @@ def wheel_python(tmp_path_factory) -> Path:
     """A fresh virtualenv holding the built wheel; the dev environment's packages (torch, timm, ...) reused through
     a ``.pth`` line, without its editable hf-acts."""
     tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+    source = tmp / "source"  # a copy: setuptools writes build/ beside the sources
+    source.mkdir()
+    for part in ("pyproject.toml", "setup.py", "README.md", "hf_acts", "model_cards"):
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / part, source / part)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp / "dist")], check=True, capture_output=True)
     (wheel,) = (tmp / "dist").glob("hf_acts-*.whl")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], check=True)

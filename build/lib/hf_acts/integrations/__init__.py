@@ -1,1 +1,0 @@
-"""Thin bridges from the hf-acts registry into timm and transformers."""
