@@ -97,15 +97,6 @@ def model_spec(args: argparse.Namespace, num_classes: int, in_chans: int) -> tup
     return name, kwargs
 
 
-def build_model(args: argparse.Namespace, name: str, kwargs: dict) -> torch.nn.Module:
-    try:
-        return timm.create_model(name, pretrained=args.pretrained, **kwargs)
-    except RuntimeError as e:
-        if "Unknown model" in str(e):
-            raise ValueError(f"unknown model {args.model!r}: not a timm or hf-acts model (`hf-acts list`)") from e
-        raise
-
-
 def make_transforms(model: torch.nn.Module, data, args: argparse.Namespace):
     """Batch transforms from timm's data config (images) or a reshape (MNIST-1D vectors)."""
     if data.is_vector:
@@ -160,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.max_eval_samples:
         data.eval = data.eval.select(range(min(args.max_eval_samples, len(data.eval))))
     name, kwargs = model_spec(args, len(data.label_names), in_chans=1 if data.is_vector else 3)
-    model = build_model(args, name, kwargs)
+    model = timm.create_model(name, pretrained=args.pretrained, **kwargs)  # unknown names: hf_acts.errors reports
     reports = getattr(model, "hf_acts_reports", [])
     train_tf, eval_tf, data_cfg = make_transforms(model, data, args)
     if args.lora_r:

@@ -141,22 +141,6 @@ def _transformers_context(folder: Path) -> dict[str, Any]:
 
 
 BASE_SPEC = "hf_acts_base.json"  # beside a timm adapter: the ``timm.create_model`` call of the model it adapts
-LM_ADAPTER_USAGE = """import hf_acts  # the activation classes the adapter's trained modules need
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-base = AutoModelForCausalLM.from_pretrained("{base}")
-base = {conversion}
-model = PeftModel.from_pretrained(base, "{repo_id}")
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
-merged = model.merge_and_unload()  # a plain hf-acts model; the trained activations are kept"""
-TIMM_ADAPTER_USAGE = """import hf_acts  # registers the hf-acts architectures and activations with timm
-import timm
-from peft import PeftModel
-
-base = timm.create_model({call}, pretrained=True)
-model = PeftModel.from_pretrained(base, "{repo_id}")
-merged = model.merge_and_unload()  # a plain timm model; the trained activations and head are kept"""
 
 
 def _adapter_context(folder: Path) -> dict[str, Any]:
@@ -169,22 +153,21 @@ def _adapter_context(folder: Path) -> dict[str, Any]:
     spec = _read(folder, BASE_SPEC)
     if spec:  # timm
         call = ", ".join([repr(spec["model_name"])] + [f"{k}={v!r}" for k, v in spec["kwargs"].items()])
-        base = args.get("model", spec["model_name"])
-        base = base.removeprefix("hf-hub:") if base.startswith("hf-hub:") else (
-            None if ":" in base or Path(base).exists() else config.get("base_model_name_or_path"))
+        model = args.get("model", spec["model_name"])
         ctx = {"act": spec["activation"], "base_row": f"`timm.create_model({call}, pretrained=True)`",
-               "usage": TIMM_ADAPTER_USAGE.format(call=call, repo_id="{repo_id}"), "library_bibtex": TIMM_BIBTEX,
-               "pipeline_tag": "image-classification", "task": "image-classification", "weights": base}
+               "timm_call": call, "library_bibtex": TIMM_BIBTEX, "pipeline_tag": "image-classification",
+               "task": "image-classification",
+               "weights": model.removeprefix("hf-hub:") if model.startswith("hf-hub:") else None}
     else:
         options = {"mode": args.get("mlp_mode", "gate"), "layers": args.get("layers"),
                    "beta_init": args.get("dynact_beta_init", 0.0)}
         conversion = "hf_acts.convert_glu(" + ", ".join(
             ["base", '"dynactglu"'] + [f"{k}={v!r}" for k, v in options.items()]) + ")"
         base = config.get("base_model_name_or_path")
-        ctx = {"act": "dynactglu", "base_row": f"`{base}`, converted with `{conversion}`",
-               "usage": LM_ADAPTER_USAGE.format(base=base, conversion=conversion, repo_id="{repo_id}"),
-               "library_bibtex": TRANSFORMERS_BIBTEX, "pipeline_tag": "text-generation", "task": "text-generation",
-               "weights": base}
+        ctx = {"act": "dynactglu", "base_model": base, "base_row": f"`{base}`, converted with `{conversion}`",
+               "conversion": conversion,
+               "timm_call": None, "library_bibtex": TRANSFORMERS_BIBTEX, "pipeline_tag": "text-generation",
+               "task": "text-generation", "weights": base}
     return {**ctx, "lora_r": config["r"], "lora_alpha": config["lora_alpha"],
             "lora_targets": len(config["target_modules"]), "lora_params": f"{lora:,}",
             "saved_modules": f"{len(config['modules_to_save'])} modules (activations, classifier head)",
@@ -222,8 +205,6 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
     model_name = repo_id.split("/")[-1]
     dataset = args.get("dataset")
     base_model = base_model or _started_from(folder, kind, args, ctx.pop("weights"))
-    if "usage" in ctx:
-        ctx["usage"] = ctx["usage"].replace("{repo_id}", repo_id)
     results, evals = [], []
     metric_names = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "perplexity": "perplexity",
                     "eval_loss": "eval loss"}

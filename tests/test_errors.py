@@ -100,7 +100,7 @@ def test_offline_and_finetune_errors_are_one_line(tmp_path):
           "--output-dir", "out2"], "hf-acts", "not in the local cache"),
         ([vision, "--dataset", "uoft-cs/cifar100", "--model", "resnet8_cifar_adrelu", "--output-dir", "run0"],
          "vision.py", "cannot load 'uoft-cs/cifar100'"),
-        ([vision, "--model", "resnet_nope", "--output-dir", "run1"], "vision.py", "unknown model 'resnet_nope'"),
+        ([vision, "--model", "resnet_nope", "--output-dir", "run1"], "vision.py", "unknown timm model 'resnet_nope'"),
         ([vision, "--model", "resnet8_cifar", "--act", "fles", "--act-kwargs", "{x", "--output-dir", "run2"],
          "vision.py", "--act-kwargs is not valid JSON"),
         ([lm, "--model", "Qwen/Qwen3-0.6B", "--max-steps", "1", "--output-dir", "run3"], "lm.py",

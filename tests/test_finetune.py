@@ -99,7 +99,7 @@ def test_lm_tiny_end_to_end_and_reload(lm_run):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--model", "resnet_nope"], "unknown model 'resnet_nope'"),
+    (["--model", "resnet_nope"], r"Unknown model \(resnet_nope\)"),  # timm's error; the CLI line: test_errors
     (["--label-column", "klass"], "label column 'klass' not in dataset 'digits'"),
     (["--act", "fles", "--select", "nothing_matches"], "no module matches"),
     (["--dataset", "no-such-org/no-such-dataset"], "cannot load dataset 'no-such-org/no-such-dataset'"),

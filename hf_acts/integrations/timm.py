@@ -103,8 +103,11 @@ def create_swapped(
         pretrained_cfg = get_pretrained_cfg(variant) or base_pretrained_cfg(base_model, variant)
     builder = functools.partial(_build_swapped, base_model, [dict(s) for s in swaps], pretrained)
     features = kwargs.get("features_only") and kwargs.get("feature_cls", "getter") == "getter"
-    feature_kwargs = {k: kwargs.pop(k) for k in ("features_only", "feature_cls", "out_indices", "output_fmt", "norm")
-                      if k in kwargs} if features else {}
+    feature_kwargs = {}
+    if features:  # other feature_cls values go to timm's own wrapping in build_model_with_cfg
+        kwargs.pop("features_only")
+        kwargs.pop("feature_cls", None)
+        feature_kwargs = {k: kwargs.pop(k) for k in ("out_indices", "output_fmt", "norm") if k in kwargs}
     model = build_model_with_cfg(
         builder, variant, pretrained, pretrained_cfg=pretrained_cfg, pretrained_filter_fn=checkpoint_filter_fn,
         **kwargs,
@@ -113,7 +116,7 @@ def create_swapped(
 
 
 def features_model(model: nn.Module, out_indices: int | Sequence[int] | None = None, output_fmt: str = "NCHW",
-                   norm: bool = False, **_: Any) -> nn.Module:
+                   norm: bool = False) -> nn.Module:
     """``features_only=True`` for a swapped model: timm's ``FeatureGetterNet`` over the base architecture's own
     ``forward_intermediates`` (a swap changes activations, not where the features are), so every base family
     with timm's intermediates API works, whatever feature wrapper its own builder uses. Default: the last
