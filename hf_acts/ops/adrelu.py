@@ -71,15 +71,17 @@ def adrelu_backward(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w:
 def adrelu_backward_cuda(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor,
                          proj: Tensor, norm_w: Tensor, norm_b: Tensor, groups: int, head_dim: int, norm_groups: int,
                          eps: float, eps_dw: float, eps_norm: float) -> list[Tensor]:
-    """Recompute Eqs. 2-6 with autograd (the plain formula) and backpropagate ``max``'s split of ``grad``."""
+    """Recompute Eqs. 2-6 (the plain formula) and backpropagate ``max``'s split of ``grad``. A kernel runs below
+    the autograd dispatch key, where ``torch.autograd.grad`` sees no graph: ``torch.func.vjp`` differentiates there."""
     from ..activations.adrelu import adrelu_threshold
 
-    weights = [qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b]
-    with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
-        leaves = [t.detach().requires_grad_() for t in (x, *weights)]
-        tau = adrelu_threshold(*leaves, groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
-        y = torch.where(leaves[0] > tau, leaves[0], tau)  # ties go to tau, as on the CPU
-        return list(torch.autograd.grad(y, leaves, grad))
+    def forward(x: Tensor, *weights: Tensor) -> Tensor:
+        tau = adrelu_threshold(x, *weights, groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
+        return torch.where(x > tau, x, tau)  # ties go to tau, as on the CPU
+
+    with torch.autocast(x.device.type, enabled=False):
+        _, vjp = torch.func.vjp(forward, x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b)
+        return list(vjp(grad))
 
 
 @adrelu_backward.register_fake
