@@ -6,6 +6,8 @@ import torch
 from conftest import ran_op, randomize_
 
 from hf_acts import ADReLU, DynActGLU, DynActivation, FleS, SwishBeta
+from hf_acts.activations._base import from_nchw, to_nchw
+from hf_acts.activations.adrelu import adrelu_threshold
 from hf_acts.ops import adrelu as adrelu_op
 from hf_acts.ops import dispatch, pointwise
 from hf_acts.ops import fles as fles_op
@@ -138,6 +140,16 @@ def test_cuda_modules_run_the_triton_ops_and_match_the_plain_formula(monkeypatch
         y = module(x)
     want = (y, *torch.autograd.grad(y.float().sum(), (x, *module.parameters())))
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=3e-2, atol=3e-2)
+    if op == "adrelu" and dtype != torch.float32:
+        # max(x, tau) sends each gradient to x or to tau; where bf16 rounding of tau (a chain of five layers, the
+        # Triton path keeping float32 inside) can flip that choice, the input gradient is compared nowhere and the
+        # weight gradients, sums over those choices, loosely (as tests/test_triton.py does for the kernels alone)
+        params, config = module.parameters_and_config()
+        x4 = to_nchw(x.detach().double())
+        tau = from_nchw(adrelu_threshold(x4, *(p.double() for p in params), *config), x)
+        decided = (x.double() - tau).abs() > 3e-2 * (1 + tau.abs())
+        got, want = (got[0], got[1][decided], *got[2:]), (want[0], want[1][decided], *want[2:])
+        tol = dict(rtol=6e-2, atol=6e-2)
     for a, b in zip(got, want, strict=True):
         scale = max(1.0, b.abs().max().item())
         torch.testing.assert_close(a.float() / scale, b.float() / scale, **tol)

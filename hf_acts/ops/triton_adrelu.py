@@ -65,13 +65,14 @@ def attention(qkv: torch.Tensor, groups: int, head_dim: int, eps: float) -> torc
 def norm_max(x: torch.Tensor, t: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
              ) -> torch.Tensor:
     """``max(x, GroupNorm(t))`` (Eqs. 6 and 1); ties go to tau, as on the CPU."""
+    x = x.contiguous()  # tokens arrive as a transposed (B, C, 1, N) view; y is written densely
     b, c, h, w = x.shape
     p = h * w
     var, mean = torch.var_mean(t.reshape(b, groups, -1).float(), dim=-1, correction=0)
     rstd = torch.rsqrt(var + eps)
     y = torch.empty_like(x)
     block = min(triton.next_power_of_2(p), 1024)
-    norm_max_kernel[(b * c, triton.cdiv(p, block))](x.contiguous(), t.contiguous(), y, mean, rstd,
+    norm_max_kernel[(b * c, triton.cdiv(p, block))](x, t.contiguous(), y, mean, rstd,
                                                    weight.contiguous(), bias.contiguous(), c, p, c // groups, groups,
                                                    BLOCK=block)
     return y
