@@ -14,7 +14,10 @@ from .activations import (
     reset_aiec_counters,
 )
 from .integrations.timm import save_timm_model  # registers hf_acts_swapped
-from .integrations.transformers import convert_glu  # registers the causal-LM family and ACT2FN names
+from .integrations.transformers import (  # registers the causal-LM family, swapped families and ACT2FN names
+    convert_glu,
+    create_transformers_model,
+)
 from .kernel_hub import mark_kernel_layers
 from .lora import peft_config
 from .param_groups import activation_parameter_names, param_groups_weight_decay, trainer_optimizer
@@ -39,6 +42,7 @@ __all__ = [
     "aiec_targets",
     "convert_glu",
     "create_activation",
+    "create_transformers_model",
     "get_activation",
     "list_activations",
     "param_groups_weight_decay",

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .activations._base import ChannelsLast
 from .registry import activation_name, get_activation, named_activations
 
 # (library, class name) -> the base function an instance computes with its default arguments; the one table behind
@@ -79,6 +80,8 @@ class SwapRecord:
     params_added: int
     function_preserving: bool
     calls: int = 1
+    kwargs: dict[str, Any] = field(default_factory=dict)  # what the new module was built with
+    channels_last: bool = False  # a (B, H, W, C) map: the module sits in a ChannelsLast wrapper
 
 
 @dataclass
@@ -129,30 +132,46 @@ def timm_input_size(model: nn.Module, cfg: Mapping[str, Any]) -> tuple[int, ...]
 
 
 def example_inputs_for(model: nn.Module) -> Any:
-    """A small example input when the model describes one (timm ``pretrained_cfg``, transformers
-    ``dummy_inputs``), else None."""
+    """A small example input when the model describes one (timm ``pretrained_cfg``; transformers models: their
+    ``main_input_name`` sized from the config, see :func:`~hf_acts.integrations.transformers.modeling_hf_acts.
+    example_inputs`), else None."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, Mapping) and cfg.get("input_size"):
         return torch.randn(1, *timm_input_size(model, cfg))
-    dummy = getattr(model, "dummy_inputs", None)
-    if isinstance(dummy, Mapping) and dummy:
-        return dict(dummy)
+    if _is_transformers_model(model):
+        from .integrations.transformers.modeling_hf_acts import example_inputs
+
+        return example_inputs(model)
     return None
 
 
+def _is_transformers_model(model: nn.Module) -> bool:
+    from transformers import PreTrainedModel
+
+    return isinstance(model, PreTrainedModel)
+
+
 def _trace_sites(model: nn.Module, names: list[str], example_inputs: Any) -> dict[str, dict[str, Any]]:
-    """One forward pass: for each site, its first-call order, input shape, dtype, device, calls."""
+    """One forward pass: for each site, its first-call order, input shapes, the first input, and whether that input
+    is a channels-last map (a 4-D output of an ``nn.Linear``, as between the Linear layers of a ConvNeXt block)."""
     seen: dict[str, dict[str, Any]] = {}
     modules = dict(model.named_modules())
+    linear_maps: set[int] = set()  # data pointers of 4-D nn.Linear outputs
+
+    def linear_output(_mod: nn.Module, _args: tuple, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.ndim == 4:
+            linear_maps.add(out.data_ptr())
 
     def hook(name: str):
         def record(_mod: nn.Module, args: tuple) -> None:
             x = args[0]
-            info = seen.setdefault(name, {"order": len(seen), "shapes": [], "x": x})
+            info = seen.setdefault(name, {"order": len(seen), "shapes": [], "x": x,
+                                          "channels_last": x.ndim == 4 and x.data_ptr() in linear_maps})
             info["shapes"].append(tuple(x.shape))
         return record
 
     handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
+    handles += [m.register_forward_hook(linear_output) for m in modules.values() if isinstance(m, nn.Linear)]
     was_training = model.training
     try:
         model.eval()
@@ -170,14 +189,8 @@ def _trace_sites(model: nn.Module, names: list[str], example_inputs: Any) -> dic
     return seen
 
 
-def _channels_of(shape: tuple[int, ...]) -> int:
-    return shape[-1] if len(shape) == 3 else shape[1]
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
+def _channels_of(shape: tuple[int, ...], channels_last: bool = False) -> int:
+    return shape[-1] if len(shape) == 3 or channels_last else shape[1]
 
 
 def replace_activations(
@@ -211,7 +224,10 @@ def replace_activations(
         **kwargs: constructor arguments for ``new`` (they override the preserving ones).
 
     Existing weights are untouched; new parameters take their init and the dtype/device of the
-    site's input. Raises ``ValueError`` when nothing matches.
+    site's input. A site fed a channels-last map by a Linear layer (ConvNeXt blocks) gets its module inside a
+    :class:`~hf_acts.activations._base.ChannelsLast` wrapper. A transformers model becomes its ``HfActs<Model>``
+    class with the swap recorded in its config, so ``save_pretrained`` folders reload with the new activations
+    (:mod:`hf_acts.integrations.transformers.swapped`). Raises ``ValueError`` when nothing matches.
     """
     cls = get_activation(new)
     if cls.__name__ == "DynActGLU":
@@ -246,7 +262,8 @@ def replace_activations(
         old = model.get_submodule(name)
         site = sites.get(name)
         shapes = site["shapes"] if site else []
-        channels = _channels_of(shapes[0]) if shapes else None
+        channels_last = bool(site and site["channels_last"])
+        channels = _channels_of(shapes[0], channels_last) if shapes else None
         base = base_name(old)
         preserving = cls.preserving_kwargs(base) if preserve and base else None
         ctor = {**(preserving or {}), **kwargs}
@@ -255,22 +272,26 @@ def replace_activations(
         if "spatial_dims" in params and shapes and len(shapes[0]) in (2, 3):
             ctor.setdefault("spatial_dims", 1)
         module = cls(**ctor)
-        if getattr(module, "channels", None) is not None and len({_channels_of(s) for s in shapes}) > 1:
+        if getattr(module, "channels", None) is not None and len({_channels_of(s, channels_last) for s in shapes}) > 1:
             raise ValueError(f"{name} is called with different channel counts {shapes}; a {cls.__name__} "
                              "instance has one channel count -- give each call its own module first")
         if site is not None:
             module.to(device=site["x"].device, dtype=site["x"].dtype if site["x"].is_floating_point() else None)
         module.train(old.training)
-        built.append((name, module))
+        built.append((name, ChannelsLast(module) if channels_last else module))
         report.records.append(SwapRecord(
             name=name, old=type(old).__name__, new=cls.__name__, channels=channels,
             input_shape=list(shapes[0]) if shapes else None,
             params_added=sum(p.numel() for p in module.parameters()) - sum(p.numel() for p in old.parameters()),
             function_preserving=preserving is not None and all(ctor.get(k) == v for k, v in preserving.items()),
-            calls=len(shapes) or 1,
+            calls=len(shapes) or 1, kwargs=ctor, channels_last=channels_last,
         ))
     for name, module in built:
-        _set_submodule(model, name, module)
+        model.set_submodule(name, module)
+    if _is_transformers_model(model):
+        from .integrations.transformers.swapped import record_swap
+
+        record_swap(model, report)
     return report
 
 

@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "hf_acts"
-REMOTE_CODE_MODULES = ("_base.py", "bases.py", "dynactglu.py", "dynactivation.py", "swish_beta.py")
+REMOTE_CODE_MODULES = (
+    "_base.py", "adrelu.py", "bases.py", "dynactglu.py", "dynactivation.py", "fles.py", "swish_beta.py")
 
 
 def main() -> None:

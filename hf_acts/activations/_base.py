@@ -6,6 +6,8 @@ Every hf-acts activation accepts three layouts:
 * tokens ``(B, N, C)`` -- channels last, as in timm ViT/Swin MLPs and transformers MLPs;
 * vectors ``(B, C)``.
 
+Channels-last maps ``(B, H, W, C)`` (the Linear MLPs of ConvNeXt blocks) go through :class:`ChannelsLast`.
+
 timm builders call ``act_layer(inplace=True)`` without a channel count, so modules that own
 per-channel parameters may be built with ``channels=None`` and create them at their first call
 (like ``torch.nn.LazyLinear``: run one forward before building the optimizer or compiling).
@@ -92,7 +94,8 @@ class LazyChannels(nn.Module):
     def _materialize(self, x: torch.Tensor) -> None:
         """Build per-channel parameters for ``x`` on its device (float32 under autocast)."""
         dtype = x.dtype
-        if torch.is_autocast_enabled(x.device.type) or not dtype.is_floating_point:
+        autocast = x.device.type != "meta" and torch.is_autocast_enabled(x.device.type)  # meta: no autocast
+        if autocast or not dtype.is_floating_point:
             dtype = torch.float32
         self._build_checked(num_channels(x))
         self.to(device=x.device, dtype=dtype)
@@ -115,3 +118,18 @@ class LazyChannels(nn.Module):
         if self.channels is None and self._needs_channels() and prefix + key in state_dict:
             self._build_checked(state_dict[prefix + key].shape[dim] // multiple)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class ChannelsLast(nn.Module):
+    """Runs ``act`` on a channels-last map ``(B, H, W, C)`` as the ``(B, C, H, W)`` view it expects and returns a
+    channels-last map: for activations between the Linear layers of ConvNeXt-style blocks (transformers' ConvNeXt,
+    timm's with ``conv_mlp=False``), where a 4-D input's dim 1 is a spatial axis."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"ChannelsLast expects a (B, H, W, C) map, got shape {tuple(x.shape)}")
+        return self.act(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

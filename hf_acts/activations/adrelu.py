@@ -6,9 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import adrelu as adrelu_op
-from ..ops import dispatch
 from ._base import LazyChannels, check_divisible, from_nchw, to_nchw
+
+try:  # absolute: transformers copies relative imports beside the file
+    from hf_acts.ops import adrelu as adrelu_op
+    from hf_acts.ops import dispatch
+except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
+    dispatch = adrelu_op = None
 
 TAU_INITS = ("paper", "zero")
 
@@ -180,7 +184,7 @@ class ADReLU(LazyChannels):
         self._check_input(x)
         x4 = to_nchw(x)
         self._check_spatial(x4)
-        impl = dispatch.implementation(x4, "adrelu")
+        impl = "plain" if dispatch is None else dispatch.implementation(x4, "adrelu")
         if impl == "triton" or (impl == "cpp" and self._fused_wins(x4)):
             params, config = self.parameters_and_config()
             return from_nchw(adrelu_op.adrelu(x4, *params, *config), x)

@@ -8,9 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import dispatch
-from ..ops import fles as fles_op
 from ._base import LazyChannels
+
+try:  # absolute: transformers copies relative imports beside the file
+    from hf_acts.ops import dispatch
+    from hf_acts.ops import fles as fles_op
+except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
+    dispatch = fles_op = None
 
 GATES = ("silu", "gelu")
 
@@ -101,7 +105,7 @@ class FleS(LazyChannels):
             # vectors (B, C) stay on the plain path: one position per channel leaves nothing to fuse, the
             # coefficient MLP on (B, 2C) matrices is the whole cost, and autograd runs it faster than the manual
             # backward
-            if x.ndim > 2 and not self.proto and dispatch.fused(x, "fles"):
+            if x.ndim > 2 and not self.proto and dispatch is not None and dispatch.fused(x, "fles"):
                 return fles_op.fles(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.base,
                                     self.eps)[0]
         k_ve, k_ho = self.coefficients(x)

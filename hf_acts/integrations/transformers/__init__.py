@@ -1,11 +1,12 @@
-"""transformers integration: the hf-acts causal-LM family, Auto registration, ``convert_glu``."""
+"""transformers integration: the hf-acts causal-LM family, Auto registration, ``convert_glu``, and the swapped
+models of any architecture (:mod:`.swapped`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ...activations import DynActGLU
 from .configuration_hf_acts import CONFIGS, HIDDEN_ACT_BASES
@@ -17,6 +18,18 @@ for _config_class, (_model, _causal) in MODELS.items():
     AutoModelForCausalLM.register(_config_class, _causal, exist_ok=True)
 
 _DROP = ("model_type", "architectures", "transformers_version", "auto_map")
+
+
+def rebuild_config(model: PreTrainedModel, config_class: type, **fields) -> PretrainedConfig:
+    """A ``config_class`` copy of ``model.config`` with ``fields`` set, put in place of the old one on ``model`` and
+    every submodule holding it (the model's class is the caller's to change)."""
+    old = model.config
+    config = config_class(**{**{k: v for k, v in old.to_dict().items() if k not in _DROP}, **fields})
+    config._attn_implementation = old._attn_implementation
+    for module in model.modules():
+        if getattr(module, "config", None) is old:
+            module.config = config
+    return config
 
 
 def is_gated_mlp(module: nn.Module) -> bool:
@@ -46,29 +59,22 @@ def convert_glu(
                          f"{model.config.model_type!r} ({type(model).__name__})")
     if base is None and model.config.hidden_act not in HIDDEN_ACT_BASES:
         raise ValueError(f"hidden_act={model.config.hidden_act!r} has no dynActivation base: pass base=...")
-    old = model.config
     config_class = CONFIGS[family]
-    fields = {k: v for k, v in old.to_dict().items() if k not in _DROP}
-    fields.update(mlp_variant=variant, mlp_mode=mode, mlp_base=base, dynact_alpha_init=alpha_init,
-                  dynact_beta_init=beta_init, mlp_layers=[layers] if isinstance(layers, int) else
-                  (None if layers is None else sorted(set(layers))))
-    config = config_class(**fields)
-    config._attn_implementation = old._attn_implementation
+    layer_list = [layers] if isinstance(layers, int) else (None if layers is None else sorted(set(layers)))
     core_class, causal_class = MODELS[config_class]
     core = getattr(model, "model", model)
     if not hasattr(core, "layers"):
         raise ValueError(f"{type(model).__name__} has no decoder layers at .model.layers")
     n = len(core.layers)
-    selected = range(n) if config.mlp_layers is None else config.mlp_layers
+    selected = range(n) if layer_list is None else layer_list
     if not all(0 <= i < n for i in selected):
-        raise ValueError(f"layers {config.mlp_layers} out of range for {n} decoder layers")
+        raise ValueError(f"layers {layer_list} out of range for {n} decoder layers")
     for i in selected:  # check everything before changing anything
         if not isinstance(core.layers[i].mlp, DynActGLU) and not is_gated_mlp(core.layers[i].mlp):
             raise ValueError(f"layer {i}: expected a gated MLP with gate_proj/up_proj/down_proj (LlamaMLP-style), "
                              f"got {type(core.layers[i].mlp).__name__}")
-    for module in model.modules():
-        if getattr(module, "config", None) is old:
-            module.config = config
+    config = rebuild_config(model, config_class, mlp_variant=variant, mlp_mode=mode, mlp_base=base,
+                            dynact_alpha_init=alpha_init, dynact_beta_init=beta_init, mlp_layers=layer_list)
     core.__class__ = core_class
     if core is not model:
         model.__class__ = causal_class
@@ -76,4 +82,6 @@ def convert_glu(
     return model
 
 
-__all__ = ["convert_glu", "register_act2fn_names"]
+from .swapped import create_transformers_model, register_family  # noqa: E402  (registers vit, convnext, bert)
+
+__all__ = ["convert_glu", "create_transformers_model", "register_act2fn_names", "register_family"]

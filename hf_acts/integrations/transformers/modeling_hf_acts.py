@@ -1,12 +1,20 @@
-"""The hf-acts causal-LM family: Llama, Mistral, Qwen2 and Qwen3 with a configurable gated MLP.
+"""The hf-acts causal-LM family (Llama, Mistral, Qwen2 and Qwen3 with a configurable gated MLP) and the swapped
+models of any other architecture.
 
-Each family is its transformers base model with the MLPs of ``config.mlp_layers`` turned into
-``DynActGLU`` (same projection keys, plus the dynActivation ``alpha``/``beta``). This file is saved
-beside checkpoints for ``trust_remote_code``: it imports torch, transformers and the files beside it.
+Each LM family is its transformers base model with the MLPs of ``config.mlp_layers`` turned into
+``DynActGLU`` (same projection keys, plus the dynActivation ``alpha``/``beta``). A swapped model class
+``HfActs<Model>`` (:func:`swapped_model_class`) is a transformers model class that rebuilds the activations recorded
+in ``config.hf_acts_activations`` after its own ``__init__`` and builds lazily sized activations (``hidden_act="fles"``)
+with one forward pass, so that ``from_pretrained`` finds every parameter. This file is saved beside checkpoints for
+``trust_remote_code``: it imports torch, transformers and the files beside it.
 """
 
 from __future__ import annotations
 
+import inspect
+
+import torch
+import transformers
 from torch import nn
 from transformers import (
     LlamaForCausalLM,
@@ -26,21 +34,44 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 
 try:  # one class identity with the rest of hf-acts when it is installed
+    from hf_acts.activations._base import ChannelsLast, LazyChannels
+    from hf_acts.activations.adrelu import ADReLU
     from hf_acts.activations.dynactglu import DynActGLU
     from hf_acts.activations.dynactivation import DYN_BASES, DynActivation
+    from hf_acts.activations.fles import GATES, FleS
     from hf_acts.activations.swish_beta import SwishBeta
+    from hf_acts.registry import ACTIVATIONS
 except ImportError:  # remote code on a machine without hf-acts: the files saved beside this one
+    from ._base import ChannelsLast, LazyChannels
+    from .adrelu import ADReLU
     from .dynactglu import DynActGLU
     from .dynactivation import DYN_BASES, DynActivation
+    from .fles import GATES, FleS
     from .swish_beta import SwishBeta
-from .configuration_hf_acts import HfActsLlamaConfig, HfActsMistralConfig, HfActsQwen2Config, HfActsQwen3Config
+
+    ACTIVATIONS = {"adrelu": ADReLU, "fles": FleS, "dynactivation": DynActivation, "swish_beta": SwishBeta}
+from .configuration_hf_acts import (
+    SWAP_FIELD,
+    HfActsLlamaConfig,
+    HfActsMistralConfig,
+    HfActsQwen2Config,
+    HfActsQwen3Config,
+    swapped_config_class,
+)
 
 
 def register_act2fn_names() -> list[str]:
-    """Add ``dynact_<base>`` and ``swish_beta`` to ``ACT2FN`` (usable as ``hidden_act``); never
-    overwrites a transformers name. Returns the names added."""
+    """Add ``dynact_<base>``, ``swish_beta``, ``fles`` (FleS over SiLU), ``fles_<gate>`` and ``adrelu`` (tokens
+    ``(B, N, C)``) to ``ACT2FN``, usable as ``hidden_act`` in configs whose MLPs take ``ACT2FN[config.hidden_act]``
+    on tokens (ViT, BERT, ...; not ConvNeXt, whose activations see channels-last maps: swap those with
+    ``hf_acts.replace_activations``). Channel-aware ones are built with their channels unknown and sized at the
+    first call; :func:`swapped_model_class` models size them when built. Never overwrites a transformers name.
+    Returns the names added."""
     names = {f"dynact_{b}": (DynActivation, {"base": b}) for b in DYN_BASES}
     names["swish_beta"] = SwishBeta
+    names["fles"] = FleS
+    names.update({f"fles_{g}": (FleS, {"base": g}) for g in GATES})
+    names["adrelu"] = (ADReLU, {"spatial_dims": 1})
     added = [n for n in names if n not in ACT2FN]
     for n in added:
         ACT2FN[n] = names[n]
@@ -60,6 +91,130 @@ def convert_mlps(model: nn.Module, config) -> None:
         if not isinstance(layer.mlp, DynActGLU):
             layer.mlp = DynActGLU.from_gated_mlp(layer.mlp, config.dynact_base, config.mlp_mode,
                                                  config.dynact_alpha_init, config.dynact_beta_init)
+
+
+def example_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
+    """One small batch for a transformers model's ``main_input_name``, sized from its config (image size and
+    channels, vocabulary), on the device of its parameters."""
+    config, name = model.config, getattr(model, "main_input_name", "input_ids")
+    device = next(model.parameters()).device
+    if name == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        size = tuple(size) if isinstance(size, list | tuple) else (size, size)
+        return {name: torch.randn(1, getattr(config, "num_channels", 3), *size, device=device)}
+    if name == "input_ids":
+        return {name: torch.randint(0, getattr(config, "vocab_size", 2), (1, 8), device=device)}
+    if name == "input_values":  # raw audio (wav2vec2-style): one second at 16 kHz
+        return {name: torch.randn(1, 16000, device=device)}
+    if name == "input_features":  # log-mel frames (Whisper-style)
+        return {name: torch.randn(1, getattr(config, "num_mel_bins", 80), 3000, device=device)}
+    raise ValueError(f"no example input for {type(model).__name__}'s main input {name!r}: pass example_inputs")
+
+
+def apply_swaps(model: nn.Module, records: list[dict]) -> None:
+    """Rebuild the activations of ``records`` (``config.hf_acts_activations``) in ``model``; a record of a task head
+    is skipped on a base model."""
+    base = getattr(model, "base_model", model)
+    like = next(model.parameters())
+    for record in records:
+        if record["root"] == "model" and base is model:
+            continue  # a head's activation, loaded into the bare base model
+        cls = ACTIVATIONS.get(record["activation"])
+        if cls is None:
+            raise ValueError(f"{record['module']} holds a {record['activation']!r} activation, which needs hf-acts "
+                             "installed to load (pip install hf-acts)")
+        module = cls(**record["kwargs"])
+        module = ChannelsLast(module) if record.get("channels_last") else module
+        root = base if record["root"] == "base" else model
+        root.get_submodule(record["module"])  # an AttributeError names a site this model lacks
+        root.set_submodule(record["module"], module.to(device=like.device, dtype=like.dtype))
+
+
+def build_lazy_activations(model: nn.Module) -> None:
+    """Size every activation built without its channel count (``ACT2FN`` names) with one forward pass on
+    :func:`example_inputs` (on the meta device while ``from_pretrained`` builds the model: no compute)."""
+    if any(isinstance(m, LazyChannels) and m.channels is None and m._needs_channels() for m in model.modules()):
+        was_training = model.training
+        with torch.no_grad():
+            model.eval()(**example_inputs(model))
+        model.train(was_training)
+
+
+def dropped_activation_keys(model: nn.Module, keys: set[str]) -> list[str]:
+    """The ``keys`` (unexpected in a load) that belong to a parameter-free module of ``model``, i.e. an activation
+    that the checkpoint holds parameters for and this model would drop."""
+    dropped = []
+    for key in keys:
+        path = key.rpartition(".")[0]
+        while path:
+            try:
+                module = model.get_submodule(path)
+                break
+            except AttributeError:
+                path = path.rpartition(".")[0]
+        if path and next(module.parameters(), None) is None:
+            dropped.append(key)
+    return sorted(dropped)
+
+
+_SWAPPED_MODELS: dict[type, type] = {}
+
+
+def swapped_model_class(base: type) -> type:
+    """``HfActs<base>``: the transformers model class ``base`` with the activations of ``config.hf_acts_activations``
+    rebuilt in ``__init__`` and lazily sized ones built; its ``from_pretrained`` raises where the checkpoint holds
+    activation parameters this model would drop. One class per base."""
+    if base not in _SWAPPED_MODELS:
+        def __init__(self, config, *args, **kwargs) -> None:  # noqa: N807
+            base.__init__(self, config, *args, **kwargs)
+            apply_swaps(self, getattr(config, SWAP_FIELD, None) or [])
+            build_lazy_activations(self)
+
+        __init__.__signature__ = inspect.signature(base.__init__)  # callers inspect it (e.g. use_mask_token)
+
+        def from_pretrained(cls, *args, **kwargs):  # noqa: ANN001, ANN202
+            with_info = kwargs.pop("output_loading_info", False)
+            model, info = super(new, cls).from_pretrained(*args, output_loading_info=True, **kwargs)
+            dropped = dropped_activation_keys(model, info["unexpected_keys"])
+            if dropped:
+                raise ValueError(f"the checkpoint holds activation parameters that {cls.__name__} has no module for "
+                                 f"and would drop: {dropped[:4]}{' ...' if len(dropped) > 4 else ''}. Its config "
+                                 f"records no hf-acts activation there ({SWAP_FIELD}); load the folder with the "
+                                 "config it was saved with")
+            return (model, info) if with_info else model
+
+        new = type(f"HfActs{base.__name__}", (InitActivationsMixin, base), {
+            "__init__": __init__, "from_pretrained": classmethod(from_pretrained), "__module__": __name__,
+            "config_class": swapped_config_class(base.config_class),
+            "__doc__": f"{base.__name__} with the hf-acts activations its config records ({SWAP_FIELD})."})
+        _SWAPPED_MODELS[base] = new
+        _share_checkpoint_conversion(base, new)
+    return _SWAPPED_MODELS[base]
+
+
+def _share_checkpoint_conversion(base: type, new: type) -> None:
+    """Give class ``new`` the weight renamings transformers applies to checkpoints of ``base`` (looked up by class
+    name, then model type), so a swapped model saves and loads the base architecture's checkpoint keys and a task
+    model's folder loads into the bare model."""
+    try:
+        from transformers.conversion_mapping import (
+            get_checkpoint_conversion_mapping,
+            register_checkpoint_conversion_mapping,
+        )
+    except ImportError:  # a transformers without conversion mappings: keys are the modules' names
+        return
+    conversions = (get_checkpoint_conversion_mapping(base.__name__)
+                   or get_checkpoint_conversion_mapping(base.config_class.model_type))
+    if conversions:
+        register_checkpoint_conversion_mapping(new.__name__, conversions, overwrite=True)
+
+
+def __getattr__(name: str) -> type:
+    """``HfActs<Model>`` for any transformers model class (remote code looks classes up by name)."""
+    base = getattr(transformers, name.removeprefix("HfActs"), None) if name.startswith("HfActs") else None
+    if isinstance(base, type) and issubclass(base, transformers.PreTrainedModel):
+        return swapped_model_class(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class InitActivationsMixin:

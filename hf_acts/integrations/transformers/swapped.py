@@ -1,0 +1,110 @@
+"""Swapped transformers models that reload as they were saved, and the named vision/encoder variants.
+
+:func:`hf_acts.replace_activations` on a transformers model ends in :func:`record_swap`: the model becomes its
+``HfActs<Model>`` class (:func:`~.modeling_hf_acts.swapped_model_class`) with an ``HfActs<Config>`` that records every
+replaced activation, so ``save_pretrained`` writes a folder that ``AutoModel*.from_pretrained`` rebuilds (with hf-acts
+installed: :func:`register_family` registered the model type; without it: ``trust_remote_code``, the folder holds the
+code). Model type ``hf_acts_<type>``: plain transformers without either refuses the folder instead of dropping the
+activations' parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import transformers
+from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedModel
+from transformers.models.auto import modeling_auto
+
+from . import rebuild_config
+from .configuration_hf_acts import SWAP_FIELD, swapped_config_class
+from .modeling_hf_acts import _SWAPPED_MODELS, swapped_model_class
+
+# model types registered when hf-acts is imported (others: register_family(type), or the first swap of one)
+FAMILIES = ("vit", "convnext", "bert")
+
+# name -> (model type, replace_activations arguments): the registered variants of create_transformers_model
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vit_fles": ("vit", {"new": "fles", "target": "gelu"}),
+    "convnext_fles": ("convnext", {"new": "fles", "target": "gelu"}),
+    "convnext_adrelu_last_stage": ("convnext", {"new": "adrelu", "target": "gelu", "select": r"encoder\.stages\.3\."}),
+    "bert_dynact": ("bert", {"new": "dynactivation", "target": "gelu"}),
+}
+
+
+def _auto_classes() -> list[str]:
+    return sorted(n for n in dir(modeling_auto) if n.startswith("AutoModel") and
+                  hasattr(getattr(modeling_auto, n), "_model_mapping"))
+
+
+def register_family(model_type: str) -> type:
+    """Register ``HfActs<Config>`` (model type ``hf_acts_<model_type>``) with ``AutoConfig`` and an ``HfActs<Model>``
+    class with every ``AutoModel*`` class that maps ``model_type``; returns the config class."""
+    config_class = swapped_config_class(CONFIG_MAPPING[model_type])
+    config_class.register_for_auto_class()
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    for auto_name in _auto_classes():
+        auto = getattr(modeling_auto, auto_name)
+        class_name = auto._model_mapping._model_mapping.get(model_type)
+        if not isinstance(class_name, str) or not hasattr(transformers, class_name):
+            continue
+        model_class = swapped_model_class(getattr(transformers, class_name))
+        if model_class._auto_class is None:  # saved folders name the first Auto class that maps it
+            model_class.register_for_auto_class(auto_name)
+        auto.register(config_class, model_class, exist_ok=True)
+    return config_class
+
+
+def _site(model: PreTrainedModel, name: str) -> tuple[str, str]:
+    """``(root, module)``: a module of the base model named relative to it (so a task model's folder loads into
+    the bare model), else a head's module named in the task model."""
+    prefix = model.base_model_prefix
+    if model.base_model is model:
+        return "base", name
+    if prefix and name.startswith(prefix + "."):
+        return "base", name.removeprefix(prefix + ".")
+    return "model", name
+
+
+def record_swap(model: PreTrainedModel, report: Any) -> None:
+    """Make ``model`` (swapped in place by ``replace_activations``) an ``HfActs<Model>`` whose config records the
+    report's sites in ``hf_acts_activations`` (appended to earlier swaps)."""
+    base_class = next((b for b, s in _SWAPPED_MODELS.items() if s is type(model)), type(model))
+    config = model.config
+    base_type = config.model_type.removeprefix("hf_acts_") if base_class is not type(model) else config.model_type
+    register_family(base_type)
+    records = list(getattr(config, SWAP_FIELD, None) or [])
+    for r in report.records:
+        root, module = _site(model, r.name)
+        records = [x for x in records if (x["root"], x["module"]) != (root, module)]
+        records.append({"module": module, "root": root, "activation": report.activation, "kwargs": r.kwargs,
+                        "channels_last": r.channels_last})
+    rebuild_config(model, swapped_config_class(CONFIG_MAPPING[base_type]), **{SWAP_FIELD: records})
+    model.__class__ = swapped_model_class(base_class)
+
+
+def create_transformers_model(variant: str, config: Any = None, pretrained: str | None = None,
+                              auto_class: str = "AutoModelForImageClassification", **config_kwargs: Any
+                              ) -> PreTrainedModel:
+    """A registered variant (:data:`VARIANTS`): the base architecture built from ``config`` (a config object, or
+    ``config_kwargs`` for the base config class) or loaded from ``pretrained`` (a Hub id or folder of the base
+    model), then swapped (function-preserving where the method allows: FleS and dynActivation over GELU)."""
+    from ...swap import replace_activations
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    model_type, swap = VARIANTS[variant]
+    auto = getattr(transformers, auto_class)
+    if pretrained is not None:
+        model = auto.from_pretrained(pretrained, **config_kwargs)
+    else:
+        config = config if config is not None else CONFIG_MAPPING[model_type](**config_kwargs)
+        model = auto.from_config(config)
+    if model.config.model_type != model_type:
+        raise ValueError(f"variant {variant!r} is for {model_type} models, got model_type {model.config.model_type!r}")
+    replace_activations(model, **swap)
+    return model
+
+
+for _model_type in FAMILIES:
+    register_family(_model_type)
