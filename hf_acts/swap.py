@@ -225,7 +225,7 @@ def replace_activations(
 
     Existing weights are untouched; new parameters take their init and the dtype/device of the
     site's input. A site fed a channels-last map by a Linear layer (ConvNeXt blocks) gets its module inside a
-    :class:`~hf_acts.activations._base.ChannelsLast` wrapper. A transformers model becomes its ``HfActs<Model>``
+    :class:`~hf_acts.activations._base.ChannelsLast` wrapper. A transformers model becomes its ``HfActsSwapped<Model>``
     class with the swap recorded in its config, so ``save_pretrained`` folders reload with the new activations
     (:mod:`hf_acts.integrations.transformers.swapped`). Raises ``ValueError`` when nothing matches.
     """

@@ -188,8 +188,46 @@ def add_training_args(parser: argparse.ArgumentParser, lr: float, batch_size: in
     g.add_argument("--report-to", default="tensorboard", choices=["tensorboard", "none"])
 
 
+def shard_on_cpu() -> bool:
+    """Let Accelerate's FSDP and DeepSpeed configs shard across CPU processes (gloo), as they do across GPUs.
+
+    Accelerate 1.15 turns both into plain DDP when the processes run on the CPU (its FSDP and DeepSpeed switches cover
+    accelerator devices only), silently. This wraps ``AcceleratorState.__init__`` so that, where a launch config asked
+    for FSDP or DeepSpeed and the processes are CPU ones, the state says FSDP / DeepSpeed and Accelerate's own
+    ``prepare`` shards (FSDP2's ``fully_shard`` and DeepSpeed with ``DS_ACCELERATOR=cpu`` both run on gloo). The
+    finetune scripts call it; on GPUs it changes nothing. Returns True once installed."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    init = AcceleratorState.__init__
+    if getattr(init, "hf_acts_cpu_sharding", False):
+        return True
+
+    def __init__(self, *args: Any, fsdp_plugin: Any = None, deepspeed_plugin: Any = None, **kwargs: Any) -> None:  # noqa: N807
+        fresh = not AcceleratorState._shared_state
+        init(self, *args, fsdp_plugin=fsdp_plugin, deepspeed_plugin=deepspeed_plugin, **kwargs)
+        if not fresh or self.distributed_type != DistributedType.MULTI_CPU:
+            return
+        if fsdp_plugin is not None:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+        elif deepspeed_plugin is not None:
+            self.distributed_type = DistributedType.DEEPSPEED
+            self._mixed_precision = "no"  # DeepSpeed takes precision from its own config
+            deepspeed_plugin.set_mixed_precision(self.mixed_precision)
+            deepspeed_plugin.select(_from_accelerator_state=True)
+            self.deepspeed_plugins = deepspeed_plugin
+        PartialState._shared_state["distributed_type"] = self.distributed_type
+
+    __init__.hf_acts_cpu_sharding = True
+    AcceleratorState.__init__ = __init__
+    return True
+
+
 def make_accelerator(args: argparse.Namespace, output_dir: Path) -> Accelerator:
-    """An Accelerator for the scripts: accumulation, mixed precision, trackers, reproducible shuffling."""
+    """An Accelerator for the scripts: accumulation, mixed precision, trackers, reproducible shuffling; FSDP and
+    DeepSpeed configs shard on CPU processes too (:func:`shard_on_cpu`)."""
+    shard_on_cpu()
     return Accelerator(
         gradient_accumulation_steps=args.grad_accum, mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to, project_dir=str(output_dir),

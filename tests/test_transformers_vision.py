@@ -99,7 +99,7 @@ def test_variant_swaps_its_sites_and_preserves_the_function_where_the_method_can
     report = hf_acts.replace_activations(stock, **hf_acts.integrations.transformers.swapped.VARIANTS[variant][1])
     sites = [m for m in stock.modules() if isinstance(m, cls)]
     assert len(sites) == len(report.records) > 0
-    assert type(stock).__name__.startswith("HfActs") and stock.config.model_type.startswith("hf_acts_")
+    assert type(stock).__name__.startswith("HfActsSwapped") and stock.config.model_type.startswith("hf_acts_swapped_")
     if cls is not ADReLU:  # FleS and dynActivation start as GELU exactly; ADReLU has no GELU-preserving init
         assert report.function_preserving
         torch.testing.assert_close(_logits(stock, name, x), before, rtol=1e-5, atol=1e-5)
@@ -128,7 +128,7 @@ def test_trained_variant_reloads_with_every_parameter(saved, variant):
 def test_task_folder_loads_into_the_bare_model(saved):
     t = saved["vit_fles"]
     bare = AutoModel.from_pretrained(t["folder"]).eval()
-    assert type(bare).__name__ == "HfActsViTModel"
+    assert type(bare).__name__ == "HfActsSwappedViTModel"
     want = t["model"].vit.state_dict()
     assert all(torch.equal(bare.state_dict()[k], want[k]) for k in want if not k.startswith("pooler"))
     with torch.no_grad():
@@ -173,13 +173,13 @@ def test_a_folder_whose_config_lost_a_swap_raises_instead_of_dropping_parameters
 
 
 def test_stock_transformers_refuses_a_swapped_folder_rather_than_dropping_it(saved):
-    """Model type hf_acts_vit: without hf-acts' registration and without trust_remote_code there is no class for it."""
+    """Model type hf_acts_swapped_vit: without hf-acts' registration and without trust_remote_code there is no class for it."""
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     t = saved["vit_fles"]
     model_type = json.loads((t["folder"] / "config.json").read_text())["model_type"]
-    assert model_type == "hf_acts_vit"
+    assert model_type == "hf_acts_swapped_vit"
     registered = CONFIG_MAPPING._extra_content.pop(model_type)
     try:
         with pytest.raises(ValueError, match="trust_remote_code"):
@@ -212,7 +212,7 @@ def test_act2fn_names_are_lazily_sized_activations():
 
 @pytest.mark.parametrize("hidden_act", ["fles_gelu", "adrelu"])
 def test_hidden_act_in_an_hf_acts_config_is_built_before_loading(hidden_act, tmp_path):
-    """HfActs<Config>(hidden_act=...) models size their lazily built activations when constructed (also on the
+    """HfActsSwapped<Config>(hidden_act=...) models size their lazily built activations when constructed (also on the
     meta device, where from_pretrained builds them), so from_pretrained finds every parameter."""
     config = swapped_config_class(ViTConfig)(**VIT, hidden_act=hidden_act)
     cls = swapped_model_class(ViTForImageClassification)
@@ -276,3 +276,23 @@ def test_channels_last_sites_in_timm_convnext():
 def test_channels_last_wrapper_rejects_other_layouts():
     with pytest.raises(ValueError, match=r"expects a \(B, H, W, C\) map"):
         ChannelsLast(FleS(8))(torch.randn(2, 5, 8))
+
+
+def test_a_swap_in_a_stock_llama_leaves_the_lm_family_alone(tmp_path):
+    """Swapped models of the llama type are hf_acts_swapped_llama; hf_acts_llama stays the dynActGLU family."""
+    from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
+
+    from hf_acts.integrations.transformers.configuration_hf_acts import HfActsLlamaConfig
+
+    config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2)
+    llama = LlamaForCausalLM(config).eval()
+    hf_acts.replace_activations(llama, "swish_beta", target="silu", select=r"layers\.0\.")
+    assert llama.config.model_type == "hf_acts_swapped_llama"
+    assert AutoConfig.for_model("hf_acts_llama").__class__ is HfActsLlamaConfig
+    llama.save_pretrained(tmp_path)
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(reloaded) is type(llama)
+    assert torch.equal(reloaded(input_ids=IDS).logits, llama(input_ids=IDS).logits)

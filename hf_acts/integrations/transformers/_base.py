@@ -16,8 +16,13 @@ A state dict loaded into an unbuilt module builds it from the stored shapes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
+
+_building = False  # set by build_lazy: materialising in a distributed run is fine there (before any wrapping)
 
 LAYOUTS = {4: "images (B, C, H, W)", 3: "tokens (B, N, C)", 2: "vectors (B, C)"}
 
@@ -92,7 +97,16 @@ class LazyChannels(nn.Module):
         self.channels = channels
 
     def _materialize(self, x: torch.Tensor) -> None:
-        """Build per-channel parameters for ``x`` on its device (float32 under autocast)."""
+        """Build per-channel parameters for ``x`` on its device (float32 under autocast). In a multi-process run only
+        inside :func:`build_lazy`: parameters created after DDP / FSDP / ZeRO wrapped the model would be neither
+        synchronised nor sharded."""
+        if not _building and torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            raise RuntimeError(
+                f"{type(self).__name__} was built without a channel count and is sized at its first call, which in a "
+                "multi-process run may come after DDP / FSDP / DeepSpeed wrapped the model (its parameters would "
+                "then be neither synchronised nor sharded). Build it before wrapping: "
+                "hf_acts.build_lazy(model, example_batch), or pass channels=...")
         dtype = x.dtype
         autocast = x.device.type != "meta" and torch.is_autocast_enabled(x.device.type)  # meta: no autocast
         if autocast or not dtype.is_floating_point:
@@ -118,6 +132,32 @@ class LazyChannels(nn.Module):
         if self.channels is None and self._needs_channels() and prefix + key in state_dict:
             self._build_checked(state_dict[prefix + key].shape[dim] // multiple)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def unbuilt_activations(model: nn.Module) -> list[LazyChannels]:
+    """The activations of ``model`` still waiting for their first call to learn their channel count."""
+    return [m for m in model.modules() if isinstance(m, LazyChannels) and m.channels is None and m._needs_channels()]
+
+
+def build_lazy(model: nn.Module, inputs: Any) -> int:
+    """Size every activation of ``model`` that was built without its channel count with one forward pass on
+    ``inputs`` (a tensor, tuple or dict of model inputs; no grad, eval mode, training mode restored). Call it before
+    ``accelerator.prepare`` / DDP / FSDP / DeepSpeed. Returns how many were built."""
+    global _building
+    unbuilt = unbuilt_activations(model)
+    if unbuilt:
+        was_training, _building = model.training, True
+        try:
+            with torch.no_grad():
+                model.eval()
+                if isinstance(inputs, Mapping):
+                    model(**inputs)
+                else:
+                    model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+        finally:
+            _building = False
+            model.train(was_training)
+    return sum(m.channels is not None for m in unbuilt)
 
 
 class ChannelsLast(nn.Module):

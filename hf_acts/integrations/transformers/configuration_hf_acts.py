@@ -14,10 +14,11 @@ Every family config adds the same fields to its base config:
 Any activation name registered with ``ACT2FN`` (hf-acts adds ``dynact_<base>``, ``swish_beta``, ``fles``,
 ``fles_<gate>`` and ``adrelu``) can also be used as ``hidden_act`` with ``mlp_variant="swiglu"``.
 
-Swapped models of any other architecture (:func:`hf_acts.replace_activations` on a transformers model) get the
-config class ``HfActs<Config>``: the base config with model type ``hf_acts_<type>`` and the field
+Swapped models of any architecture (:func:`hf_acts.replace_activations` on a transformers model) get the config
+class ``HfActsSwapped<Config>``: the base config with model type ``hf_acts_swapped_<type>`` and the field
 ``hf_acts_activations``, the swap's record (:func:`swapped_config_class`; this module builds such a class when
-asked for its name, so remote code finds it).
+asked for its name, so remote code finds it). The ``Swapped`` in the names keeps them apart from the LM family's
+(a swap in a stock Llama is not an ``hf_acts_llama`` model).
 """
 
 from __future__ import annotations
@@ -77,25 +78,28 @@ CONFIGS = {"llama": HfActsLlamaConfig, "mistral": HfActsMistralConfig, "qwen2": 
            "qwen3": HfActsQwen3Config}
 
 SWAP_FIELD = "hf_acts_activations"
+SWAPPED_PREFIX = "hf_acts_swapped_"  # model types of swapped models
 _SWAPPED: dict[type, type] = {}
 
 
 def swapped_config_class(base: type) -> type:
-    """``HfActs<base>``: ``base`` with model type ``hf_acts_<base.model_type>`` and the field
+    """``HfActsSwapped<base>``: ``base`` with model type ``hf_acts_swapped_<base.model_type>`` and the field
     ``hf_acts_activations``: one record per replaced activation, ``{"module", "root", "activation", "kwargs",
     "channels_last"}`` (``root``: ``"base"`` for a module of the base model, named relative to it, ``"model"``
     for one of a task head). One class per base."""
     if base not in _SWAPPED:
         namespace = {SWAP_FIELD: None, "__annotations__": {SWAP_FIELD: list[dict] | None}, "__module__": __name__,
-                     "model_type": f"hf_acts_{base.model_type}",
+                     "model_type": f"{SWAPPED_PREFIX}{base.model_type}",
                      "__doc__": f"{base.__name__} of a model whose activations hf-acts replaced (``{SWAP_FIELD}``)."}
-        _SWAPPED[base] = type(f"HfActs{base.__name__}", (base,), namespace)
+        _SWAPPED[base] = type(f"HfActsSwapped{base.__name__}", (base,), namespace)
     return _SWAPPED[base]
 
 
 def __getattr__(name: str) -> type:
-    """``HfActs<Config>`` for any transformers config class (remote code looks classes up by name)."""
-    base = getattr(transformers, name.removeprefix("HfActs"), None) if name.startswith("HfActs") else None
+    """``HfActsSwapped<Config>`` for any transformers or hf-acts config class (remote code looks classes up by
+    name)."""
+    base_name = name.removeprefix("HfActsSwapped") if name.startswith("HfActsSwapped") else None
+    base = base_name and (globals().get(base_name) or getattr(transformers, base_name, None))
     if isinstance(base, type) and issubclass(base, transformers.PretrainedConfig):
         return swapped_config_class(base)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,10 @@
 """The hf-acts causal-LM family (Llama, Mistral, Qwen2 and Qwen3 with a configurable gated MLP) and the swapped
-models of any other architecture.
+models of any architecture.
 
 Each LM family is its transformers base model with the MLPs of ``config.mlp_layers`` turned into
 ``DynActGLU`` (same projection keys, plus the dynActivation ``alpha``/``beta``). A swapped model class
-``HfActs<Model>`` (:func:`swapped_model_class`) is a transformers model class that rebuilds the activations recorded
-in ``config.hf_acts_activations`` after its own ``__init__`` and builds lazily sized activations (``hidden_act="fles"``)
+``HfActsSwapped<Model>`` (:func:`swapped_model_class`) is a model class that rebuilds the activations recorded in
+``config.hf_acts_activations`` after its own ``__init__`` and builds lazily sized activations (``hidden_act="fles"``)
 with one forward pass, so that ``from_pretrained`` finds every parameter. This file is saved beside checkpoints for
 ``trust_remote_code``: it imports torch, transformers and the files beside it.
 """
@@ -34,7 +34,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 
 try:  # one class identity with the rest of hf-acts when it is installed
-    from hf_acts.activations._base import ChannelsLast, LazyChannels
+    from hf_acts.activations._base import ChannelsLast, build_lazy, unbuilt_activations
     from hf_acts.activations.adrelu import ADReLU
     from hf_acts.activations.dynactglu import DynActGLU
     from hf_acts.activations.dynactivation import DYN_BASES, DynActivation
@@ -42,7 +42,7 @@ try:  # one class identity with the rest of hf-acts when it is installed
     from hf_acts.activations.swish_beta import SwishBeta
     from hf_acts.registry import ACTIVATIONS
 except ImportError:  # remote code on a machine without hf-acts: the files saved beside this one
-    from ._base import ChannelsLast, LazyChannels
+    from ._base import ChannelsLast, build_lazy, unbuilt_activations
     from .adrelu import ADReLU
     from .dynactglu import DynActGLU
     from .dynactivation import DYN_BASES, DynActivation
@@ -130,16 +130,6 @@ def apply_swaps(model: nn.Module, records: list[dict]) -> None:
         root.set_submodule(record["module"], module.to(device=like.device, dtype=like.dtype))
 
 
-def build_lazy_activations(model: nn.Module) -> None:
-    """Size every activation built without its channel count (``ACT2FN`` names) with one forward pass on
-    :func:`example_inputs` (on the meta device while ``from_pretrained`` builds the model: no compute)."""
-    if any(isinstance(m, LazyChannels) and m.channels is None and m._needs_channels() for m in model.modules()):
-        was_training = model.training
-        with torch.no_grad():
-            model.eval()(**example_inputs(model))
-        model.train(was_training)
-
-
 def dropped_activation_keys(model: nn.Module, keys: set[str]) -> list[str]:
     """The ``keys`` (unexpected in a load) that belong to a parameter-free module of ``model``, i.e. an activation
     that the checkpoint holds parameters for and this model would drop."""
@@ -161,14 +151,15 @@ _SWAPPED_MODELS: dict[type, type] = {}
 
 
 def swapped_model_class(base: type) -> type:
-    """``HfActs<base>``: the transformers model class ``base`` with the activations of ``config.hf_acts_activations``
+    """``HfActsSwapped<base>``: the model class ``base`` with the activations of ``config.hf_acts_activations``
     rebuilt in ``__init__`` and lazily sized ones built; its ``from_pretrained`` raises where the checkpoint holds
     activation parameters this model would drop. One class per base."""
     if base not in _SWAPPED_MODELS:
         def __init__(self, config, *args, **kwargs) -> None:  # noqa: N807
             base.__init__(self, config, *args, **kwargs)
             apply_swaps(self, getattr(config, SWAP_FIELD, None) or [])
-            build_lazy_activations(self)
+            if unbuilt_activations(self):  # ACT2FN names: sized here (on the meta device inside from_pretrained)
+                build_lazy(self, example_inputs(self))
 
         __init__.__signature__ = inspect.signature(base.__init__)  # callers inspect it (e.g. use_mask_token)
 
@@ -183,7 +174,7 @@ def swapped_model_class(base: type) -> type:
                                  "config it was saved with")
             return (model, info) if with_info else model
 
-        new = type(f"HfActs{base.__name__}", (InitActivationsMixin, base), {
+        new = type(f"HfActsSwapped{base.__name__}", (InitActivationsMixin, base), {
             "__init__": __init__, "from_pretrained": classmethod(from_pretrained), "__module__": __name__,
             "config_class": swapped_config_class(base.config_class),
             "__doc__": f"{base.__name__} with the hf-acts activations its config records ({SWAP_FIELD})."})
@@ -210,8 +201,9 @@ def _share_checkpoint_conversion(base: type, new: type) -> None:
 
 
 def __getattr__(name: str) -> type:
-    """``HfActs<Model>`` for any transformers model class (remote code looks classes up by name)."""
-    base = getattr(transformers, name.removeprefix("HfActs"), None) if name.startswith("HfActs") else None
+    """``HfActsSwapped<Model>`` for any transformers or hf-acts model class (remote code looks classes up by name)."""
+    base_name = name.removeprefix("HfActsSwapped") if name.startswith("HfActsSwapped") else None
+    base = base_name and (globals().get(base_name) or getattr(transformers, base_name, None))
     if isinstance(base, type) and issubclass(base, transformers.PreTrainedModel):
         return swapped_model_class(base)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,11 +1,11 @@
 """Swapped transformers models that reload as they were saved, and the named vision/encoder variants.
 
 :func:`hf_acts.replace_activations` on a transformers model ends in :func:`record_swap`: the model becomes its
-``HfActs<Model>`` class (:func:`~.modeling_hf_acts.swapped_model_class`) with an ``HfActs<Config>`` that records every
-replaced activation, so ``save_pretrained`` writes a folder that ``AutoModel*.from_pretrained`` rebuilds (with hf-acts
-installed: :func:`register_family` registered the model type; without it: ``trust_remote_code``, the folder holds the
-code). Model type ``hf_acts_<type>``: plain transformers without either refuses the folder instead of dropping the
-activations' parameters.
+``HfActsSwapped<Model>`` class (:func:`~.modeling_hf_acts.swapped_model_class`) with an ``HfActsSwapped<Config>`` that
+records every replaced activation, so ``save_pretrained`` writes a folder that ``AutoModel*.from_pretrained`` rebuilds
+(with hf-acts installed: :func:`register_family` registered the model type; without it: ``trust_remote_code``, the
+folder holds the code). Model type ``hf_acts_swapped_<type>``: plain transformers without either refuses the folder
+instead of dropping the activations' parameters.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedModel
 from transformers.models.auto import modeling_auto
 
 from . import rebuild_config
-from .configuration_hf_acts import SWAP_FIELD, swapped_config_class
+from .configuration_hf_acts import SWAP_FIELD, SWAPPED_PREFIX, swapped_config_class
 from .modeling_hf_acts import _SWAPPED_MODELS, swapped_model_class
 
 # model types registered when hf-acts is imported (others: register_family(type), or the first swap of one)
@@ -38,20 +38,24 @@ def _auto_classes() -> list[str]:
 
 
 def register_family(model_type: str) -> type:
-    """Register ``HfActs<Config>`` (model type ``hf_acts_<model_type>``) with ``AutoConfig`` and an ``HfActs<Model>``
-    class with every ``AutoModel*`` class that maps ``model_type``; returns the config class."""
-    config_class = swapped_config_class(CONFIG_MAPPING[model_type])
+    """Register ``HfActsSwapped<Config>`` (model type ``hf_acts_swapped_<model_type>``) with ``AutoConfig`` and an
+    ``HfActsSwapped<Model>`` class with every ``AutoModel*`` class that maps ``model_type``'s config (transformers'
+    own models and registered ones, e.g. the hf-acts LM family); returns the config class."""
+    base_config = CONFIG_MAPPING[model_type]
+    config_class = swapped_config_class(base_config)
     config_class.register_for_auto_class()
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     for auto_name in _auto_classes():
         auto = getattr(modeling_auto, auto_name)
-        class_name = auto._model_mapping._model_mapping.get(model_type)
-        if not isinstance(class_name, str) or not hasattr(transformers, class_name):
+        try:
+            base_model = auto._model_mapping[base_config]
+        except (KeyError, ValueError, ImportError, AttributeError):
             continue
-        model_class = swapped_model_class(getattr(transformers, class_name))
-        if model_class._auto_class is None:  # saved folders name the first Auto class that maps it
-            model_class.register_for_auto_class(auto_name)
-        auto.register(config_class, model_class, exist_ok=True)
+        if isinstance(base_model, type) and issubclass(base_model, PreTrainedModel):
+            model_class = swapped_model_class(base_model)
+            if model_class._auto_class is None:  # saved folders name the first Auto class that maps it
+                model_class.register_for_auto_class(auto_name)
+            auto.register(config_class, model_class, exist_ok=True)
     return config_class
 
 
@@ -67,11 +71,11 @@ def _site(model: PreTrainedModel, name: str) -> tuple[str, str]:
 
 
 def record_swap(model: PreTrainedModel, report: Any) -> None:
-    """Make ``model`` (swapped in place by ``replace_activations``) an ``HfActs<Model>`` whose config records the
+    """Make ``model`` (swapped in place by ``replace_activations``) an ``HfActsSwapped<Model>`` whose config records the
     report's sites in ``hf_acts_activations`` (appended to earlier swaps)."""
     base_class = next((b for b, s in _SWAPPED_MODELS.items() if s is type(model)), type(model))
     config = model.config
-    base_type = config.model_type.removeprefix("hf_acts_") if base_class is not type(model) else config.model_type
+    base_type = config.model_type.removeprefix(SWAPPED_PREFIX) if base_class is not type(model) else config.model_type
     register_family(base_type)
     records = list(getattr(config, SWAP_FIELD, None) or [])
     for r in report.records:
