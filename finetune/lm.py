@@ -194,7 +194,6 @@ def main(argv: list[str] | None = None) -> dict:
                   **evaluate_lm(model, eval_loader, accelerator), "lr": scheduler.get_last_lr()[0]}
         end_epoch(accelerator, state, out, record, args.checkpoint_steps, args.keep_checkpoints)
     progress.close()
-    accelerator.end_training()
 
     final = final_metrics(accelerator, out, state, args.epochs)
     state_dict = gathered_state_dict(accelerator, model)  # all ranks: FSDP / ZeRO-3 shards gathered
@@ -209,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         plot_curves(read_log(out), out / "training_curves.png", ("eval_loss", "perplexity"))
         render_card(out).save(out / "README.md")
         accelerator.print(f"Hub-ready folder: {out.resolve()} (publish: hf-acts publish {out} --repo-id ORG/NAME)")
+    accelerator.end_training()  # after the gather: it ends the process group
     return final
 
 

@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = timm.create_model(name, pretrained=args.pretrained, **kwargs)  # unknown names: hf_acts.errors reports
     reports = getattr(model, "hf_acts_reports", [])
     train_tf, eval_tf, data_cfg = make_transforms(model, data, args)
+    # activations sized at their first call (act_layer="fles", ...) get their parameters before the optimizer, LoRA
+    # and any DDP / FSDP / DeepSpeed wrapping see the model
+    hf_acts.build_lazy(model, data.eval.with_transform(eval_tf)[:2]["x"])
     if args.lora_r:
         from peft import get_peft_model
 
@@ -197,7 +200,6 @@ def main(argv: list[str] | None = None) -> dict:
                   "lr": scheduler.get_last_lr()[0]}
         end_epoch(accelerator, state, out, record, args.checkpoint_steps, args.keep_checkpoints)
     progress.close()
-    accelerator.end_training()
 
     final = final_metrics(accelerator, out, state, args.epochs)
     state_dict = gathered_state_dict(accelerator, model)  # all ranks: FSDP / ZeRO-3 shards gathered
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
         if (out / "hf_acts_swaps.json").exists() or args.lora_r:  # a card describes an hf-acts model or adapter
             render_card(out).save(out / "README.md")
         accelerator.print(f"Hub-ready folder: {out.resolve()} (publish: hf-acts publish {out} --repo-id ORG/NAME)")
+    accelerator.end_training()  # after the gather: it ends the process group
     return final
 
 

@@ -13,6 +13,7 @@ from .activations import (
     aiec_targets,
     reset_aiec_counters,
 )
+from .activations._base import build_lazy
 from .integrations.timm import save_timm_model  # registers hf_acts_swapped
 from .integrations.transformers import (  # registers the causal-LM family, swapped families and ACT2FN names
     convert_glu,
@@ -38,6 +39,7 @@ __all__ = [
     "SwapReport",
     "SwishBeta",
     "activation_parameter_names",
+    "build_lazy",
     "aiec_loss",
     "aiec_targets",
     "convert_glu",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -120,19 +121,32 @@ def _timm_context(folder: Path) -> dict[str, Any]:
     }
 
 
+def _weight_shapes(folder: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape of a folder's safetensors files, read from their headers (no model is built: a card is
+    rendered on the main process alone, where building a model under DeepSpeed ZeRO-3 would wait for the others)."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            shapes.update({k: f.get_slice(k).get_shape() for k in f.keys()})
+    return shapes
+
+
 def _transformers_context(folder: Path) -> dict[str, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    shapes = _weight_shapes(folder)
     layers = list(range(config.num_hidden_layers)) if config.mlp_layers is None else config.mlp_layers
     converted = config.mlp_variant == "dynactglu"
     rows = [{"layer": f"`model.layers.{i}.mlp`", "old": "SwiGLU-style gated MLP", "new": "DynActGLU" if converted
              else "unchanged", "base": config.dynact_base, "mode": config.mlp_mode} for i in layers]
-    added = sum(p.numel() for n, p in model.named_parameters() if n.endswith((".alpha", ".beta")))
+    total = sum(math.prod(shape) for shape in shapes.values())
+    added = sum(math.prod(shape) for name, shape in shapes.items() if name.endswith((".alpha", ".beta")))
     return {
-        "act": "dynactglu" if converted else "dynactivation", "base_params": f"{_count(model) - added:,}",
-        "params": f"{_count(model):,}", "base_mlp": f"gated MLP, `hidden_act={config.hidden_act}`",
+        "act": "dynactglu" if converted else "dynactivation", "base_params": f"{total - added:,}",
+        "params": f"{total:,}", "base_mlp": f"gated MLP, `hidden_act={config.hidden_act}`",
         "mlp": f"`{config.mlp_variant}` (mode `{config.mlp_mode}`) in {len(layers)} layer(s)",
         "swap_table": _table(rows, ["layer", "old", "new", "base", "mode"]),
         "library_bibtex": TRANSFORMERS_BIBTEX, "library_name": "transformers", "pipeline_tag": "text-generation",

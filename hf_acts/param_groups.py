@@ -11,13 +11,19 @@ from torch.optim import Optimizer
 from .registry import named_activations
 
 
+def _ndim(p: torch.Tensor) -> int:
+    """The parameter's own rank: DeepSpeed ZeRO-3 partitions parameters at construction (transformers builds models
+    under ``zero.Init`` when ZeRO-3 is on), leaving 1-D empty placeholders with the real shape in ``ds_shape``."""
+    return len(getattr(p, "ds_shape", p.shape))
+
+
 def activation_parameter_names(model: nn.Module) -> set[str]:
     """Names of activation parameters: the scalars and per-channel vectors of hf-acts activations
     (alpha/beta, Swish beta) and every bias/norm affine inside them (ADReLU GroupNorms, FleS and
     Dy-ReLU biases). Their projection matrices (ADReLU convs, FleS/Dy-ReLU FCs, AIEC's decision
     unit) are ordinary weights and keep weight decay (project decision)."""
     return {prefix + n for prefix, module in named_activations(model)
-            for n, p in module.named_parameters() if p.ndim <= 1}
+            for n, p in module.named_parameters() if _ndim(p) <= 1}
 
 
 def param_groups_weight_decay(
@@ -36,7 +42,7 @@ def param_groups_weight_decay(
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name in skip or (skip_1d and (p.ndim <= 1 or name.endswith(".bias"))):
+        if name in skip or (skip_1d and (_ndim(p) <= 1 or name.endswith(".bias"))):
             no_decay.append(p)
         else:
             decay.append(p)

@@ -189,15 +189,23 @@ def add_training_args(parser: argparse.ArgumentParser, lr: float, batch_size: in
 
 
 def shard_on_cpu() -> bool:
-    """Let Accelerate's FSDP and DeepSpeed configs shard across CPU processes (gloo), as they do across GPUs.
+    """Make multi-process launches on a machine without an accelerator run as what their config asks for.
 
-    Accelerate 1.15 turns both into plain DDP when the processes run on the CPU (its FSDP and DeepSpeed switches cover
-    accelerator devices only), silently. This wraps ``AcceleratorState.__init__`` so that, where a launch config asked
-    for FSDP or DeepSpeed and the processes are CPU ones, the state says FSDP / DeepSpeed and Accelerate's own
-    ``prepare`` shards (FSDP2's ``fully_shard`` and DeepSpeed with ``DS_ACCELERATOR=cpu`` both run on gloo). The
-    finetune scripts call it; on GPUs it changes nothing. Returns True once installed."""
+    Two silent fallbacks of Accelerate 1.15 on such machines: a launch config's ``use_cpu: true`` does not reach the
+    processes of a multi-process launch, so each runs alone on the whole dataset (this sets ``ACCELERATE_USE_CPU``
+    where ``WORLD_SIZE > 1`` and no accelerator exists); and FSDP / DeepSpeed configs become plain DDP (their switches
+    cover accelerator devices only). For the latter this wraps ``AcceleratorState.__init__`` so that the state says
+    FSDP / DeepSpeed and Accelerate's own ``prepare`` shards (FSDP2's ``fully_shard`` and DeepSpeed with
+    ``DS_ACCELERATOR=cpu`` both run on gloo). The finetune scripts call it; where an accelerator exists it changes
+    nothing. Returns True once installed."""
+    import os
+
+    import torch
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
     init = AcceleratorState.__init__
     if getattr(init, "hf_acts_cpu_sharding", False):
@@ -213,8 +221,8 @@ def shard_on_cpu() -> bool:
             self.fsdp_plugin = fsdp_plugin
         elif deepspeed_plugin is not None:
             self.distributed_type = DistributedType.DEEPSPEED
-            self._mixed_precision = "no"  # DeepSpeed takes precision from its own config
-            deepspeed_plugin.set_mixed_precision(self.mixed_precision)
+            deepspeed_plugin.set_mixed_precision(self._mixed_precision)
+            self._mixed_precision = "no"  # DeepSpeed applies the precision itself (as Accelerate does on GPUs)
             deepspeed_plugin.select(_from_accelerator_state=True)
             self.deepspeed_plugins = deepspeed_plugin
         PartialState._shared_state["distributed_type"] = self.distributed_type
@@ -251,6 +259,7 @@ def final_metrics(accelerator: Accelerator, output_dir: Path, state: TrainState,
     """The last epoch's record plus the run's totals (what ``metrics.json`` and the model card report)."""
     last = read_log(output_dir)[-1]
     return {"epochs": epochs, "steps": state.step, "num_processes": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type).rpartition(".")[2],
             **{k: v for k, v in last.items() if k not in ("epoch", "step")}}
 
 

@@ -22,6 +22,7 @@ from timm.layers import create_act, register_notrace_module
 from timm.models import build_model_with_cfg, get_pretrained_cfg, register_model
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models._features import FeatureGetterNet
+from timm.models._hub import save_config_for_hf
 from torch import nn
 
 from ..registry import ACTIVATIONS, canonical_name, get_activation
@@ -175,11 +176,14 @@ def save_timm_model(
     """
     save_directory = Path(save_directory)
     model_config = {"label_names": list(label_names)} if label_names else None
-    timm.models.save_for_hf(model, save_directory, model_config=model_config, safe_serialization=True)
-    if state_dict is not None:
+    config_path = save_directory / "config.json"
+    if state_dict is None:
+        timm.models.save_for_hf(model, save_directory, model_config=model_config, safe_serialization=True)
+    else:  # the model's own tensors may be shards (FSDP2 DTensors, ZeRO-3 placeholders): only its config is read
+        save_directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous().clone() for k, v in state_dict.items()},
                   save_directory / "model.safetensors", metadata={"format": "pt"})
-    config_path = save_directory / "config.json"
+        save_config_for_hf(model, str(config_path), model_config=model_config)
     config = json.loads(config_path.read_text())
     config.get("model_args", {}).pop("num_classes", None)
     config_path.write_text(json.dumps(config, indent=2))
