@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 
 import torch
 from accelerate import Accelerator
@@ -164,18 +165,24 @@ def main(argv: list[str] | None = None) -> dict:
     eval_loader = DataLoader(eval_ds, batch_size=args.batch_size, collate_fn=default_data_collator)
     if accelerator.is_main_process:
         write_args(out, run_args)
-    steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
+    # optimizer steps per epoch of this run (Accelerate shards the batches over the processes)
+    steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / args.grad_accum)
     if args.max_steps:
         steps_per_epoch = min(steps_per_epoch, args.max_steps)
     total_steps = steps_per_epoch * args.epochs
     optimizer = torch.optim.AdamW(hf_acts.param_groups_weight_decay(model, args.weight_decay), lr=args.lr,
                                   betas=(0.9, 0.95))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    # Accelerate steps a prepared scheduler once per process at each optimizer step: the schedule spans n times the
+    # optimizer steps (without this, --max-steps on 2 processes ran the cosine to zero halfway)
+    n = accelerator.num_processes
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps) * n, total_steps * n)
+    model_class = type(model)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
     state = start_state(accelerator, out, args.resume, "lm", run_args)
 
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process)
+    started, first_step = time.perf_counter(), state.step
     while state.epoch < args.epochs:
         model.train()
         loss_sum, seen = 0.0, 0
@@ -195,10 +202,13 @@ def main(argv: list[str] | None = None) -> dict:
         end_epoch(accelerator, state, out, record, args.checkpoint_steps, args.keep_checkpoints)
     progress.close()
 
-    final = final_metrics(accelerator, out, state, args.epochs)
+    final = final_metrics(accelerator, out, state, args.epochs, time.perf_counter() - started, state.step - first_step)
     state_dict = gathered_state_dict(accelerator, model)  # all ranks: FSDP / ZeRO-3 shards gathered
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)
+        # FSDP2's fully_shard swaps in a class defined in torch (FSDP<cls>); save_pretrained copies the file of the
+        # model's class as remote code, so training is over and the model gets its own class back
+        model.__class__ = model_class
         model.save_pretrained(out, state_dict=state_dict)
         tokenizer.save_pretrained(out)
         final.update(model=args.model, mlp=args.mlp, dataset=args.dataset,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 
 import timm
 import torch
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     k = min(5, len(data.label_names))
 
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process)
+    started, first_step = time.perf_counter(), state.step
     while state.epoch < args.epochs:
         model.train()
         if state.batches_in_epoch == 0:
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         end_epoch(accelerator, state, out, record, args.checkpoint_steps, args.keep_checkpoints)
     progress.close()
 
-    final = final_metrics(accelerator, out, state, args.epochs)
+    final = final_metrics(accelerator, out, state, args.epochs, time.perf_counter() - started, state.step - first_step)
     state_dict = gathered_state_dict(accelerator, model)  # all ranks: FSDP / ZeRO-3 shards gathered
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(model)

@@ -255,11 +255,22 @@ def start_state(accelerator: Accelerator, output_dir: Path, resume: bool, name: 
     return state
 
 
-def final_metrics(accelerator: Accelerator, output_dir: Path, state: TrainState, epochs: int) -> dict[str, Any]:
-    """The last epoch's record plus the run's totals (what ``metrics.json`` and the model card report)."""
+def final_metrics(accelerator: Accelerator, output_dir: Path, state: TrainState, epochs: int, seconds: float,
+                  steps_run: int) -> dict[str, Any]:
+    """The last epoch's record plus the run's totals (what ``metrics.json`` and the model card report): the engine,
+    optimizer steps per second of this launch (training and evaluation loop, ``seconds`` for ``steps_run``) and each
+    process's peak resident memory. Every process must call it (the memory figures are gathered)."""
+    import resource
+
+    import torch
+
     last = read_log(output_dir)[-1]
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    rss = accelerator.gather(torch.tensor([rss_mb], device=accelerator.device)).tolist()
     return {"epochs": epochs, "steps": state.step, "num_processes": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type).rpartition(".")[2],
+            "steps_per_second": round(steps_run / seconds, 3) if seconds > 0 else None,
+            "peak_rss_mb_per_process": [round(r, 1) for r in rss],
             **{k: v for k, v in last.items() if k not in ("epoch", "step")}}
 
 

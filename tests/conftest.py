@@ -8,7 +8,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "ACCELERATE_USE_CPU": "1",
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 VISION = ["--model", "resnet8_cifar_adrelu", "--dataset", "digits", "--img-size", "32", "--hflip", "0",
           "--batch-size", "32", "--max-train-samples", "320", "--report-to", "none"]
@@ -68,12 +68,14 @@ def randomize_(module: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
     return module
 
 
-def launch(script: str, args: list[str], processes: int = 1) -> subprocess.CompletedProcess:
-    """``accelerate launch finetune/<script>`` in a subprocess; fails the test with its stderr."""
-    config = ROOT / "finetune" / "configs" / ("cpu_2proc.yaml" if processes == 2 else "cpu_single.yaml")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           str(ROOT / "finetune" / script), *args]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+def launch(script: str, args: list[str], processes: int = 1, config: str | None = None,
+           launch_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``accelerate launch [launch_args] finetune/<script> args`` in a subprocess with a launch config of
+    ``finetune/configs`` (default: one or two plain CPU processes); fails the test with its stderr."""
+    config = config or ("cpu_2proc.yaml" if processes == 2 else "cpu_single.yaml")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "finetune" / "configs" /
+           config), *launch_args, str(ROOT / "finetune" / script), *args]
+    proc = subprocess.run(cmd, env={**ENV, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 

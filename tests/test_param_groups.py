@@ -28,3 +28,15 @@ def test_timm_convention_and_dynactglu_projections():
     assert {id(model[0].act_fn.alpha), id(model[0].act_fn.beta), id(model[1].weight), id(model[1].bias)} <= ids
     assert {id(p) for p in decay["params"]} == {id(model[0].gate_proj.weight), id(model[0].up_proj.weight),
                                                 id(model[0].down_proj.weight)}
+
+
+def test_zero3_placeholders_are_grouped_by_their_real_rank():
+    """Under DeepSpeed ZeRO-3 transformers builds models inside zero.Init: every parameter is a 1-D empty placeholder
+    with its real shape in ds_shape. Read by .ndim, every weight landed in the no-decay group."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), hf_acts.DynActivation("silu"))
+    for p in model.parameters():
+        p.ds_shape = p.shape
+        p.data = torch.empty(0)
+    no_decay, decay = hf_acts.param_groups_weight_decay(model, 0.1)
+    assert [p.ds_shape for p in decay["params"]] == [(4, 4)]
+    assert len(no_decay["params"]) == 3  # the bias, alpha, beta

@@ -5,11 +5,12 @@ model saves and reloads with identical logits."""
 import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
 from conftest import ENV, ROOT
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 import hf_acts  # noqa: F401  (registers the hf-acts model types)
@@ -61,3 +62,162 @@ def test_gpu_launch_configs_parse(name, distributed, engine):
     settings = config.fsdp_config if distributed == "FSDP" else config.deepspeed_config
     assert settings[engine] in (2, 3)
     assert config.num_processes == 8 * config.num_machines
+
+
+# ---- the finetune scripts through Accelerate's own FSDP2 / DeepSpeed paths (CPU processes, gloo) ----
+
+def _metrics(out) -> dict:  # noqa: ANN001
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _eval_losses(out) -> list[float]:  # noqa: ANN001
+    return [json.loads(line)["eval_loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _lm_eval(model, out) -> float:  # noqa: ANN001
+    """The reloaded model's loss on the run's eval blocks (what the run's last eval_loss measured)."""
+    from transformers import AutoTokenizer
+
+    from hf_acts.data import load_text_dataset
+
+    sys.path.insert(0, str(ROOT / "finetune"))
+    import lm
+
+    blocks = lm.pack(load_text_dataset("pydoc")["eval"], AutoTokenizer.from_pretrained(out), 64)
+    batch = {k: torch.stack([b[k] for b in blocks]) for k in ("input_ids", "labels")}
+    with torch.no_grad():
+        return model(**batch).loss.item()
+
+
+@pytest.mark.slow
+def test_lm_under_fsdp2_follows_one_process_and_saves_the_full_model(tmp_path):
+    """Accelerate's FSDP2 (fsdp2_cpu.yaml, 2 processes x batch 4) against one process with batch 8, same seed: the
+    same samples make each optimizer step (seedable sampler, sharded by batch), so the eval losses after each epoch
+    differ only by the order of float sums in the gradient reduction (measured: 1e-8 relative; rtol 1e-5)."""
+    from conftest import LM, launch
+
+    args = [*LM, "--mlp", "dynactglu", "--epochs", "2", "--max-steps", "3"]
+    one, two = tmp_path / "one", tmp_path / "fsdp2"
+    launch("lm.py", [*args, "--batch-size", "8", "--output-dir", str(one)])
+    launch("lm.py", [*args, "--batch-size", "4", "--output-dir", str(two)], config="fsdp2_cpu.yaml")
+    assert _metrics(two)["distributed_type"] == "FSDP" and _metrics(two)["num_processes"] == 2
+    assert _metrics(two)["steps"] == _metrics(one)["steps"] == 6
+    torch.testing.assert_close(torch.tensor(_eval_losses(two)), torch.tensor(_eval_losses(one)), rtol=1e-5, atol=0)
+    auto_map = json.loads((two / "config.json").read_text())["auto_map"]
+    assert set(auto_map.values()) <= {"configuration_hf_acts.HfActsLlamaConfig", "modeling_hf_acts.HfActsLlamaModel",
+                                      "modeling_hf_acts.HfActsLlamaForCausalLM"}, auto_map  # not FSDP's class
+    assert not list(two.glob("_fsdp*.py"))
+    model = AutoModelForCausalLM.from_pretrained(two).eval()
+    assert model.model.layers[1].mlp.act_fn.alpha.shape == (1,) and model.model.layers[1].mlp.act_fn.alpha != 1.0
+    assert _lm_eval(model, two) == pytest.approx(_metrics(two)["eval_loss"], rel=1e-5)  # the gathered, full model
+    ids = torch.randint(0, 400, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        save_file({"ids": ids, "logits": model(input_ids=ids).logits}, tmp_path / "expected.safetensors")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["hf_acts"] = None  # trust_remote_code alone
+        import torch
+        from safetensors.torch import load_file, save_file
+        from transformers import AutoModelForCausalLM
+        expected = load_file("{tmp_path / 'expected.safetensors'}")
+        model = AutoModelForCausalLM.from_pretrained("{two}", trust_remote_code=True).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(input_ids=expected["ids"]).logits, expected["logits"], rtol=1e-5,
+                                       atol=1e-5)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["fsdp2", "zero2", "zero3"])
+def test_vision_adrelu_model_under_sharding_engines(tmp_path, engine):
+    """resnet8_cifar_adrelu (ADReLU: per-channel convs and GroupNorms in every block) under FSDP2 and DeepSpeed
+    ZeRO-2/3 in 2 processes: the saved folder is the full model and reproduces the run's accuracy."""
+    import timm
+    from conftest import VISION, launch
+
+    from hf_acts.data import load_image_dataset
+
+    sys.path.insert(0, str(ROOT / "finetune"))
+    import vision
+
+    out = tmp_path / engine
+    config, extra = {"fsdp2": ("fsdp2_cpu.yaml", ()), "zero2": ("zero3_cpu.yaml", ("--zero_stage", "2")),
+                     "zero3": ("zero3_cpu.yaml", ())}[engine]
+    launch("vision.py", [*VISION, "--epochs", "1", "--max-eval-samples", "100", "--output-dir", str(out)],
+           config=config, launch_args=extra)
+    metrics = _metrics(out)
+    assert metrics["distributed_type"] == ("FSDP" if engine == "fsdp2" else "DEEPSPEED")
+    assert metrics["num_processes"] == 2 and metrics["steps"] == 5  # 320 samples / (2 x 32)
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    data = load_image_dataset("digits")
+    _, eval_tf, _ = vision.make_transforms(model, data, vision.parse_args(VISION))
+    batch = eval_tf(data.eval[:100])
+    with torch.no_grad():
+        top1 = (model(batch["x"]).argmax(-1) == batch["y"]).float().mean().item()
+    assert top1 == pytest.approx(metrics["top1"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_lm_under_deepspeed_saves_the_full_model(tmp_path, stage):
+    from conftest import LM, launch
+
+    out = tmp_path / f"zero{stage}"
+    launch("lm.py", [*LM, "--mlp", "dynactglu", "--max-steps", "4", "--output-dir", str(out)], config="zero3_cpu.yaml",
+           launch_args=("--zero_stage", str(stage)))
+    assert _metrics(out)["distributed_type"] == "DEEPSPEED" and _metrics(out)["num_processes"] == 2
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert model.model.layers[0].mlp.act_fn.alpha != 1.0  # trained, gathered from its partitions
+    assert _lm_eval(model, out) == pytest.approx(_metrics(out)["eval_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_kill_a_rank_under_fsdp2_and_resume_from_the_sharded_checkpoint(tmp_path):
+    """SIGKILL to one of the two FSDP2 ranks mid-run; --resume loads the sharded checkpoint and ends at the same
+    step count as an uninterrupted run."""
+    import os
+    import signal
+    import time
+
+    from conftest import ENV, VISION, launch
+
+    out = tmp_path / "run"
+    args = [*VISION, "--epochs", "2", "--max-eval-samples", "50", "--checkpoint-steps", "2", "--output-dir", str(out)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "finetune" / "configs" / "fsdp2_cpu.yaml"), str(ROOT / "finetune" / "vision.py"), *args]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "checkpoints").glob("step_00000004")):
+        time.sleep(0.2)
+    ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                            text=True).stdout.split()]  # the launcher's children: the two ranks
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[-1], signal.SIGKILL)  # one rank dies; the launcher tears the other down
+    proc.wait(timeout=120)
+    assert proc.returncode != 0 and not (out / "metrics.json").exists(), "the run finished before it was killed"
+    assert list((out / "checkpoints").glob("step_*/pytorch_model_fsdp_0")), "no sharded checkpoint"
+    resumed = launch("vision.py", [*args, "--resume"], config="fsdp2_cpu.yaml")
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert _metrics(out)["steps"] == 2 * 5 and _metrics(out)["distributed_type"] == "FSDP"
+
+
+@pytest.mark.slow
+def test_two_machines_on_loopback(tmp_path):
+    """--num_machines 2: machine ranks 0 and 1 started separately (one process each), rendezvous on 127.0.0.1."""
+    from conftest import ENV, LM
+
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "finetune" / "configs" / "cpu_2proc.yaml"), "--num_machines", "2", "--num_processes", "2",
+            "--main_process_ip", "127.0.0.1", "--main_process_port", "29540"]
+    script = [str(ROOT / "finetune" / "lm.py"), *LM, "--mlp", "dynactglu", "--max-steps", "3", "--output-dir",
+              str(out)]
+    procs = [subprocess.Popen([*base, "--machine_rank", str(r), *script], env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    assert _metrics(out)["num_processes"] == 2 and _metrics(out)["steps"] == 3
+    assert AutoModelForCausalLM.from_pretrained(out).model.layers[0].mlp.act_fn.alpha != 1.0

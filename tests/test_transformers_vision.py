@@ -173,7 +173,7 @@ def test_a_folder_whose_config_lost_a_swap_raises_instead_of_dropping_parameters
 
 
 def test_stock_transformers_refuses_a_swapped_folder_rather_than_dropping_it(saved):
-    """Model type hf_acts_swapped_vit: without hf-acts registering it and without trust_remote_code, no class loads it."""
+    """Model type hf_acts_swapped_vit: without hf-acts registering it or trust_remote_code, no class loads it."""
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
