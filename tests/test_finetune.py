@@ -80,8 +80,7 @@ def test_kill_and_resume_finishes_with_the_same_number_of_steps(tmp_path):
     assert not list((out / "checkpoints").glob(".tmp-*"))
 
 
-@pytest.mark.slow
-def test_lm_tiny_end_to_end_and_reload(lm_run):
+def test_lm_tiny_end_to_end_and_reload(lm_run):  # not slow: `make test`'s real training-to-reload run
     out = lm_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 12 and metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"])
