@@ -30,6 +30,7 @@ import hf_acts
 from hf_acts.cards import BASE_SPEC, render_card
 from hf_acts.data import load_image_dataset
 from hf_acts.errors import json_object, run
+from hf_acts.integrations.timm import TIMM_NAMES, register_names
 from hf_acts.metrics import load_metric
 from hf_acts.training import (
     RecipeArgumentParser,
@@ -45,6 +46,7 @@ from hf_acts.training import (
     prepare_output_dir,
     read_log,
     start_state,
+    sync_buffers,
     write_args,
 )
 
@@ -54,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="efficientnetv2_rw_t_adrelu", help="timm / hf-acts model, hf-hub:, local-dir:")
     g.add_argument("--pretrained", action="store_true", help="start from pretrained (or warm-start) weights")
+    g.add_argument("--model-kwargs", default="{}",
+                   help='JSON arguments for timm.create_model, e.g. \'{"act_layer": "adrelu", "drop_path_rate": 0.1}\'')
     g.add_argument("--act", help="swap this hf-acts activation into --model (e.g. fles, adrelu, dynactivation)")
     g.add_argument("--target", default="relu,silu,gelu", help="activations the swap replaces (comma-separated)")
     g.add_argument("--select", help="regex on module names the swap keeps")
@@ -87,7 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def model_spec(args: argparse.Namespace, num_classes: int, in_chans: int) -> tuple[str, dict]:
     """``timm.create_model`` name and arguments: ``--model`` as is, or ``hf_acts_swapped`` when ``--act`` asks for a
     swap."""
-    kwargs: dict = {"num_classes": num_classes}
+    kwargs: dict = {**json_object(args.model_kwargs, "--model-kwargs"), "num_classes": num_classes}
+    if kwargs.get("act_layer") in TIMM_NAMES:  # an hf-acts act_layer name: timm looks it up in its own table
+        register_names()  # (loading the saved folder needs the same call: hf_acts.integrations.timm.register_names)
     if in_chans != 3:
         kwargs["in_chans"] = in_chans
     name = args.model
@@ -197,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.3f}")
         state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+        sync_buffers(accelerator, model)  # BatchNorm statistics: one model evaluated, the one saved
         metrics = evaluate_model(model, eval_loader, accelerator, k)
         record = {"epoch": state.epoch, "step": state.step, "train_loss": loss_sum / max(seen, 1), **metrics,
                   "lr": scheduler.get_last_lr()[0]}

@@ -274,6 +274,19 @@ def final_metrics(accelerator: Accelerator, output_dir: Path, state: TrainState,
             **{k: v for k, v in last.items() if k not in ("epoch", "step")}}
 
 
+def sync_buffers(accelerator: Accelerator, model: Any) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics, ...) under FSDP and DeepSpeed, as DDP does at
+    each forward: those engines leave buffers per rank, so each rank would evaluate its half of the data with its own
+    statistics and the saved model (rank 0's) would not be the model that was evaluated. Every rank must call it."""
+    import torch.distributed as dist
+    from accelerate.utils import DistributedType
+
+    if accelerator.num_processes > 1 and accelerator.distributed_type in (DistributedType.FSDP,
+                                                                          DistributedType.DEEPSPEED):
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def gathered_state_dict(accelerator: Accelerator, model: Any) -> dict[str, Any] | None:
     """The trained model's full (unsharded) weights on the main process, None on the others. Every rank must call it:
     under FSDP and DeepSpeed ZeRO-3 gathering the shards is a collective."""

@@ -152,3 +152,21 @@ def test_torch_func_grad_and_vmap(name):
     xg = x.clone().requires_grad_()
     torch.testing.assert_close(grad, torch.autograd.grad(m(xg).sum(), xg)[0])
     torch.testing.assert_close(torch.func.vmap(m)(x.unsqueeze(1)).squeeze(1), m(x))
+
+
+def test_lazily_sized_activations_refuse_to_build_in_a_multi_process_run_outside_build_lazy(monkeypatch):
+    """Parameters created after DDP / FSDP / ZeRO wrapped the model would be neither synchronised nor sharded."""
+    import torch.distributed as dist
+
+    from hf_acts.activations._base import unbuilt_activations
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), hf_acts.FleS(), torch.nn.Conv2d(8, 8, 1), hf_acts.ADReLU())
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    with pytest.raises(RuntimeError, match=r"hf_acts.build_lazy\(model, example_batch\)"):
+        model(torch.randn(2, 3, 5, 5))
+    assert len(unbuilt_activations(model)) == 2
+    model.train()
+    assert hf_acts.build_lazy(model, torch.randn(2, 3, 5, 5)) == 2
+    assert model.training and not unbuilt_activations(model)
+    assert [m.channels for m in model if hasattr(m, "channels")] == [8, 8]

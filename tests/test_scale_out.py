@@ -13,7 +13,7 @@ from conftest import ENV, ROOT
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-import hf_acts  # noqa: F401  (registers the hf-acts model types)
+import hf_acts  # registers the hf-acts model types
 
 HELD = {"fsdp2": "DTensor", "zero3": "partitioned"}
 
@@ -132,8 +132,9 @@ def test_lm_under_fsdp2_follows_one_process_and_saves_the_full_model(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["fsdp2", "zero2", "zero3"])
 def test_vision_adrelu_model_under_sharding_engines(tmp_path, engine):
-    """resnet8_cifar_adrelu (ADReLU: per-channel convs and GroupNorms in every block) under FSDP2 and DeepSpeed
-    ZeRO-2/3 in 2 processes: the saved folder is the full model and reproduces the run's accuracy."""
+    """A CIFAR ResNet-8 built with act_layer="adrelu" (ADReLUs sized at their first call: the script builds them on
+    a real batch before wrapping; per-channel convs and GroupNorms in every block) under FSDP2 and DeepSpeed ZeRO-2/3
+    in 2 processes: the saved folder is the full model and reproduces the run's eval loss."""
     import timm
     from conftest import VISION, launch
 
@@ -145,18 +146,24 @@ def test_vision_adrelu_model_under_sharding_engines(tmp_path, engine):
     out = tmp_path / engine
     config, extra = {"fsdp2": ("fsdp2_cpu.yaml", ()), "zero2": ("zero3_cpu.yaml", ("--zero_stage", "2")),
                      "zero3": ("zero3_cpu.yaml", ())}[engine]
-    launch("vision.py", [*VISION, "--epochs", "1", "--max-eval-samples", "100", "--output-dir", str(out)],
+    args = [*VISION, "--model", "resnet8_cifar", "--model-kwargs", '{"act_layer": "adrelu"}']  # the later --model wins
+    launch("vision.py", [*args, "--epochs", "1", "--max-eval-samples", "100", "--output-dir", str(out)],
            config=config, launch_args=extra)
     metrics = _metrics(out)
     assert metrics["distributed_type"] == ("FSDP" if engine == "fsdp2" else "DEEPSPEED")
     assert metrics["num_processes"] == 2 and metrics["steps"] == 5  # 320 samples / (2 x 32)
+    hf_acts.integrations.timm.register_names()  # the folder's model_args name act_layer "adrelu"
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    assert sum(isinstance(m, hf_acts.ADReLU) for m in model.modules()) == 7
     data = load_image_dataset("digits")
     _, eval_tf, _ = vision.make_transforms(model, data, vision.parse_args(VISION))
     batch = eval_tf(data.eval[:100])
     with torch.no_grad():
-        top1 = (model(batch["x"]).argmax(-1) == batch["y"]).float().mean().item()
-    assert top1 == pytest.approx(metrics["top1"])
+        logits = model(batch["x"])
+    # the eval loss, not top-1: after 5 steps the model is near chance, where float-order differences between the
+    # 2-process run and this reload can flip a near-tied argmax
+    eval_loss = torch.nn.functional.cross_entropy(logits, batch["y"]).item()
+    assert eval_loss == pytest.approx(metrics["eval_loss"], rel=1e-5)
 
 
 @pytest.mark.slow
