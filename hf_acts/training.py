@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DataLoaderConfiguration, DistributedType
 
 CHECKPOINTS = "checkpoints"
 ARGS_FILE = "training_args.json"
@@ -198,12 +203,6 @@ def shard_on_cpu() -> bool:
     FSDP / DeepSpeed and Accelerate's own ``prepare`` shards (FSDP2's ``fully_shard`` and DeepSpeed with
     ``DS_ACCELERATOR=cpu`` both run on gloo). The finetune scripts call it; where an accelerator exists it changes
     nothing. Returns True once installed."""
-    import os
-
-    import torch
-    from accelerate.state import AcceleratorState, PartialState
-    from accelerate.utils import DistributedType
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
@@ -260,10 +259,6 @@ def final_metrics(accelerator: Accelerator, output_dir: Path, state: TrainState,
     """The last epoch's record plus the run's totals (what ``metrics.json`` and the model card report): the engine,
     optimizer steps per second of this launch (training and evaluation loop, ``seconds`` for ``steps_run``) and each
     process's peak resident memory. Every process must call it (the memory figures are gathered)."""
-    import resource
-
-    import torch
-
     last = read_log(output_dir)[-1]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     rss = accelerator.gather(torch.tensor([rss_mb], device=accelerator.device)).tolist()
@@ -278,9 +273,6 @@ def sync_buffers(accelerator: Accelerator, model: Any) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics, ...) under FSDP and DeepSpeed, as DDP does at
     each forward: those engines leave buffers per rank, so each rank would evaluate its half of the data with its own
     statistics and the saved model (rank 0's) would not be the model that was evaluated. Every rank must call it."""
-    import torch.distributed as dist
-    from accelerate.utils import DistributedType
-
     if accelerator.num_processes > 1 and accelerator.distributed_type in (DistributedType.FSDP,
                                                                           DistributedType.DEEPSPEED):
         for buffer in model.buffers():
