@@ -296,3 +296,17 @@ def test_a_swap_in_a_stock_llama_leaves_the_lm_family_alone(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(reloaded) is type(llama)
     assert torch.equal(reloaded(input_ids=IDS).logits, llama(input_ids=IDS).logits)
+
+
+def test_a_stock_class_that_drops_act2fn_parameters_raises_at_the_first_call(tmp_path):
+    """A stock ViT built with hidden_act="fles" cannot load its FleS parameters (transformers has no module for them
+    before the first call): the activation knows it was loaded and raises rather than start over from its init."""
+    model = ViTForImageClassification(ViTConfig(**VIT, hidden_act="fles_gelu")).eval()
+    model(pixel_values=PIXELS)
+    for m in model.modules():
+        if isinstance(m, FleS):
+            randomize_(m, 0.3)
+    model.save_pretrained(tmp_path)
+    reloaded = ViTForImageClassification.from_pretrained(tmp_path).eval()
+    with pytest.raises(RuntimeError, match="loaded from a checkpoint trained with 64 channels"):
+        reloaded(pixel_values=PIXELS)

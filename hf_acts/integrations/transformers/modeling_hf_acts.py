@@ -60,6 +60,36 @@ from .configuration_hf_acts import (
 )
 
 
+def remembering(cls: type) -> type:
+    """``cls`` as ACT2FN builds it: without a channel count, and keeping the count it learns in a saved buffer
+    (``hf_acts_channels``, -1 until built). A stock transformers class loading a checkpoint has no module for such an
+    activation's parameters and drops them; the buffer it does load then makes the first call raise instead of
+    silently starting over from the init."""
+
+    class Remembering(cls):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.register_buffer("hf_acts_channels", torch.tensor(-1 if self.channels is None else self.channels))
+
+        def _build_checked(self, channels: int) -> None:
+            super()._build_checked(channels)
+            if "hf_acts_channels" in self._buffers:
+                self.hf_acts_channels.fill_(channels)
+
+        def _materialize(self, x: torch.Tensor) -> None:
+            known = self.hf_acts_channels
+            if known.device.type != "meta" and int(known) >= 0:
+                raise RuntimeError(
+                    f"this {cls.__name__} was loaded from a checkpoint trained with {int(known)} channels, but the "
+                    "model had no module for its parameters and dropped them (a stock transformers class with an "
+                    "hf-acts hidden_act). Load the folder with an hf-acts config: "
+                    "swapped_config_class(<Config>) / its HfActsSwapped<Model> class")
+            super()._materialize(x)
+
+    Remembering.__name__ = Remembering.__qualname__ = cls.__name__
+    return Remembering
+
+
 def register_act2fn_names() -> list[str]:
     """Add ``dynact_<base>``, ``swish_beta``, ``fles`` (FleS over SiLU), ``fles_<gate>`` and ``adrelu`` (tokens
     ``(B, N, C)``) to ``ACT2FN``, usable as ``hidden_act`` in configs whose MLPs take ``ACT2FN[config.hidden_act]``
@@ -69,9 +99,10 @@ def register_act2fn_names() -> list[str]:
     Returns the names added."""
     names = {f"dynact_{b}": (DynActivation, {"base": b}) for b in DYN_BASES}
     names["swish_beta"] = SwishBeta
-    names["fles"] = FleS
-    names.update({f"fles_{g}": (FleS, {"base": g}) for g in GATES})
-    names["adrelu"] = (ADReLU, {"spatial_dims": 1})
+    fles, adrelu = remembering(FleS), remembering(ADReLU)
+    names["fles"] = fles
+    names.update({f"fles_{g}": (fles, {"base": g}) for g in GATES})
+    names["adrelu"] = (adrelu, {"spatial_dims": 1})
     added = [n for n in names if n not in ACT2FN]
     for n in added:
         ACT2FN[n] = names[n]
