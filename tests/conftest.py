@@ -105,3 +105,11 @@ def assert_every_section_has_content(text: str) -> None:
             assert following and not following.startswith("#"), f"heading without content: {block!r}"
         if block.rstrip().endswith(":"):
             assert following.startswith(("*", "-", "|", "CODE", "1.")), f"{block!r} announces content it lacks"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/test_transformers_common.py is slow throughout and fetches transformers' sdist when imported (once, into
+    .cache/): not even collected when slow tests are deselected (`make test`)."""
+    if collection_path.name == "test_transformers_common.py" and "not slow" in (config.getoption("markexpr") or ""):
+        return True
+    return None
