@@ -96,6 +96,33 @@ def lm_run(tmp_path_factory) -> Path:
     return out
 
 
+def vision_eval_batch(model: torch.nn.Module, samples: int = 100) -> dict[str, torch.Tensor]:
+    """The first ``samples`` digits eval images as finetune/vision.py evaluates them (its eval transform with the
+    test runs' arguments): what a reloaded folder is checked against its run's metrics on."""
+    from hf_acts.data import load_image_dataset
+
+    sys.path.insert(0, str(ROOT / "finetune"))
+    import vision
+
+    data = load_image_dataset("digits")
+    _, eval_tf, _ = vision.make_transforms(model, data, vision.parse_args(VISION))
+    return eval_tf(data.eval[:samples])
+
+
+def lm_eval_batch(folder: Path) -> dict[str, torch.Tensor]:
+    """Every pydoc eval block (64 tokens, the test runs' block size) with the run's own tokenizer, as
+    finetune/lm.py evaluates them."""
+    from transformers import AutoTokenizer
+
+    from hf_acts.data import load_text_dataset
+
+    sys.path.insert(0, str(ROOT / "finetune"))
+    import lm
+
+    blocks = lm.pack(load_text_dataset("pydoc")["eval"], AutoTokenizer.from_pretrained(folder), 64)
+    return {k: torch.stack([b[k] for b in blocks]) for k in ("input_ids", "labels")}
+
+
 def assert_every_section_has_content(text: str) -> None:
     """No heading without a body, and no paragraph that announces content with ":" and stops there."""
     body = text.split("---", 2)[2]

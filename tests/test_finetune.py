@@ -10,11 +10,10 @@ import time
 import pytest
 import timm
 import torch
-from conftest import ENV, LM, ROOT, VISION, launch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from conftest import ENV, LM, ROOT, VISION, launch, lm_eval_batch, vision_eval_batch
+from transformers import AutoModelForCausalLM
 
 import hf_acts
-from hf_acts.data import load_image_dataset, load_text_dataset
 
 sys.path.insert(0, str(ROOT / "finetune"))
 import lm  # noqa: E402
@@ -31,9 +30,7 @@ def test_vision_output_is_hub_ready_and_reproduces_its_metrics(vision_run):
     config = json.loads((vision_run / "config.json").read_text())
     assert config["label_names"] == [str(i) for i in range(10)] and "num_classes" not in config["model_args"]
     model = timm.create_model(f"local-dir:{vision_run}", pretrained=True).eval()
-    data = load_image_dataset("digits")
-    _, eval_tf, _ = vision.make_transforms(model, data, vision.parse_args(VISION))
-    batch = eval_tf(data.eval[:100])
+    batch = vision_eval_batch(model)
     with torch.no_grad():
         logits = model(batch["x"])
     assert (logits.argmax(-1) == batch["y"]).float().mean().item() == pytest.approx(metrics["top1"])
@@ -88,9 +85,7 @@ def test_lm_tiny_end_to_end_and_reload(lm_run):  # not slow: `make test`'s real 
     remote = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     assert type(model).__name__ == "HfActsLlamaForCausalLM"
     assert model.model.layers[0].mlp.act_fn.alpha.item() != 1.0  # trained
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    blocks = lm.pack(load_text_dataset("pydoc")["eval"], tokenizer, 64)
-    batch = {k: torch.stack([b[k] for b in blocks]) for k in ("input_ids", "labels")}
+    batch = lm_eval_batch(out)
     with torch.no_grad():
         ours, theirs = model(**batch), remote(**batch)
     assert torch.equal(ours.logits, theirs.logits)

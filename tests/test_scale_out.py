@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import ENV, ROOT
+from conftest import ENV, ROOT, lm_eval_batch, vision_eval_batch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
@@ -76,17 +76,8 @@ def _eval_losses(out) -> list[float]:  # noqa: ANN001
 
 def _lm_eval(model, out) -> float:  # noqa: ANN001
     """The reloaded model's loss on the run's eval blocks (what the run's last eval_loss measured)."""
-    from transformers import AutoTokenizer
-
-    from hf_acts.data import load_text_dataset
-
-    sys.path.insert(0, str(ROOT / "finetune"))
-    import lm
-
-    blocks = lm.pack(load_text_dataset("pydoc")["eval"], AutoTokenizer.from_pretrained(out), 64)
-    batch = {k: torch.stack([b[k] for b in blocks]) for k in ("input_ids", "labels")}
     with torch.no_grad():
-        return model(**batch).loss.item()
+        return model(**lm_eval_batch(out)).loss.item()
 
 
 @pytest.mark.slow
@@ -138,11 +129,6 @@ def test_vision_adrelu_model_under_sharding_engines(tmp_path, engine):
     import timm
     from conftest import VISION, launch
 
-    from hf_acts.data import load_image_dataset
-
-    sys.path.insert(0, str(ROOT / "finetune"))
-    import vision
-
     out = tmp_path / engine
     config, extra = {"fsdp2": ("fsdp2_cpu.yaml", ()), "zero2": ("zero3_cpu.yaml", ("--zero_stage", "2")),
                      "zero3": ("zero3_cpu.yaml", ())}[engine]
@@ -155,9 +141,7 @@ def test_vision_adrelu_model_under_sharding_engines(tmp_path, engine):
     hf_acts.integrations.timm.register_names()  # the folder's model_args name act_layer "adrelu"
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert sum(isinstance(m, hf_acts.ADReLU) for m in model.modules()) == 7
-    data = load_image_dataset("digits")
-    _, eval_tf, _ = vision.make_transforms(model, data, vision.parse_args(VISION))
-    batch = eval_tf(data.eval[:100])
+    batch = vision_eval_batch(model)
     with torch.no_grad():
         logits = model(batch["x"])
     # the eval loss, not top-1: after 5 steps the model is near chance, where float-order differences between the

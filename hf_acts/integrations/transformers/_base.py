@@ -152,8 +152,10 @@ def build_lazy(model: nn.Module, inputs: Any) -> int:
                 model.eval()
                 if isinstance(inputs, Mapping):
                     model(**inputs)
+                elif isinstance(inputs, tuple):
+                    model(*inputs)
                 else:
-                    model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+                    model(inputs)
         finally:
             _building = False
             model.train(was_training)
