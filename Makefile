@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-all lint venv
+.PHONY: demo demo-swap reproduce test test-all lint venv
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,10 +17,23 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+LAUNCH := $(PY) -m accelerate.commands.launch --config_file finetune/configs/cpu_single.yaml finetune/vision.py
+DEMO := outputs/demo-resnet8_cifar_adrelu-digits
+
 demo: venv
-	$(PY) -m accelerate.commands.launch --config_file finetune/configs/cpu_single.yaml finetune/vision.py \
-		--model efficientnetv2_rw_t_adrelu --dataset digits --img-size 64 --hflip 0 --epochs 3 --batch-size 32 \
-		--output-dir outputs/demo-efficientnetv2_rw_t_adrelu-digits $(if $(wildcard outputs/demo-efficientnetv2_rw_t_adrelu-digits/training_args.json),--resume,)
+	$(LAUNCH) @finetune/configs/demo.args --output-dir $(DEMO) $(if $(wildcard $(DEMO)/training_args.json),--resume,)
+
+# the ADReLU paper's recipe at small scale: a SiLU base, then its last three SiLUs -> ADReLU (fine-tuned) against
+# the same steps with SiLU kept; a finished step is reused
+demo-swap: venv
+	$(if $(wildcard outputs/demo-swap-base/metrics.json),,$(LAUNCH) @finetune/configs/demo_swap_base.args --output-dir outputs/demo-swap-base)
+	$(if $(wildcard outputs/demo-swap-adrelu/metrics.json),,$(LAUNCH) @finetune/configs/demo_swap_adrelu.args --model local-dir:outputs/demo-swap-base --output-dir outputs/demo-swap-adrelu)
+	$(if $(wildcard outputs/demo-swap-silu/metrics.json),,$(LAUNCH) @finetune/configs/demo_swap_silu.args --model local-dir:outputs/demo-swap-base --output-dir outputs/demo-swap-silu)
+
+# the reproduction suite (each experiment ~5-30 minutes on 2 CPUs; --quick variants run in the tests) and its report
+reproduce: venv
+	for e in adrelu_fc adrelu_sparsity dynact_depth dynactglu_lm fles aiec demo; do $(PY) scripts/reproduce/$$e.py || exit 1; done
+	$(PY) scripts/reproduce/report.py
 
 # the suite within its ~10 minute budget: everything except tests marked slow, which keeps one real
 # training-to-reload run (tests/test_finetune.py::test_lm_tiny_end_to_end_and_reload)

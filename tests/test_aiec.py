@@ -45,6 +45,36 @@ def test_counters_gate_and_losses_by_hand():
     assert m.aux_loss.item() == pytest.approx(expected_aux, rel=1e-5)
 
 
+def test_class_without_counted_samples_is_not_gated_unless_asked():
+    """Eq. 6 is 0/0 for a class whose samples the DMU never got right; by default such a class has no intrinsic
+    verdict (nothing gated); ``gate_unseen=True`` is the literal v := 0 reading (every W <= 0 channel gated)."""
+    x, y = X[[0, 2]], torch.tensor([0, 1])  # sample 0 (class 0) is DMU-correct, sample 2 (class 1) is not
+    # class 0: v = [1, -1, 1], W_0 <= 0 at channels 1, 2 -> G = [0, 1, 0]; a_0 = [2, 0, 0.5] -> gated 0
+    # class 1: phi = 0; gated reading: G = W_1 <= 0 = [1, 0, 1], a = [1, 0.2, 2] -> (1 + 2) / 2 = 1.5
+    for gate_unseen, expected in ((False, 0.0), (True, (0.0 + 1.5) / 2)):
+        m = AIEC(3, num_classes=2, gate_unseen=gate_unseen).train()
+        with torch.no_grad():
+            m.decision.weight.copy_(W)
+        m.set_targets(y)
+        m(x)
+        assert m.phi[1].sum() == 0
+        assert m.gate_loss.item() == pytest.approx(expected)
+
+
+def test_aux_loss_trains_the_decision_unit_only_unless_asked():
+    """Alg. 1 line 11: L_aux is "for learning {w^k}"; with ``aux_to_features=True`` it also reaches the input."""
+    for to_features in (False, True):
+        m = AIEC(3, num_classes=2, aux_to_features=to_features).train()
+        with torch.no_grad():
+            m.decision.weight.copy_(W)
+        x = X.clone().requires_grad_()
+        m.set_targets(Y)
+        m(x)
+        m.aux_loss.backward()
+        assert m.decision.weight.grad.abs().sum() > 0
+        assert (x.grad is not None and bool(x.grad.abs().sum() > 0)) == to_features
+
+
 def test_eq14_over_layers_and_gradients():
     model = nn.Sequential(worked_example(), nn.Identity(), worked_example()).train()
     with aiec_targets(model, Y):

@@ -103,6 +103,33 @@ def test_save_for_hf_local_dir_round_trip(name, kwargs, tmp_path):
     assert torch.equal(reloaded(x), model(x))
 
 
+def test_swap_on_a_saved_base_starts_from_its_weights(tmp_path):
+    """The ADReLU paper's recipe on your own checkpoint: ``base_model="local-dir:..."`` takes the folder's architecture
+    and saved arguments (here SiLU), loads its weights, and the swapped folder reloads without the base folder."""
+    base = timm.create_model("resnet8_cifar", num_classes=10, act_layer="silu").eval()
+    randomize_(base, 0.1)
+    hf_acts.save_timm_model(base, tmp_path / "base")
+    swaps = [{"act": "adrelu", "target": "silu", "last": 3}]
+    model = timm.create_model("hf_acts_swapped", pretrained=True, base_model=f"local-dir:{tmp_path / 'base'}",
+                              swaps=swaps, num_classes=10).eval()
+    own = model.state_dict()
+    shared = [k for k in base.state_dict() if k in own]
+    assert len(shared) == len(base.state_dict())  # a swap adds parameters, it removes none
+    for k in shared:
+        assert torch.equal(own[k], base.state_dict()[k]), k
+    assert model.hf_acts_reports[0].names == ["stages.1.0.act2", "stages.2.0.act1", "stages.2.0.act2"]
+    silus = [sum(isinstance(m, torch.nn.SiLU) for m in net.modules()) for net in (base, model)]
+    assert silus == [7, 4]  # stem + 2 per block; the other SiLUs stay
+    hf_acts.save_timm_model(model, tmp_path / "swapped")
+    config = json.loads((tmp_path / "swapped" / "config.json").read_text())
+    assert config["model_args"]["base_model"] == "resnet8_cifar" and config["model_args"]["act_layer"] == "silu"
+    for f in (tmp_path / "base").iterdir():
+        f.unlink()
+    reloaded = timm.create_model(f"local-dir:{tmp_path / 'swapped'}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(reloaded(x), model(x))
+
+
 @pytest.mark.parametrize("arch", ["convnext_atto", "resnet18", "efficientnet_b0", "vit_tiny_patch16_224"])
 def test_act_layer_class_infers_channels(arch):
     model = timm.create_model(arch, act_layer=hf_acts.get_activation("fles"), num_classes=3)

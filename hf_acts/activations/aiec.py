@@ -33,10 +33,18 @@ class AIEC(LazyChannels):
     The losses are stored on the module (``aux_loss``, ``gate_loss``);
     :func:`hf_acts.aiec_loss` combines them over layers as in Eq. 14. Counters are cleared with
     :meth:`reset_counters` at each epoch start (Sec. 3.4) and are not saved in the state dict
-    (project decision: they are training statistics, not model weights). Project decisions:
-    ``L_aux`` back-propagates into the features too (Eq. 14 is one loss over all parameters);
-    ``v = 0`` for a class without counted samples; a sample with no gated channel has
-    ``L_gate = 0``. Layouts: images, tokens, vectors. ``inplace`` is accepted and ignored.
+    (project decision: they are training statistics, not model weights). Readings of points the
+    paper leaves open, chosen from evidence (benchmarks/reproductions.md, section 6):
+
+    * ``L_aux`` trains the decision weights only ("for learning {w^k}", Alg. 1 line 11; Table 3:
+      "solely introducing L_aux has no effect", which holds only if it does not reach the
+      features). ``aux_to_features=True`` lets it back-propagate into the network as well.
+    * A class without counted samples (``phi = 0``, Eq. 6 is 0/0) has no intrinsic verdict: none
+      of its channels is gated. ``gate_unseen=True`` reads it as ``v = 0`` (every channel with
+      ``W <= 0`` gated from the first step, before any statistics exist).
+    * A sample with no gated channel has ``L_gate = 0``.
+
+    Layouts: images, tokens, vectors. ``inplace`` is accepted and ignored.
     """
 
     _channel_key = ("decision.weight", 1, 1)
@@ -47,6 +55,8 @@ class AIEC(LazyChannels):
         num_classes: int | None = None,
         tau: float = 0.0,
         pool: str = "avg",
+        gate_unseen: bool = False,
+        aux_to_features: bool = False,
         inplace: bool = False,
     ) -> None:
         if pool not in POOLS:
@@ -56,6 +66,8 @@ class AIEC(LazyChannels):
         self.num_classes = num_classes
         self.tau = tau
         self.pool = pool
+        self.gate_unseen = gate_unseen
+        self.aux_to_features = aux_to_features
         super().__init__(channels)
         self.targets: torch.Tensor | None = None
         self.aux_loss: torch.Tensor | None = None
@@ -98,7 +110,8 @@ class AIEC(LazyChannels):
 
     def consensus_losses(self, a: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(L_aux, L_gate)`` for pooled features ``a`` and class indices; updates the counters."""
-        logits = F.linear(a, self.decision.weight.to(a.dtype))  # Eq. 8
+        # Eq. 8; L_aux trains the decision weights only (Alg. 1, line 11) unless aux_to_features
+        logits = F.linear(a if self.aux_to_features else a.detach(), self.decision.weight.to(a.dtype))
         aux = F.cross_entropy(logits.float(), targets)  # Eq. 9
         with torch.no_grad():
             fired = (a > 0).long()  # Eq. 4
@@ -107,7 +120,10 @@ class AIEC(LazyChannels):
             self.eta.index_add_(0, targets, (1 - fired) * counted)
             self.phi.index_add_(0, targets, counted.expand_as(fired))
             v = (self.theta - self.eta) / self.phi.clamp_min(1)  # Eq. 6
-            gate = ((v <= 0) & (self.decision.weight <= 0))[targets].to(a.dtype)  # Eqs. 7, 10, 11
+            intrinsic = v <= 0  # Eq. 7
+            if not self.gate_unseen:  # no counted sample of the class yet: no intrinsic verdict
+                intrinsic &= self.phi > 0
+            gate = (intrinsic & (self.decision.weight <= 0))[targets].to(a.dtype)  # Eqs. 10, 11
         gated = (a * gate).abs().sum(-1)  # Eqs. 12-13: ||a_c G_c||_2 of a scalar is |a_c G_c|
         return aux, (gated / gate.sum(-1).clamp_min(1)).mean().float()
 
@@ -127,7 +143,8 @@ class AIEC(LazyChannels):
         return y
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, num_classes={self.num_classes}, tau={self.tau}, pool={self.pool!r}"
+        return (f"channels={self.channels}, num_classes={self.num_classes}, tau={self.tau}, pool={self.pool!r}, "
+                f"gate_unseen={self.gate_unseen}, aux_to_features={self.aux_to_features}")
 
 
 def aiec_modules(model: nn.Module) -> list[AIEC]:

@@ -21,8 +21,9 @@ from safetensors.torch import save_file
 from timm.layers import create_act, register_notrace_module
 from timm.models import build_model_with_cfg, get_pretrained_cfg, register_model
 from timm.models._builder import pretrained_cfg_for_features
+from timm.models._factory import parse_model_name
 from timm.models._features import FeatureGetterNet
-from timm.models._hub import save_config_for_hf
+from timm.models._hub import load_model_config_from_hf, load_model_config_from_path, save_config_for_hf
 from torch import nn
 
 from ..registry import ACTIVATIONS, canonical_name, get_activation
@@ -100,8 +101,10 @@ def create_swapped(
     new activations with their function-preserving init where the method has one; with a cfg that
     points at a saved swapped checkpoint (``local-dir:``, ``hf-hub:``) it loads that checkpoint.
     """
+    base_model, base_args, saved_cfg = resolve_base(base_model, variant)
+    kwargs = {**base_args, **kwargs}
     if pretrained_cfg is None:
-        pretrained_cfg = get_pretrained_cfg(variant) or base_pretrained_cfg(base_model, variant)
+        pretrained_cfg = saved_cfg or get_pretrained_cfg(variant) or base_pretrained_cfg(base_model, variant)
     builder = functools.partial(_build_swapped, base_model, [dict(s) for s in swaps], pretrained)
     features = kwargs.get("features_only") and kwargs.get("feature_cls", "getter") == "getter"
     feature_kwargs = {}
@@ -113,7 +116,21 @@ def create_swapped(
         builder, variant, pretrained, pretrained_cfg=pretrained_cfg, pretrained_filter_fn=checkpoint_filter_fn,
         **kwargs,
     )
+    if saved_cfg is not None:  # saved folders record the architecture, not the path it was read from
+        model.hf_acts_model_args = {**base_args, "base_model": base_model}
     return features_model(model, **feature_kwargs) if features else model
+
+
+def resolve_base(base_model: str, variant: str) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """``(architecture, model arguments, pretrained cfg)`` of a swap's base: a timm name as is (no arguments, no
+    cfg); a saved model (``local-dir:`` folder, ``hf-hub:`` repo) as its architecture, its saved arguments (e.g.
+    ``act_layer``) and a cfg that points at its weights, so ``pretrained=True`` starts from them."""
+    source, model_id = parse_model_name(base_model)
+    if source is None:
+        return base_model, {}, None
+    load = load_model_config_from_hf if source == "hf-hub" else load_model_config_from_path
+    cfg, architecture, model_args = load(model_id)
+    return architecture, dict(model_args), {**cfg, "architecture": variant}
 
 
 def features_model(model: nn.Module, out_indices: int | Sequence[int] | None = None, output_fmt: str = "NCHW",
@@ -177,13 +194,15 @@ def save_timm_model(
     save_directory = Path(save_directory)
     model_config = {"label_names": list(label_names)} if label_names else None
     config_path = save_directory / "config.json"
+    model_args = getattr(model, "hf_acts_model_args", None)  # a swap on a saved base: its architecture
     if state_dict is None:
-        timm.models.save_for_hf(model, save_directory, model_config=model_config, safe_serialization=True)
+        timm.models.save_for_hf(model, save_directory, model_config=model_config, model_args=model_args,
+                                safe_serialization=True)
     else:  # the model's own tensors may be shards (FSDP2 DTensors, ZeRO-3 placeholders): only its config is read
         save_directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous().clone() for k, v in state_dict.items()},
                   save_directory / "model.safetensors", metadata={"format": "pt"})
-        save_config_for_hf(model, str(config_path), model_config=model_config)
+        save_config_for_hf(model, str(config_path), model_config=model_config, model_args=model_args)
     config = json.loads(config_path.read_text())
     config.get("model_args", {}).pop("num_classes", None)
     config_path.write_text(json.dumps(config, indent=2))
