@@ -50,6 +50,8 @@ def steady_allocator() -> bool:
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:
+    """Where a result was measured: device, CPU model and the instruction set ATen dispatches to (``isa``: AVX2,
+    AVX512, ...), threads, versions."""
     cpu = platform.processor()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -57,8 +59,9 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name() if device == "cuda" else None
-    return {"device": device, "gpu": gpu, "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {"device": device, "gpu": gpu, "cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
 
 
 def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
@@ -301,7 +304,8 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", d
     (out / "results.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     table = "\n\n".join([
-        f"Machine: {m['gpu'] or m['cpu']}, {m['threads']} CPU threads, torch {m['torch']}, device {m['device']}. "
+        f"Machine: {m['gpu'] or m['cpu']} ({m.get('isa', 'ISA not recorded')}), {m['threads']} CPU threads, "
+        f"torch {m['torch']}, device {m['device']}. "
         "Medians of alternating runs; ratios "
         f"within one run; freed memory kept by malloc: {m['steady_allocator']}.",
         "### Activations (ratio to the native base activation and to a copy_ memory floor)",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
 import hf_acts
+from hf_acts.bench import machine
 from hf_acts.data import mnist1d_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,14 +165,6 @@ def verdict(ours: list[float], base: list[float], higher_is_better: bool = True)
     return "holds" if diff > max(s1, s0) else "holds in direction only"
 
 
-def machine() -> dict[str, Any]:
-    """Where the numbers were taken (results name their machine)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
 def start(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
 
@@ -182,6 +174,7 @@ def save(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{name}.json"
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    path.write_text(json.dumps({"experiment": name, "settings": settings, "machine": machine(), **payload}, indent=1))
+    path.write_text(json.dumps({"experiment": name, "settings": settings, "machine": machine(), **payload},
+                               indent=1))
     print(f"wrote {path}")
     return path

@@ -2,7 +2,8 @@
 
 1. ``make demo``'s recipe (``finetune/configs/demo.args``) through ``accelerate launch``, exactly as the Makefile runs
    it, under the conditions that change floating-point rounding the way another CPU does: seeds, 1 vs 2 threads, the
-   fused C++ kernels vs the plain formulas (``HF_ACTS_FUSED=0``).
+   fused C++ kernels vs the plain formulas (``HF_ACTS_FUSED=0``), and an older instruction set for ATen and oneDNN
+   (``ATEN_CPU_CAPABILITY=default``, ``ONEDNN_MAX_CPU_ISA=SSE41``).
 2. ``make demo-swap`` (``finetune/configs/demo_swap_*.args``): train a SiLU ResNet-8, then swap its last three SiLUs
    for ADReLU and fine-tune, against continuing the SiLU model for the same steps (Sec. 4.2's recipe), per seed.
 
@@ -40,9 +41,12 @@ def conditions(seeds: list[int], quick: bool) -> list[tuple[str, list[str], dict
     """(name, extra arguments, environment) for each ``make demo`` run."""
     out = [(f"seed {s}, 2 threads, fused", [f"--seed={s}"], {"OMP_NUM_THREADS": "2"}) for s in seeds]
     if not quick:
-        out += [(f"seed {seeds[0]}, 1 thread, fused", [f"--seed={seeds[0]}"], {"OMP_NUM_THREADS": "1"}),
-                (f"seed {seeds[0]}, 2 threads, plain formulas (HF_ACTS_FUSED=0)", [f"--seed={seeds[0]}"],
-                 {"OMP_NUM_THREADS": "2", "HF_ACTS_FUSED": "0"})]
+        s = seeds[0]
+        out += [(f"seed {s}, 1 thread, fused", [f"--seed={s}"], {"OMP_NUM_THREADS": "1"}),
+                (f"seed {s}, 2 threads, plain formulas (HF_ACTS_FUSED=0)", [f"--seed={s}"],
+                 {"OMP_NUM_THREADS": "2", "HF_ACTS_FUSED": "0"}),
+                (f"seed {s}, 2 threads, an older CPU's kernels (ATen without SIMD, oneDNN SSE4.1)", [f"--seed={s}"],
+                 {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"})]
     return out
 
 
