@@ -54,7 +54,7 @@ def sparsity(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict:
     args = common.parser(__doc__).parse_args(argv)
     common.start(args)
-    epochs, samples = (1, 600) if args.quick else (30, 5000)
+    epochs, samples = (1, 600) if args.quick else (15, 5000)
     seeds = args.seeds[:1] if args.quick else args.seeds
     data = common.mnist1d(samples)
     rows = []

@@ -27,7 +27,7 @@ MLPS = ("swiglu", "dynactglu")
 def main(argv: list[str] | None = None) -> dict:
     args = common.parser(__doc__).parse_args(argv)
     common.start(args)
-    points, steps = (2, 3) if args.quick else (10, 60)  # evaluations, optimizer steps between two
+    points, steps = (2, 3) if args.quick else (10, 30)  # evaluations, optimizer steps between two
     seeds = args.seeds[:1] if args.quick else args.seeds
     rows = []
     for mlp in MLPS:

@@ -34,7 +34,7 @@ SETTINGS = {"vit": {"lr": 1e-3, "weight_decay": 0.05}, "resnet8": {"lr": 3e-3, "
 def main(argv: list[str] | None = None) -> dict:
     args = common.parser(__doc__).parse_args(argv)
     common.start(args)
-    epochs, samples = (1, 600) if args.quick else (15, 5000)
+    epochs, samples = (1, 600) if args.quick else (10, 5000)
     seeds = args.seeds[:1] if args.quick else args.seeds
     data = common.mnist1d(samples)
     x_test, y_test = data[2], data[3]
