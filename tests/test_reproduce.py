@@ -22,6 +22,14 @@ from hf_acts import AIEC  # noqa: E402
 EXPERIMENTS = ("adrelu_fc", "adrelu_sparsity", "dynact_depth", "dynactglu_lm", "fles", "aiec")
 
 
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The experiments set torch's thread count (``--threads``, default 1); the rest of the suite keeps its own."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_verdict():
     assert common.verdict([0.90, 0.91, 0.92], [0.80, 0.81, 0.82]) == "holds"
     assert common.verdict([0.82, 0.90, 0.86], [0.80, 0.88, 0.84]) == "holds in direction only"  # within the spread
@@ -69,5 +77,5 @@ def test_demo_quick(tmp_path):
 
 def test_committed_report_matches_committed_results(tmp_path):
     committed = ROOT / "benchmarks" / "reproductions.md"
-    rebuilt = report.main(["--results", str(common.RESULTS), "--output", str(tmp_path / "r.md")])
+    rebuilt = report.main(["--results", str(common.RESULTS), "--output", str(tmp_path / committed.name)])
     assert rebuilt.read_text() == committed.read_text()
