@@ -294,7 +294,8 @@ def demo(res: dict, out: Path) -> str:
     parts = ["## 7. `make demo`: a result that holds on any machine",
              f"`make demo` (`finetune/configs/demo.args`) run under {len(top1)} conditions (seeds, thread counts, "
              f"fused C++ kernels vs the plain formulas); {setting(res)}.",
-             table(["condition", "top-1 %", "top-5 %", "eval loss", "seconds"], lines),
+             table(["condition", "top-1 %", "top-5 %", "eval loss", "seconds (machine shared with other runs)"],
+                   lines),
              table(["claim", "verdict"], [[f"top-1 within +-3 points of the mean ({pm(top1)}; range {spread:.1f})",
                                            "holds" if all(abs(t - statistics.mean(top1)) <= 0.03 for t in top1)
                                            else "does not hold here"]])]
