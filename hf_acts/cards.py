@@ -59,7 +59,8 @@ def _read(folder: Path, name: str) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _count(model: torch.nn.Module) -> int:
+def count_parameters(model: torch.nn.Module) -> int:
+    """Every parameter of ``model`` (cards, zoo table, reproductions)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -112,8 +113,8 @@ def _timm_context(folder: Path) -> dict[str, Any]:
              "function_preserving": "yes" if r["function_preserving"] else "no"}
             for report in swaps for r in report["records"]]
     return {
-        "act": swaps[0]["activation"], "base_model": base, "base_params": f"{_count(base_model):,}",
-        "params": f"{_count(model):,}", "input_size": "x".join(map(str, size)),
+        "act": swaps[0]["activation"], "base_model": base, "base_params": f"{count_parameters(base_model):,}",
+        "params": f"{count_parameters(model):,}", "input_size": "x".join(map(str, size)),
         "base_flops": f"{_flops(base_model, size) / 1e6:,.1f}M", "flops": f"{_flops(model, size) / 1e6:,.1f}M",
         "swap_table": _table(rows, ["name", "old", "new", "channels", "params_added", "function_preserving"]),
         "library_bibtex": TIMM_BIBTEX, "library_name": "timm", "pipeline_tag": "image-classification",

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import timm
 
+from hf_acts.cards import count_parameters
 from hf_acts.models.zoo import ZOO
-
-
-def count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:
@@ -16,8 +13,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, v in ZOO.items():
         model = timm.create_model(name)
-        base = count(timm.create_model(v.base.split(".")[0]))
-        total = count(model)
+        base = count_parameters(timm.create_model(v.base.split(".")[0]))
+        total = count_parameters(model)
         print(f"| `{name}` | `{v.base}` | {v.act} | {v.placement} | {base / 1e6:.3f}M -> {total / 1e6:.3f}M "
               f"(+{(total - base) / base:.1%}) | {model.pretrained_cfg['paper_name']} |")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from hf_acts.cards import count_parameters  # noqa: E402
+
 HIDDEN = (512, 256, 128)
 
 
@@ -37,25 +39,22 @@ def matched_hidden(budget: int) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__).parse_args(argv)
-    common.start(args)
-    epochs, samples = (1, 600) if args.quick else (30, 5000)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    data = common.mnist1d(samples)
-    wide = matched_hidden(common.n_params(build("adrelu")))
+    args = common.parse(__doc__, argv, epochs=30)
+    data = common.mnist1d(args.samples)
+    wide = matched_hidden(count_parameters(build("adrelu")))
     rows = []
     for name, make in [("relu", lambda: build("relu")), ("prelu", lambda: build("prelu")),
                        ("dyrelu", lambda: build("dyrelu")), ("adrelu", lambda: build("adrelu")),
                        (f"relu {'-'.join(map(str, wide))}", lambda: build("relu", wide))]:
         runs = []
-        for seed in seeds:
+        for seed in args.seeds:
             common.set_seed(seed)
             model = make()
-            runs.append({**common.train_classifier(model, data, epochs=epochs, lr=1e-3, seed=seed),
-                         "parameters": common.n_params(model)})
+            runs.append({**common.train_classifier(model, data, epochs=args.epochs, lr=1e-3, seed=seed),
+                         "parameters": count_parameters(model)})
         rows.append({"activation": name, "runs": runs})
         print(name, common.pm([r["test_acc"] for r in runs]), runs[0]["parameters"], flush=True)
-    common.save("adrelu_fc", args, {"epochs": epochs, "samples": samples, "seeds": seeds, "rows": rows})
+    common.save("adrelu_fc", args, {"rows": rows})
     return {"rows": rows}
 
 

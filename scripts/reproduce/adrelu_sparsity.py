@@ -21,6 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from hf_acts.cards import count_parameters  # noqa: E402
+
 ACTIVATIONS = ("relu", "prelu", "dyrelu", "adrelu")
 ACT_CLASSES = ("ReLU", "PReLU", "DyReLU", "ADReLU")
 
@@ -52,22 +54,19 @@ def sparsity(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__).parse_args(argv)
-    common.start(args)
-    epochs, samples = (1, 600) if args.quick else (15, 5000)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    data = common.mnist1d(samples)
+    args = common.parse(__doc__, argv, epochs=15)
+    data = common.mnist1d(args.samples)
     rows = []
     for act in ACTIVATIONS:
         runs = []
-        for seed in seeds:
+        for seed in args.seeds:
             common.set_seed(seed)
             model = build(act)
-            result = common.train_classifier(model, data, epochs=epochs, lr=3e-3, weight_decay=5e-4, seed=seed)
-            runs.append({**result, **sparsity(model, data[2]), "parameters": common.n_params(model)})
+            result = common.train_classifier(model, data, epochs=args.epochs, lr=3e-3, weight_decay=5e-4, seed=seed)
+            runs.append({**result, **sparsity(model, data[2]), "parameters": count_parameters(model)})
         rows.append({"activation": act, "runs": runs})
         print(act, common.pm([r["test_acc"] for r in runs]), common.pm([r["sparsity"] for r in runs]), flush=True)
-    common.save("adrelu_sparsity", args, {"epochs": epochs, "samples": samples, "seeds": seeds, "rows": rows})
+    common.save("adrelu_sparsity", args, {"rows": rows})
     return {"rows": rows}
 
 

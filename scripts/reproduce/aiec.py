@@ -81,19 +81,16 @@ def variants(base: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__).parse_args(argv)
-    common.start(args)
-    epochs, samples = (1, 600) if args.quick else (15, 5000)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    data = common.mnist1d(samples)
+    args = common.parse(__doc__, argv, epochs=15)
+    data = common.mnist1d(args.samples)
     rows = []
     for model_name, (_, base, _, _) in MODELS.items():
         for variant in variants(base):
-            runs = [run_one(model_name, variant, data, seed, epochs) for seed in seeds]
+            runs = [run_one(model_name, variant, data, seed, args.epochs) for seed in args.seeds]
             row = {"model": model_name, **variant, "runs": runs}
             rows.append(row)
             print(model_name, variant["name"], common.pm([r["test_acc"] for r in runs]), flush=True)
-    common.save("aiec", args, {"epochs": epochs, "samples": samples, "seeds": seeds, "rows": rows})
+    common.save("aiec", args, {"rows": rows})
     return {"rows": rows}
 
 

@@ -44,6 +44,19 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def parse(doc: str | None, argv: list[str] | None, epochs: int = 0,
+          p: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """An experiment's arguments (``p``, default :func:`parser`), with torch's threads set. ``--quick`` keeps the
+    first seed, 1 epoch and 600 samples; a full run has ``epochs`` epochs of 5,000 samples. ``args.epochs`` and
+    ``args.samples`` carry the choice (and land in the results' settings)."""
+    args = (p or parser(doc)).parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.seeds = args.seeds[:1]
+    args.epochs, args.samples = (1, 600) if args.quick else (epochs, 5000)
+    return args
+
+
 def mnist1d(num_samples: int = 5000, shape: tuple[int, ...] = (1, 1, 40)) -> Data:
     """MNIST-1D (generated locally, 80/20 split) as ``(x_train, y_train, x_test, y_test)``; ``x`` is
     ``(N, *shape)``: ``(1, 1, 40)`` makes a one-row image for CNNs and ViTs."""
@@ -138,10 +151,6 @@ def train_classifier(model: nn.Module, data: Data, *, epochs: int, lr: float, ba
             "seconds": time.perf_counter() - start}
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -165,16 +174,14 @@ def verdict(ours: list[float], base: list[float], higher_is_better: bool = True)
     return "holds" if diff > max(s1, s0) else "holds in direction only"
 
 
-def start(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-
-
 def save(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> Path:
-    """Write ``<out>/<name>.json`` with the settings and the machine beside the results."""
+    """Write ``<out>/<name>.json`` with the settings, the seeds (and epochs and samples, where the experiment has
+    them) and the machine beside the results."""
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{name}.json"
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    path.write_text(json.dumps({"experiment": name, "settings": settings, "machine": machine(), **payload},
-                               indent=1))
+    run = {"epochs": args.epochs, "samples": args.samples} if args.epochs else {}
+    path.write_text(json.dumps({"experiment": name, "settings": settings, "machine": machine(), **run,
+                                "seeds": args.seeds, **payload}, indent=1))
     print(f"wrote {path}")
     return path

@@ -53,18 +53,17 @@ def conditions(seeds: list[int], quick: bool) -> list[tuple[str, list[str], dict
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__)
     p.add_argument("--skip-swap", action="store_true", help="only the make demo conditions")
-    args = p.parse_args(argv)
-    seeds = args.seeds[:1] if args.quick else args.seeds
+    args = common.parse(__doc__, argv, p=p)
     quick = QUICK if args.quick else []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for i, (name, extra, env) in enumerate(conditions(seeds, args.quick)):
+        for i, (name, extra, env) in enumerate(conditions(args.seeds, args.quick)):
             m = launch([f"@{CONFIGS / 'demo.args'}", *extra, *quick], tmp / f"demo{i}", env)
             rows.append({"recipe": "demo", "condition": name, **{k: m[k] for k in ("top1", "top5", "eval_loss")},
                          "seconds": m["seconds"]})
             print(rows[-1], flush=True)
-        for seed in [] if args.skip_swap else seeds:
+        for seed in [] if args.skip_swap else args.seeds:
             base = tmp / f"base{seed}"
             launch([f"@{CONFIGS / 'demo_swap_base.args'}", f"--seed={seed}", *quick], base)
             for recipe, config in (("swap-adrelu", "demo_swap_adrelu.args"), ("continue-silu", "demo_swap_silu.args")):
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.append({"recipe": recipe, "condition": f"seed {seed}", "top1": m["top1"], "top5": m["top5"],
                              "eval_loss": m["eval_loss"], "seconds": m["seconds"]})
                 print(rows[-1], flush=True)
-    common.save("demo", args, {"seeds": seeds, "rows": rows})
+    common.save("demo", args, {"rows": rows})
     return {"rows": rows}
 
 

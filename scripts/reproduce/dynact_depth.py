@@ -50,11 +50,9 @@ def coefficients(model: nn.Module) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__).parse_args(argv)
-    common.start(args)
-    depths, epochs, samples = ((1, 3), 1, 600) if args.quick else ((1, 2, 5, 10, 25, 50), 15, 5000)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    data = common.mnist1d(samples)
+    args = common.parse(__doc__, argv, epochs=15)
+    depths = (1, 3) if args.quick else (1, 2, 5, 10, 25, 50)
+    data = common.mnist1d(args.samples)
     rows = []
     for init in INITS:
         for act in ACTIVATIONS:
@@ -62,17 +60,16 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             for depth in depths:
                 runs = []
-                for seed in seeds:
+                for seed in args.seeds:
                     common.set_seed(seed)
                     model = build(act, depth, init)
-                    result = common.train_classifier(model, data, epochs=epochs, lr=1e-3, seed=seed)
+                    result = common.train_classifier(model, data, epochs=args.epochs, lr=1e-3, seed=seed)
                     if ACTIVATIONS[act][1] is not None:
                         result.update(coefficients(model))
                     runs.append(result)
                 rows.append({"activation": act, "init": init, "depth": depth, "runs": runs})
                 print(init, act, depth, common.pm([r["test_acc"] for r in runs]), flush=True)
-    common.save("dynact_depth", args, {"epochs": epochs, "samples": samples, "seeds": seeds, "width": WIDTH,
-                                       "depths": list(depths), "rows": rows})
+    common.save("dynact_depth", args, {"width": WIDTH, "depths": list(depths), "rows": rows})
     return {"rows": rows}
 
 

@@ -25,14 +25,12 @@ MLPS = ("swiglu", "dynactglu")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__).parse_args(argv)
-    common.start(args)
+    args = common.parse(__doc__, argv)
     points, steps = (2, 3) if args.quick else (10, 30)  # evaluations, optimizer steps between two
-    seeds = args.seeds[:1] if args.quick else args.seeds
     rows = []
     for mlp in MLPS:
         runs = []
-        for seed in seeds:
+        for seed in args.seeds:
             with tempfile.TemporaryDirectory() as out:
                 metrics = lm.main(["--mlp", mlp, "--epochs", str(points), "--max-steps", str(steps), "--seed",
                                    str(seed), "--report-to", "none", "--checkpoint-steps", "1000000", "--output-dir",
@@ -42,8 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "final_perplexity": log[-1]["perplexity"], "parameters": metrics.get("parameters")})
         rows.append({"mlp": mlp, "runs": runs})
         print(mlp, common.pm([r["final_perplexity"] for r in runs], 1.0, 3), flush=True)
-    common.save("dynactglu_lm", args, {"evaluations": points, "steps_per_evaluation": steps, "seeds": seeds,
-                                       "rows": rows})
+    common.save("dynactglu_lm", args, {"evaluations": points, "steps_per_evaluation": steps, "rows": rows})
     return {"rows": rows}
 
 

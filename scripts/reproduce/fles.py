@@ -22,6 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from hf_acts.cards import count_parameters  # noqa: E402
+
 # model -> (builder, base activation, variants: name -> (activation of the builder, FleS kwargs or None))
 MODELS = {
     "vit": (common.vit, "gelu", {"gelu": ("gelu", None), "silu": ("silu", None), "fles(gelu)": ("gelu", {}),
@@ -32,31 +34,28 @@ SETTINGS = {"vit": {"lr": 1e-3, "weight_decay": 0.05}, "resnet8": {"lr": 3e-3, "
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = common.parser(__doc__).parse_args(argv)
-    common.start(args)
-    epochs, samples = (1, 600) if args.quick else (10, 5000)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    data = common.mnist1d(samples)
+    args = common.parse(__doc__, argv, epochs=10)
+    data = common.mnist1d(args.samples)
     x_test, y_test = data[2], data[3]
     sorted_order = torch.argsort(y_test, stable=True)  # batches of (mostly) one class
     rows = []
     for model_name, (build, _, variants) in MODELS.items():
         for name, (act, fles) in variants.items():
             runs = []
-            for seed in seeds:
+            for seed in args.seeds:
                 common.set_seed(seed)
                 model = build(act)
                 if fles is not None:
                     common.swap(model, "fles", act, base=act, **fles)
-                result = common.train_classifier(model, data, epochs=epochs, seed=seed, **SETTINGS[model_name])
+                result = common.train_classifier(model, data, epochs=args.epochs, seed=seed, **SETTINGS[model_name])
                 if fles is not None and fles.get("proto"):
                     shuffled = torch.randperm(len(y_test), generator=torch.Generator().manual_seed(seed))
                     result["test_acc_sorted_batches"] = common.evaluate(model, x_test, y_test, 100, sorted_order)["acc"]
                     result["test_acc_shuffled_batches"] = common.evaluate(model, x_test, y_test, 100, shuffled)["acc"]
-                runs.append({**result, "parameters": common.n_params(model)})
+                runs.append({**result, "parameters": count_parameters(model)})
             rows.append({"model": model_name, "activation": name, "runs": runs})
             print(model_name, name, common.pm([r["test_acc"] for r in runs]), flush=True)
-    common.save("fles", args, {"epochs": epochs, "samples": samples, "seeds": seeds, "rows": rows})
+    common.save("fles", args, {"rows": rows})
     return {"rows": rows}
 
 
