@@ -1,16 +1,21 @@
 // FleS (papers/fles-poster.md): phi(x) = k_ve rho(k_ho x) x with per-sample, per-channel coefficients computed
-// from the positive channel means m = sum relu(x) / (count(x > 0) + eps). Fused CPU passes over x:
-//   stats       pos = sum relu(x), count = sum [x > 0]                  (forward, 1 read)
-//   apply       y = k_ve rho(k_ho x) x                                   (forward, 1 read + 1 write)
-//   coef_grads  d k_ve = sum g rho(u) x, d k_ho = sum g k_ve rho'(u) x^2 (backward, 2 reads)
-//   input_grad  dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d pos         (backward, 2 reads + 1 write)
-// The small coefficient MLP between them runs in PyTorch. x is viewed as (B, R, C, I): images (B, 1, C, H*W),
-// tokens (B, N, C, 1), vectors (B, 1, C, 1); coefficients and statistics are (B, C).
+// from the positive channel means m = sum relu(x) / (count(x > 0) + eps). The whole op runs one sample at a time,
+// so the second pass over a sample reads it from cache:
+//   forward   stats (pos = sum relu(x), count = sum [x > 0]; 1 read), the coefficient MLP
+//             [k_ve, k_ho] = 1 + tanh(fc2(relu(fc1(m)))), then y = k_ve rho(k_ho x) x (1 read + 1 write)
+//   backward  d k_ve = sum g rho(u) x, d k_ho = sum g k_ve rho'(u) x^2 (u = k_ho x; 2 reads), the MLP's backward to
+//             d m, then dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom (2 reads + 1 write)
+// The weight gradients (two (hidden, C)-sized products over the batch) are left to PyTorch.
+// x is viewed as (B, R, C, I): images (B, 1, C, H*W), tokens (B, N, C, 1); coefficients and statistics are (B, C).
+// Loads and stores in x's dtype, arithmetic in float (double for double).
+// The loops index local pointers (xs = x + off): through the pointers the lambdas capture by reference, GCC 12
+// vectorised the reductions over H*W spans so poorly that they ran 3-15x slower (float32 and bfloat16).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "vec_math.h"
@@ -36,20 +41,16 @@ inline T gate(T u, T* grad) {
 }
 
 struct Layout {
-  int64_t B, R, C, I;
+  int64_t B, R, C, I, H;  // H: the MLP's hidden width
+  int64_t sample() const { return R * C * I; }
 };
 
-Layout layout_of(const at::Tensor& x, int64_t C, int64_t I) {
-  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "fles: x must be a contiguous CPU tensor");
-  TORCH_CHECK(x.dim() >= 2 && C > 0 && I > 0 && x.numel() % (x.size(0) * C * I) == 0, "fles: bad layout");
-  return {x.size(0), x.numel() / (x.size(0) * C * I), C, I};
-}
-
-// Runs span(offset, n, c) over every (r, c) span of sample b when I > 1, else row(offset) over its R rows of C.
+// Runs span(offset, n, c) over every (r, c) span of one sample when I > 1, else row(offset) over its R rows of C;
+// offsets are from the sample's start.
 template <typename Span, typename Row>
-void visit(const Layout& l, int64_t b, Span span, Row row) {
+void visit(const Layout& l, Span span, Row row) {
   for (int64_t r = 0; r < l.R; ++r) {
-    const int64_t base = (b * l.R + r) * l.C * l.I;
+    const int64_t base = r * l.C * l.I;
     if (l.I > 1) {
       for (int64_t c = 0; c < l.C; ++c) span(base + c * l.I, l.I, c);
     } else {
@@ -58,147 +59,188 @@ void visit(const Layout& l, int64_t b, Span span, Row row) {
   }
 }
 
-// Sums run in the compute type within a sample (spans of H*W, or N rows) and are stored in double.
-template <typename S>
-void stats_impl(const Layout& l, const S* x, double* pos, double* count) {
-  using T = compute_t<S>;
-  at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> sp(l.C), sn(l.C);
-    for (int64_t b = b0; b < b1; ++b) {
-      std::fill(sp.begin(), sp.end(), T(0));
-      std::fill(sn.begin(), sn.end(), T(0));
-      visit(
-          l, b,
-          [&](int64_t off, int64_t len, int64_t c) {
-            T p = 0, n = 0;
+// pos[c] = sum relu(x), count[c] = sum [x > 0] over one sample.
+template <typename S, typename T = compute_t<S>>
+void sample_stats(const Layout& l, const S* x, T* pos, T* count) {
+  std::fill(pos, pos + l.C, T(0));
+  std::fill(count, count + l.C, T(0));
+  visit(
+      l,
+      [&](int64_t off, int64_t len, int64_t c) {
+        const S* xs = x + off;
+        T p = 0, n = 0;
 #pragma omp simd reduction(+ : p, n)
-            for (int64_t i = off; i < off + len; ++i) {
-              const T v = load(x, i);
-              p += v > T(0) ? v : T(0);
-              n += v > T(0) ? T(1) : T(0);
-            }
-            sp[c] += p;
-            sn[c] += n;
-          },
-          [&](int64_t off) {
+        for (int64_t i = 0; i < len; ++i) {
+          const T v = load(xs, i);
+          p += v > T(0) ? v : T(0);
+          n += v > T(0) ? T(1) : T(0);
+        }
+        pos[c] += p;
+        count[c] += n;
+      },
+      [&](int64_t off) {
+        const S* xs = x + off;
+        T *p = pos, *n = count;
 #pragma omp simd
-            for (int64_t c = 0; c < l.C; ++c) {
-              const T v = load(x, off + c);
-              sp[c] += v > T(0) ? v : T(0);
-              sn[c] += v > T(0) ? T(1) : T(0);
-            }
-          });
-      for (int64_t c = 0; c < l.C; ++c) {
-        pos[b * l.C + c] = sp[c];
-        count[b * l.C + c] = sn[c];
-      }
-    }
-  });
+        for (int64_t c = 0; c < l.C; ++c) {
+          const T v = load(xs, c);
+          p[c] += v > T(0) ? v : T(0);
+          n[c] += v > T(0) ? T(1) : T(0);
+        }
+      });
 }
 
-template <int64_t G, typename S>
-void apply_impl(const Layout& l, const S* x, S* y, const compute_t<S>* kve, const compute_t<S>* kho) {
-  using T = compute_t<S>;
-  at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const T *ve = kve + b * l.C, *ho = kho + b * l.C;
-      visit(
-          l, b,
-          [&](int64_t off, int64_t len, int64_t c) {
-            const T a = ve[c], h = ho[c];
-#pragma omp simd
-            for (int64_t i = off; i < off + len; ++i) {
-              const T v = load(x, i);
-              T unused;
-              store(y, i, a * gate<G>(h * v, &unused) * v);
-            }
-          },
-          [&](int64_t off) {
-#pragma omp simd
-            for (int64_t c = 0; c < l.C; ++c) {
-              const T v = load(x, off + c);
-              T unused;
-              store(y, off + c, ve[c] * gate<G>(ho[c] * v, &unused) * v);
-            }
-          });
-    }
-  });
+// The coefficient MLP of one sample: m = pos / denom (denom = count + eps), h = relu(w1 m + b1),
+// t = tanh(w2 h + b2); m, pos share storage (pos in, m out), as do denom and count.
+template <typename T>
+void sample_mlp(const Layout& l, const T* w1, const T* b1, const T* w2, const T* b2, double eps, T* m, T* denom,
+                T* h, T* t) {
+  for (int64_t c = 0; c < l.C; ++c) {
+    denom[c] += T(eps);
+    m[c] /= denom[c];
+  }
+  for (int64_t j = 0; j < l.H; ++j) {
+    const T* w = w1 + j * l.C;
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < l.C; ++c) acc += w[c] * m[c];
+    acc += b1[j];
+    h[j] = acc > T(0) ? acc : T(0);
+  }
+  for (int64_t k = 0; k < 2 * l.C; ++k) {
+    const T* w = w2 + k * l.H;
+    T acc = b2[k];
+    for (int64_t j = 0; j < l.H; ++j) acc += w[j] * h[j];
+    t[k] = std::tanh(acc);
+  }
 }
 
-template <int64_t G, typename S>
-void coef_grads_impl(const Layout& l, const S* g, const S* x, const compute_t<S>* kve, const compute_t<S>* kho,
-                     double* d_ve, double* d_ho) {
-  using T = compute_t<S>;
-  at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> sv(l.C), sh(l.C);
-    for (int64_t b = b0; b < b1; ++b) {
-      const T *ve = kve + b * l.C, *ho = kho + b * l.C;
-      std::fill(sv.begin(), sv.end(), T(0));
-      std::fill(sh.begin(), sh.end(), T(0));
-      visit(
-          l, b,
-          [&](int64_t off, int64_t len, int64_t c) {
-            const T h = ho[c];
-            T a = 0, d = 0;
+template <int64_t G, typename S, typename T = compute_t<S>>
+void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho) {
+  visit(
+      l,
+      [&](int64_t off, int64_t len, int64_t c) {
+        const T a = ve[c], h = ho[c];
+        const S* xs = x + off;
+        S* ys = y + off;
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) {
+          const T v = load(xs, i);
+          T unused;
+          store(ys, i, a * gate<G>(h * v, &unused) * v);
+        }
+      },
+      [&](int64_t off) {
+        const S* xs = x + off;
+        S* ys = y + off;
+#pragma omp simd
+        for (int64_t c = 0; c < l.C; ++c) {
+          const T v = load(xs, c);
+          T unused;
+          store(ys, c, ve[c] * gate<G>(ho[c] * v, &unused) * v);
+        }
+      });
+}
+
+// sum_a[c] = sum g rho(u) x, sum_d[c] = sum g rho'(u) x^2 over one sample.
+template <int64_t G, typename S, typename T = compute_t<S>>
+void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ho, T* sum_a, T* sum_d) {
+  std::fill(sum_a, sum_a + l.C, T(0));
+  std::fill(sum_d, sum_d + l.C, T(0));
+  visit(
+      l,
+      [&](int64_t off, int64_t len, int64_t c) {
+        const T h = ho[c];
+        const S *xs = x + off, *gs = g + off;
+        T a = 0, d = 0;
 #pragma omp simd reduction(+ : a, d)
-            for (int64_t i = off; i < off + len; ++i) {
-              const T v = load(x, i), gi = load(g, i);
-              T dgate;
-              const T rho = gate<G>(h * v, &dgate);
-              a += gi * rho * v;
-              d += gi * dgate * v * v;
-            }
-            sv[c] += a;
-            sh[c] += d;
-          },
-          [&](int64_t off) {
+        for (int64_t i = 0; i < len; ++i) {
+          const T v = load(xs, i), gi = load(gs, i);
+          T dgate;
+          const T rho = gate<G>(h * v, &dgate);
+          a += gi * rho * v;
+          d += gi * dgate * v * v;
+        }
+        sum_a[c] += a;
+        sum_d[c] += d;
+      },
+      [&](int64_t off) {
+        const S *xs = x + off, *gs = g + off;
+        T *a = sum_a, *d = sum_d;
 #pragma omp simd
-            for (int64_t c = 0; c < l.C; ++c) {
-              const T v = load(x, off + c), gi = load(g, off + c);
-              T dgate;
-              const T rho = gate<G>(ho[c] * v, &dgate);
-              sv[c] += gi * rho * v;
-              sh[c] += gi * dgate * v * v;
-            }
-          });
-      for (int64_t c = 0; c < l.C; ++c) {
-        d_ve[b * l.C + c] = sv[c];
-        d_ho[b * l.C + c] = double(sh[c]) * ve[c];
-      }
-    }
-  });
+        for (int64_t c = 0; c < l.C; ++c) {
+          const T v = load(xs, c), gi = load(gs, c);
+          T dgate;
+          const T rho = gate<G>(ho[c] * v, &dgate);
+          a[c] += gi * rho * v;
+          d[c] += gi * dgate * v * v;
+        }
+      });
 }
 
-template <int64_t G, typename S>
-void input_grad_impl(const Layout& l, const S* g, const S* x, S* gx, const compute_t<S>* kve,
-                     const compute_t<S>* kho, const compute_t<S>* dpos) {
-  using T = compute_t<S>;
-  at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const T *ve = kve + b * l.C, *ho = kho + b * l.C, *dp = dpos + b * l.C;
-      visit(
-          l, b,
-          [&](int64_t off, int64_t len, int64_t c) {
-            const T a = ve[c], h = ho[c], d = dp[c];
+// The MLP's backward for one sample, from the coefficient sums to d pos = d m / denom (written over sum_a):
+// d pre2 = [d k_ve, d k_ho] (1 - t^2), d pre1 = (w2^T d pre2) [h > 0], d m = w1^T d pre1.
+template <typename T>
+void sample_mlp_backward(const Layout& l, const T* w1, const T* w2, const T* denom, const T* h, const T* t,
+                         const T* ve, T* sum_a, const T* sum_d, T* d_pre1, T* d_pre2) {
+  for (int64_t c = 0; c < l.C; ++c) {
+    d_pre2[c] = sum_a[c] * (T(1) - t[c] * t[c]);
+    d_pre2[l.C + c] = sum_d[c] * ve[c] * (T(1) - t[l.C + c] * t[l.C + c]);
+  }
+  std::fill(d_pre1, d_pre1 + l.H, T(0));
+  for (int64_t k = 0; k < 2 * l.C; ++k) {
+    const T* w = w2 + k * l.H;
+    const T d = d_pre2[k];
+    for (int64_t j = 0; j < l.H; ++j) d_pre1[j] += d * w[j];
+  }
+  for (int64_t j = 0; j < l.H; ++j) d_pre1[j] = h[j] > T(0) ? d_pre1[j] : T(0);
+  T* dpos = sum_a;
+  std::fill(dpos, dpos + l.C, T(0));
+  for (int64_t j = 0; j < l.H; ++j) {
+    const T* w = w1 + j * l.C;
+    const T d = d_pre1[j];
 #pragma omp simd
-            for (int64_t i = off; i < off + len; ++i) {
-              const T v = load(x, i), u = h * v;
-              T dgate;
-              const T rho = gate<G>(u, &dgate);
-              store(gx, i, load(g, i) * a * (rho + u * dgate) + (v > 0 ? d : T(0)));
-            }
-          },
-          [&](int64_t off) {
+    for (int64_t c = 0; c < l.C; ++c) dpos[c] += d * w[c];
+  }
+  for (int64_t c = 0; c < l.C; ++c) dpos[c] /= denom[c];
+}
+
+template <int64_t G, typename S, typename T = compute_t<S>>
+void sample_input_grad(const Layout& l, const S* g, const S* x, S* gx, const T* ve, const T* ho, const T* dpos) {
+  visit(
+      l,
+      [&](int64_t off, int64_t len, int64_t c) {
+        const T a = ve[c], h = ho[c], d = dpos[c];
+        const S *xs = x + off, *gs = g + off;
+        S* out = gx + off;
 #pragma omp simd
-            for (int64_t c = 0; c < l.C; ++c) {
-              const T v = load(x, off + c), u = ho[c] * v;
-              T dgate;
-              const T rho = gate<G>(u, &dgate);
-              store(gx, off + c, load(g, off + c) * ve[c] * (rho + u * dgate) + (v > 0 ? dp[c] : T(0)));
-            }
-          });
-    }
-  });
+        for (int64_t i = 0; i < len; ++i) {
+          const T v = load(xs, i), u = h * v;
+          T dgate;
+          const T rho = gate<G>(u, &dgate);
+          store(out, i, load(gs, i) * a * (rho + u * dgate) + (v > 0 ? d : T(0)));
+        }
+      },
+      [&](int64_t off) {
+        const S *xs = x + off, *gs = g + off;
+        S* out = gx + off;
+#pragma omp simd
+        for (int64_t c = 0; c < l.C; ++c) {
+          const T v = load(xs, c), u = ho[c] * v;
+          T dgate;
+          const T rho = gate<G>(u, &dgate);
+          store(out, c, load(gs, c) * ve[c] * (rho + u * dgate) + (v > 0 ? dpos[c] : T(0)));
+        }
+      });
+}
+
+// k_ve = 1 + t[:C], k_ho = 1 + t[C:] of one sample.
+template <typename T>
+void coefficients(const Layout& l, const T* t, T* ve, T* ho) {
+  for (int64_t c = 0; c < l.C; ++c) {
+    ve[c] = T(1) + t[c];
+    ho[c] = T(1) + t[l.C + c];
+  }
 }
 
 #define HF_ACTS_DISPATCH_GATE(gate_id, ...)                                     \
@@ -208,85 +250,101 @@ void input_grad_impl(const Layout& l, const S* g, const S* x, S* gx, const compu
     default: TORCH_CHECK(false, "fles: unknown gate ", gate_id);                \
   }
 
-at::ScalarType coef_type(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
-
-void check_coef(const at::Tensor& k, const at::Tensor& x, const Layout& l) {
-  TORCH_CHECK(k.scalar_type() == coef_type(x) && k.is_contiguous() && k.numel() == l.B * l.C,
-              "fles: coefficients must be contiguous (B, C) in float32 (float64 for float64 x)");
+at::ScalarType compute_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-void check_grad(const at::Tensor& g, const at::Tensor& x) {
+Layout layout_of(const at::Tensor& x, const at::Tensor& w1, int64_t I) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "fles: x must be a contiguous CPU tensor");
+  const int64_t C = w1.size(1);
+  TORCH_CHECK(x.dim() >= 2 && C > 0 && I > 0 && x.numel() % (x.size(0) * C * I) == 0, "fles: bad layout");
+  return {x.size(0), x.numel() / (x.size(0) * C * I), C, I, w1.size(0)};
+}
+
+void check_small(const at::Tensor& t, const at::Tensor& x, int64_t numel, const char* what) {
+  TORCH_CHECK(t.scalar_type() == compute_type(x) && t.is_contiguous() && t.numel() == numel, "fles: ", what,
+              " must be contiguous with ", numel, " elements in float32 (float64 for float64 x)");
+}
+
+// Returns (y, m, denom, h, t): y like x; m, denom (B, C); h (B, hidden); t (B, 2C) in the compute type.
+std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                                const at::Tensor& w2, const at::Tensor& b2, int64_t gate_id, int64_t I, double eps) {
+  const Layout l = layout_of(x, w1, I);
+  check_small(w1, x, l.H * l.C, "w1");
+  check_small(b1, x, l.H, "b1");
+  check_small(w2, x, 2 * l.C * l.H, "w2");
+  check_small(b2, x, 2 * l.C, "b2");
+  const auto opts = x.options().dtype(compute_type(x));
+  at::Tensor y = at::empty_like(x), m = at::empty({l.B, l.C}, opts), denom = at::empty({l.B, l.C}, opts),
+             h = at::empty({l.B, l.H}, opts), t = at::empty({l.B, 2 * l.C}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_forward", [&] {
+    using T = compute_t<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const T *w1p = w1.const_data_ptr<T>(), *b1p = b1.const_data_ptr<T>(), *w2p = w2.const_data_ptr<T>(),
+            *b2p = b2.const_data_ptr<T>();
+    T *mp = m.mutable_data_ptr<T>(), *dp = denom.mutable_data_ptr<T>(), *hp = h.mutable_data_ptr<T>(),
+      *tp = t.mutable_data_ptr<T>();
+    HF_ACTS_DISPATCH_GATE(gate_id, [&] {
+      at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1_) {
+        std::vector<T> ve(l.C), ho(l.C);
+        for (int64_t b = b0; b < b1_; ++b) {
+          const scalar_t* xb = xp + b * l.sample();
+          T *mb = mp + b * l.C, *db = dp + b * l.C, *hb = hp + b * l.H, *tb = tp + b * 2 * l.C;
+          sample_stats(l, xb, mb, db);
+          sample_mlp(l, w1p, b1p, w2p, b2p, eps, mb, db, hb, tb);
+          coefficients(l, tb, ve.data(), ho.data());
+          sample_apply<G>(l, xb, yp + b * l.sample(), ve.data(), ho.data());
+        }
+      });
+    });
+  });
+  return {y, m, denom, h, t};
+}
+
+// Returns (dx, d pre1, d pre2): dx like x; d pre1 (B, hidden) and d pre2 (B, 2C), the gradients at fc1's and fc2's
+// outputs, from which the caller forms the weight gradients.
+std::vector<at::Tensor> backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w1,
+                                 const at::Tensor& w2, const at::Tensor& denom, const at::Tensor& h,
+                                 const at::Tensor& t, int64_t gate_id, int64_t I) {
+  const Layout l = layout_of(x, w1, I);
   TORCH_CHECK(g.sizes() == x.sizes() && g.is_contiguous() && g.scalar_type() == x.scalar_type(),
               "fles: grad must be contiguous like x");
-}
-
-// Returns (sum relu(x), count(x > 0)), each (B, C) in float64.
-std::vector<at::Tensor> stats(const at::Tensor& x, int64_t C, int64_t I) {
-  const Layout l = layout_of(x, C, I);
-  at::Tensor pos = at::zeros({l.B, C}, at::kDouble), count = at::zeros({l.B, C}, at::kDouble);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_stats", [&] {
-    stats_impl(l, x.const_data_ptr<scalar_t>(), pos.mutable_data_ptr<double>(), count.mutable_data_ptr<double>());
-  });
-  return {pos, count};
-}
-
-at::Tensor apply(const at::Tensor& x, const at::Tensor& kve, const at::Tensor& kho, int64_t gate_id, int64_t I) {
-  const Layout l = layout_of(x, kve.size(-1), I);
-  check_coef(kve, x, l);
-  check_coef(kho, x, l);
-  at::Tensor y = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_apply", [&] {
+  check_small(w1, x, l.H * l.C, "w1");
+  check_small(w2, x, 2 * l.C * l.H, "w2");
+  check_small(denom, x, l.B * l.C, "denom");
+  check_small(h, x, l.B * l.H, "h");
+  check_small(t, x, l.B * 2 * l.C, "t");
+  const auto opts = x.options().dtype(compute_type(x));
+  at::Tensor gx = at::empty_like(x), d_pre1 = at::empty({l.B, l.H}, opts), d_pre2 = at::empty({l.B, 2 * l.C}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_backward", [&] {
     using T = compute_t<scalar_t>;
+    const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = g.const_data_ptr<scalar_t>();
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    const T *w1p = w1.const_data_ptr<T>(), *w2p = w2.const_data_ptr<T>(), *dp = denom.const_data_ptr<T>(),
+            *hp = h.const_data_ptr<T>(), *tp = t.const_data_ptr<T>();
+    T *d1p = d_pre1.mutable_data_ptr<T>(), *d2p = d_pre2.mutable_data_ptr<T>();
     HF_ACTS_DISPATCH_GATE(gate_id, [&] {
-      apply_impl<G>(l, x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), kve.const_data_ptr<T>(),
-                    kho.const_data_ptr<T>());
+      at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
+        std::vector<T> ve(l.C), ho(l.C), sum_a(l.C), sum_d(l.C);
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t off = b * l.sample();
+          const T* tb = tp + b * 2 * l.C;
+          coefficients(l, tb, ve.data(), ho.data());
+          sample_coef_sums<G>(l, gp + off, xp + off, ho.data(), sum_a.data(), sum_d.data());
+          sample_mlp_backward(l, w1p, w2p, dp + b * l.C, hp + b * l.H, tb, ve.data(), sum_a.data(), sum_d.data(),
+                              d1p + b * l.H, d2p + b * 2 * l.C);
+          sample_input_grad<G>(l, gp + off, xp + off, gxp + off, ve.data(), ho.data(), sum_a.data());
+        }
+      });
     });
   });
-  return y;
-}
-
-// Returns (d k_ve, d k_ho), each (B, C) in float64.
-std::vector<at::Tensor> coef_grads(const at::Tensor& g, const at::Tensor& x, const at::Tensor& kve,
-                                   const at::Tensor& kho, int64_t gate_id, int64_t I) {
-  const Layout l = layout_of(x, kve.size(-1), I);
-  check_coef(kve, x, l);
-  check_coef(kho, x, l);
-  check_grad(g, x);
-  at::Tensor d_ve = at::zeros({l.B, l.C}, at::kDouble), d_ho = at::zeros({l.B, l.C}, at::kDouble);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_coef_grads", [&] {
-    using T = compute_t<scalar_t>;
-    HF_ACTS_DISPATCH_GATE(gate_id, [&] {
-      coef_grads_impl<G>(l, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), kve.const_data_ptr<T>(),
-                         kho.const_data_ptr<T>(), d_ve.mutable_data_ptr<double>(), d_ho.mutable_data_ptr<double>());
-    });
-  });
-  return {d_ve, d_ho};
-}
-
-at::Tensor input_grad(const at::Tensor& g, const at::Tensor& x, const at::Tensor& kve, const at::Tensor& kho,
-                      const at::Tensor& dpos, int64_t gate_id, int64_t I) {
-  const Layout l = layout_of(x, kve.size(-1), I);
-  check_coef(kve, x, l);
-  check_coef(kho, x, l);
-  check_coef(dpos, x, l);
-  check_grad(g, x);
-  at::Tensor gx = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fles_input_grad", [&] {
-    using T = compute_t<scalar_t>;
-    HF_ACTS_DISPATCH_GATE(gate_id, [&] {
-      input_grad_impl<G>(l, g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                         gx.mutable_data_ptr<scalar_t>(), kve.const_data_ptr<T>(), kho.const_data_ptr<T>(),
-                         dpos.const_data_ptr<T>());
-    });
-  });
-  return gx;
+  return {gx, d_pre1, d_pre2};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("stats", &stats, "FleS positive channel sums and counts (CPU, fused)");
-  m.def("apply", &apply, "FleS phi(x) (CPU, fused)");
-  m.def("coef_grads", &coef_grads, "FleS coefficient gradients (CPU, fused)");
-  m.def("input_grad", &input_grad, "FleS input gradient (CPU, fused)");
+  m.def("forward", &forward, "FleS forward: statistics, coefficient MLP and phi(x), per sample (CPU, fused)");
+  m.def("backward", &backward, "FleS backward: input gradient and the MLP's pre-activation gradients (CPU, fused)");
 }

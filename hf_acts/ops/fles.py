@@ -1,7 +1,8 @@
 """``hf_acts::fles``: practical FleS (papers/fles-poster.md) as a registered op with a CPU kernel
-(``csrc/fles.cpp``), a CUDA kernel (:mod:`hf_acts.ops.triton_fles`), a fake implementation and its autograd; the math
-is in :mod:`hf_acts.ops.fles_math`. The op returns ``phi`` and the ``(B, C)``-sized intermediates the backward needs
-(``m``, ``denom``, ``h``, ``t``), so only ``x`` is saved at full size."""
+(``csrc/fles.cpp``: the whole op, coefficient MLP included, one sample at a time), a CUDA kernel (the passes of
+:mod:`hf_acts.ops.triton_fles` around the MLP in :mod:`hf_acts.ops.fles_math`), a fake implementation and its
+autograd. The op returns ``phi`` and the ``(B, C)``-sized intermediates the backward needs (``m``, ``denom``, ``h``,
+``t``), so only ``x`` is saved at full size."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from torch import Tensor
 
 from . import _cpp
-from .fles_math import compute_dtype, fles_backward_with, fles_forward
+from .fles_math import check_input, compute_dtype, fles_backward_with, fles_forward, inner_positions
+from .ids import FLES_GATES
 
 
 def _triton() -> ModuleType:
@@ -20,17 +22,20 @@ def _triton() -> ModuleType:
     return triton_fles
 
 
-def _kernels(x: Tensor) -> ModuleType:
-    """The four passes for ``x``'s device: :mod:`hf_acts.ops.triton_fles` on CUDA, ``csrc/fles.cpp`` on the CPU
-    (both take the same arguments)."""
-    return _triton() if x.device.type == "cuda" else _cpp.load("fles")
-
-
-@torch.library.custom_op("hf_acts::fles", mutates_args=(), device_types=("cpu", "cuda"))
+@torch.library.custom_op("hf_acts::fles", mutates_args=(), device_types="cpu")
 def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(phi(x), m, denom, h, t)``; ``phi(x) = k_ve rho(k_ho x) x`` with ``[k_ve, k_ho] = 1 + t``."""
-    return fles_forward(x, w1, b1, w2, b2, base, eps, _kernels(x))
+    check_input(x, w1)
+    dtype = compute_dtype(x)
+    return tuple(_cpp.load("fles").forward(x.contiguous(), *(p.to(dtype).contiguous() for p in (w1, b1, w2, b2)),
+                                           FLES_GATES[base], inner_positions(x), eps))
+
+
+@fles.register_kernel("cuda")
+def fles_triton(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return fles_forward(x, w1, b1, w2, b2, base, eps, _triton())
 
 
 @fles.register_fake
@@ -42,13 +47,26 @@ def _(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps:
             x.new_empty((b, hidden), dtype=dtype), x.new_empty((b, 2 * c), dtype=dtype))
 
 
-@torch.library.custom_op("hf_acts::fles_backward", mutates_args=(), device_types=("cpu", "cuda"))
+@torch.library.custom_op("hf_acts::fles_backward", mutates_args=(), device_types="cpu")
 def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
                   denom: Tensor, h: Tensor, t: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(dx, d w1, d b1, d w2, d b2)``: ``d k_ve = sum g rho(u) x``, ``d k_ho = sum g k_ve rho'(u) x^2``
     (``u = k_ho x``), through ``1 + tanh`` and the MLP to ``d m``, then
     ``dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom``."""
-    return fles_backward_with(grad, x, w1, b1, w2, b2, m, denom, h, t, base, _kernels(x))
+    dtype = t.dtype
+    grad_x, d_pre1, d_pre2 = _cpp.load("fles").backward(
+        grad.contiguous(), x.contiguous(), w1.to(dtype).contiguous(), w2.to(dtype).contiguous(), denom, h, t,
+        FLES_GATES[base], inner_positions(x))
+    with torch.autocast("cpu", enabled=False):  # the weight gradients in the compute dtype, as the MLP ran
+        grads = (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0))
+    return grad_x, *(g.to(p.dtype) for g, p in zip(grads, (w1, b1, w2, b2), strict=True))
+
+
+@fles_backward.register_kernel("cuda")
+def fles_backward_triton(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
+                         denom: Tensor, h: Tensor, t: Tensor, base: str
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return fles_backward_with(grad, x, w1, b1, w2, b2, m, denom, h, t, base, _triton())
 
 
 @fles_backward.register_fake

@@ -1,9 +1,9 @@
-"""Practical FleS (papers/fles-poster.md) around four pass kernels, with no op registration: the math of the
+"""Practical FleS (papers/fles-poster.md) around four pass kernels, with no op registration: the CUDA math of the
 ``hf_acts::fles`` op (:mod:`hf_acts.ops.fles`) and of the Kernel Hub layer (:mod:`hf_acts.ops.hub_layers`).
 
-``kernels`` is ``csrc/fles.cpp`` (CPU) or :mod:`hf_acts.ops.triton_fles` (CUDA); both provide ``stats``, ``apply``,
-``coef_grads`` and ``input_grad`` with the same arguments. Forward: the positive channel statistics
-``m = sum relu(x) / (count(x > 0) + eps)`` (one pass), the coefficient MLP
+``kernels`` is :mod:`hf_acts.ops.triton_fles`, which provides ``stats``, ``apply``, ``coef_grads`` and
+``input_grad`` (the CPU kernel, ``csrc/fles.cpp``, runs the same steps per sample, the MLP included).
+Forward: the positive channel statistics ``m = sum relu(x) / (count(x > 0) + eps)`` (one pass), the coefficient MLP
 ``[k_ve, k_ho] = 1 + tanh(fc2(relu(fc1(m))))`` on ``(B, C)`` matrices, then ``phi(x) = k_ve rho(k_ho x) x`` (one pass).
 Backward: the coefficient gradients (one pass), the MLP's backward, the input gradient (one pass). Images
 ``(B, C, H, W)`` and tokens ``(B, N, C)``; the arithmetic is in float32 (float64 for float64).
@@ -20,12 +20,12 @@ from torch import Tensor
 from .ids import FLES_GATES
 
 
-def _inner(x: Tensor) -> int:
+def inner_positions(x: Tensor) -> int:
     """Positions per channel that are contiguous in memory: H*W for images, 1 for tokens."""
     return x.shape[2] * x.shape[3] if x.ndim == 4 else 1
 
 
-def _check(x: Tensor, w1: Tensor) -> None:
+def check_input(x: Tensor, w1: Tensor) -> None:
     if x.ndim not in (3, 4) or x.shape[1 if x.ndim == 4 else -1] != w1.shape[1]:
         raise ValueError(f"fles: expected images (B, C, H, W) or tokens (B, N, C) with C={w1.shape[1]}, "
                          f"got {tuple(x.shape)}")
@@ -56,12 +56,12 @@ def fles_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base
 
 def _forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float, kernels: ModuleType
              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _check(x, w1)
+    check_input(x, w1)
     x = x.contiguous()
-    pos, count = kernels.stats(x, w1.shape[1], _inner(x))
+    pos, count = kernels.stats(x, w1.shape[1], inner_positions(x))
     m, denom, h, t = _coefficient_mlp(pos.to(compute_dtype(x)), count, w1, b1, w2, b2, eps)
     k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
-    return kernels.apply(x, k_ve, k_ho, FLES_GATES[base], _inner(x)), m, denom, h, t
+    return kernels.apply(x, k_ve, k_ho, FLES_GATES[base], inner_positions(x)), m, denom, h, t
 
 
 def fles_backward_with(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
@@ -75,7 +75,7 @@ def fles_backward_with(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tens
 def _backward(grad: Tensor, x: Tensor, w1: Tensor, w2: Tensor, m: Tensor, denom: Tensor, h: Tensor, t: Tensor,
               base: str, kernels: ModuleType) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     x, grad = x.contiguous(), grad.contiguous()
-    gate, inner = FLES_GATES[base], _inner(x)
+    gate, inner = FLES_GATES[base], inner_positions(x)
     k_ve, k_ho = (k.contiguous() for k in (1.0 + t).chunk(2, dim=-1))
     d_ve, d_ho = kernels.coef_grads(grad, x, k_ve, k_ho, gate, inner)
     d_pre2 = torch.cat([d_ve, d_ho], dim=-1).to(t.dtype) * (1.0 - t * t)  # through 1 + tanh
