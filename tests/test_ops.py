@@ -1,6 +1,11 @@
 """The op layer (hf_acts/ops): torch.library checks for every op, fullgraph compile without graph breaks, the
 device/dtype dispatch, export to plain aten ops and ONNX, and the CUDA path of each module (GPU only)."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import ran_op, randomize_
@@ -8,8 +13,8 @@ from conftest import ran_op, randomize_
 from hf_acts import ADReLU, DynActGLU, DynActivation, FleS, SwishBeta
 from hf_acts.activations._base import from_nchw, to_nchw
 from hf_acts.activations.adrelu import adrelu_threshold
+from hf_acts.ops import _cpp, dispatch, pointwise
 from hf_acts.ops import adrelu as adrelu_op
-from hf_acts.ops import dispatch, pointwise
 from hf_acts.ops import fles as fles_op
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -182,3 +187,47 @@ def test_torch_compile_is_not_taken_for_export_on_old_torch(monkeypatch):
     assert not dispatch.exporting()
     monkeypatch.setattr(torch.compiler, "is_dynamo_compiling", lambda: False)
     assert dispatch.exporting()  # non-strict export: no dynamo trace, the flag holds
+
+
+@pytest.mark.parametrize("machine,capability,march", [
+    ("x86_64", "AVX512", "x86-64-v4"), ("x86_64", "AVX2", "x86-64-v3"), ("x86_64", "DEFAULT", "x86-64-v2"),
+    ("aarch64", "DEFAULT", "native"),
+])
+def test_cpu_kernels_target_atens_instruction_set(monkeypatch, machine, capability, march):
+    """The C++ kernels are built for the instruction set ATen dispatches to (ATEN_CPU_CAPABILITY overrides both)."""
+    monkeypatch.setattr(_cpp.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert f"-march={march}" in _cpp.target_flags()
+
+
+@pytest.mark.slow
+def test_cpu_kernels_built_for_an_older_instruction_set_match_the_plain_formula(tmp_path):
+    """ATEN_CPU_CAPABILITY=default: the kernels build for x86-64-v2 (SSE4.2) in a fresh cache and agree with the
+    plain formulas, as on a CPU without AVX."""
+    code = """
+import torch
+from hf_acts import DynActivation, FleS
+from hf_acts.ops import _cpp, dispatch
+assert _cpp.target_flags()[0] == "-march=x86-64-v2", _cpp.target_flags()
+torch.manual_seed(0)
+fles = FleS(16)
+torch.nn.init.normal_(fles.fc2.weight, std=0.3)
+for module, x in ((DynActivation("silu", alpha_init=1.2, beta_init=0.3), torch.randn(3, 16, 9, 9)),
+                  (fles, torch.randn(3, 16, 9, 9)), (fles, torch.randn(3, 10, 16))):
+    outs = []
+    for fused in (True, False):
+        dispatch.FUSED = fused
+        xg = x.clone().requires_grad_()
+        y = module(xg)
+        y.backward(torch.ones_like(y))
+        outs.append((y, xg.grad))
+    for got, want in zip(*outs):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+assert _cpp.load("pointwise") is not None and _cpp.load("fles") is not None
+print("ok")
+"""
+    if platform.machine() != "x86_64":
+        pytest.skip("x86-64 targets only")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

@@ -1,8 +1,10 @@
 // Pointwise activations with learned per-channel (or per-tensor) coefficients, fused CPU kernels:
 //   dynActivation (papers/dynactivation-abstract.md): f(x) = base(x) (alpha - beta) + beta x
 //   Swish-beta (papers/swish-citations.md):           f(x) = x sigmoid(beta x)
+//   dynActGLU's gated product (project definition):  y = dynact(gate) up
 // Forward: one pass. Backward: one pass giving dx and the coefficient gradients (dynActivation: d alpha =
-// sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = sum g x^2 sigmoid'(beta x)), per channel or in all.
+// sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = sum g x^2 sigmoid'(beta x)), per channel or in all
+// (and for the gated product d up = g dynact(gate), with g up in place of g for the rest).
 // x is viewed as (outer, C, inner): C = 1 for one scalar pair; (B, C, H*W) for images; (B*N, C, 1) for tokens.
 // Loads and stores are in x's dtype (float, double, bfloat16, half); arithmetic in float (double for double).
 #include <torch/extension.h>
@@ -12,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "vec_math.h"
@@ -85,15 +88,37 @@ struct Swish {  // p = beta; sum g x^2 sigmoid'(beta x)
   }
 };
 
-template <typename Op, typename S>
-void forward_span(S* y, const S* x, int64_t n, compute_t<S> p, compute_t<S> q) {
+// Glu: the gated product of dynActGLU, y = f(x) up, whose backward gives dx = f'(x) g up (the sums taken with
+// g up for g) and d up = g f(x); without Glu, up and gup are unused (null).
+template <typename Op, bool Glu, typename S>
+void forward_span(S* y, const S* x, const S* up, int64_t n, compute_t<S> p, compute_t<S> q) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) store(y, i, Op::forward(load(x, i), p, q));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto f = Op::forward(load(x, i), p, q);
+    if constexpr (Glu) {
+      store(y, i, f * load(up, i));
+    } else {
+      store(y, i, f);
+    }
+  }
+}
+
+// The upstream gradient at f's output: g, or g up for the gated product (whose d up = g f(x) is stored in gup).
+template <typename Op, bool Glu, typename S, typename T = compute_t<S>>
+inline T gated_grad(T v, const S* g, const S* up, S* gup, int64_t i, T p, T q) {
+  if constexpr (Glu) {
+    const T gi = load(g, i);
+    store(gup, i, gi * Op::forward(v, p, q));
+    return gi * load(up, i);
+  } else {
+    return load(g, i);
+  }
 }
 
 // dx over one span of one channel; adds the span's two sums to sums[0], sums[1].
-template <typename Op, typename S>
-void backward_span(S* gx, const S* g, const S* x, int64_t n, compute_t<S> p, compute_t<S> q, double* sums) {
+template <typename Op, bool Glu, typename S>
+void backward_span(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n, compute_t<S> p, compute_t<S> q,
+                   double* sums) {
   using T = compute_t<S>;
   constexpr int64_t kChunk = 4096;  // partial sums in T over at most kChunk terms, then in double
   for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
@@ -102,7 +127,8 @@ void backward_span(S* gx, const S* g, const S* x, int64_t n, compute_t<S> p, com
 #pragma omp simd reduction(+ : sum0, sum1)
     for (int64_t i = i0; i < i1; ++i) {
       T t0, t1;
-      store(gx, i, Op::backward(load(x, i), load(g, i), p, q, &t0, &t1));
+      const T v = load(x, i);
+      store(gx, i, Op::backward(v, gated_grad<Op, Glu>(v, g, up, gup, i, p, q), p, q, &t0, &t1));
       sum0 += t0;
       sum1 += t1;
     }
@@ -113,23 +139,31 @@ void backward_span(S* gx, const S* g, const S* x, int64_t n, compute_t<S> p, com
 
 // Channels-last rows (inner == 1): dx of one row of C channels; per-channel sums into sums[c], sums[C + c]
 // (compute type; the caller flushes them to double every kRowsPerFlush rows).
-template <typename Op, typename S>
-void backward_row(S* gx, const S* g, const S* x, int64_t C, const compute_t<S>* p, const compute_t<S>* q,
-                  compute_t<S>* sums) {
+template <typename Op, bool Glu, typename S>
+void backward_row(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t C, const compute_t<S>* p,
+                  const compute_t<S>* q, compute_t<S>* sums) {
   using T = compute_t<S>;
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) {
     T t0, t1;
-    store(gx, c, Op::backward(load(x, c), load(g, c), p[c], q[c], &t0, &t1));
+    const T v = load(x, c);
+    store(gx, c, Op::backward(v, gated_grad<Op, Glu>(v, g, up, gup, c, p[c], q[c]), p[c], q[c], &t0, &t1));
     sums[c] += t0;
     sums[C + c] += t1;
   }
 }
 
-template <typename Op, typename S>
-void forward_row(S* y, const S* x, int64_t C, const compute_t<S>* p, const compute_t<S>* q) {
+template <typename Op, bool Glu, typename S>
+void forward_row(S* y, const S* x, const S* up, int64_t C, const compute_t<S>* p, const compute_t<S>* q) {
 #pragma omp simd
-  for (int64_t c = 0; c < C; ++c) store(y, c, Op::forward(load(x, c), p[c], q[c]));
+  for (int64_t c = 0; c < C; ++c) {
+    const auto f = Op::forward(load(x, c), p[c], q[c]);
+    if constexpr (Glu) {
+      store(y, c, f * load(up, c));
+    } else {
+      store(y, c, f);
+    }
+  }
 }
 
 constexpr int64_t kGrain = 32768;
@@ -144,23 +178,28 @@ void for_spans(int64_t begin, int64_t end, int64_t C, int64_t inner, F fn) {
   }
 }
 
-template <typename Op, typename S>
-void forward_impl(S* y, const S* x, int64_t numel, int64_t C, int64_t inner, const std::vector<compute_t<S>>& p,
-                  const std::vector<compute_t<S>>& q) {
+// up (Glu only): the second factor of the gated product, laid out like x.
+template <typename Op, bool Glu, typename S>
+void forward_impl(S* y, const S* x, const S* up, int64_t numel, int64_t C, int64_t inner,
+                  const std::vector<compute_t<S>>& p, const std::vector<compute_t<S>>& q) {
   if (inner == 1 && C > 1) {
     at::parallel_for(0, numel / C, std::max<int64_t>(1, kGrain / C), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) forward_row<Op>(y + r * C, x + r * C, C, p.data(), q.data());
+      for (int64_t r = r0; r < r1; ++r)
+        forward_row<Op, Glu>(y + r * C, x + r * C, Glu ? up + r * C : up, C, p.data(), q.data());
     });
     return;
   }
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
-    for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) { forward_span<Op>(y + i, x + i, n, p[c], q[c]); });
+    for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) {
+      forward_span<Op, Glu>(y + i, x + i, Glu ? up + i : up, n, p[c], q[c]);
+    });
   });
 }
 
 // acc: per thread, the C first sums then the C second sums, in double.
-template <typename Op, typename S>
-void backward_impl(S* gx, const S* g, const S* x, int64_t numel, int64_t C, int64_t inner,
+// gup, up: Glu only (d up out, up in), laid out like x.
+template <typename Op, bool Glu, typename S>
+void backward_impl(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t numel, int64_t C, int64_t inner,
                    const std::vector<compute_t<S>>& p, const std::vector<compute_t<S>>& q, std::vector<double>& acc) {
   const int64_t nthreads = at::get_num_threads();
   auto sums_of = [&]() {
@@ -174,8 +213,11 @@ void backward_impl(S* gx, const S* g, const S* x, int64_t numel, int64_t C, int6
       std::vector<compute_t<S>> part(2 * C);
       for (int64_t r = r0; r < r1; r += kRowsPerFlush) {
         std::fill(part.begin(), part.end(), compute_t<S>(0));
-        for (int64_t row = r; row < std::min(r1, r + kRowsPerFlush); ++row)
-          backward_row<Op>(gx + row * C, g + row * C, x + row * C, C, p.data(), q.data(), part.data());
+        for (int64_t row = r; row < std::min(r1, r + kRowsPerFlush); ++row) {
+          const int64_t o = row * C;
+          backward_row<Op, Glu>(gx + o, Glu ? gup + o : gup, g + o, x + o, Glu ? up + o : up, C, p.data(), q.data(),
+                                part.data());
+        }
         for (int64_t c = 0; c < 2 * C; ++c) sums[c] += part[c];
       }
     });
@@ -185,7 +227,7 @@ void backward_impl(S* gx, const S* g, const S* x, int64_t numel, int64_t C, int6
     double* sums = sums_of();
     for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) {
       double part[2] = {0, 0};
-      backward_span<Op>(gx + i, g + i, x + i, n, p[c], q[c], part);
+      backward_span<Op, Glu>(gx + i, Glu ? gup + i : gup, g + i, x + i, Glu ? up + i : up, n, p[c], q[c], part);
       sums[c] += part[0];
       sums[C + c] += part[1];
     });
@@ -225,37 +267,63 @@ void check(const at::Tensor& x, const at::Tensor& c0, const at::Tensor& c1, int6
   TORCH_CHECK(inner >= 1 && x.numel() % (c0.numel() * inner) == 0, "pointwise: the coefficients do not fit x's layout");
 }
 
+void check_up(const std::optional<at::Tensor>& up, const at::Tensor& x) {
+  TORCH_CHECK(!up || (up->sizes() == x.sizes() && up->is_contiguous() && up->scalar_type() == x.scalar_type()),
+              "pointwise: up must be contiguous like x");
+}
+
+#define HF_ACTS_DISPATCH_GLU(glu, ...)                            \
+  if (glu) {                                                      \
+    constexpr bool Glu = true;                                    \
+    __VA_ARGS__();                                                \
+  } else {                                                        \
+    constexpr bool Glu = false;                                   \
+    __VA_ARGS__();                                                \
+  }
+
 // c0, c1: the module's coefficients (dynActivation: alpha, beta; Swish-beta: beta, beta), one per channel or one.
+// With up: the gated product f(x) up (dynActGLU).
 at::Tensor pointwise_forward(const at::Tensor& x, const at::Tensor& c0, const at::Tensor& c1, int64_t op,
-                             int64_t inner) {
+                             int64_t inner, const std::optional<at::Tensor>& up) {
   check(x, c0, c1, inner);
+  check_up(up, x);
   at::Tensor y = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "pointwise_forward", [&] {
     std::vector<compute_t<scalar_t>> p, q;
     op_coefficients(c0, c1, op == kSwish, p, q);
+    const scalar_t* up_p = up ? up->const_data_ptr<scalar_t>() : nullptr;
     HF_ACTS_DISPATCH_OP(op, [&] {
-      forward_impl<Op>(y.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), x.numel(), c0.numel(), inner, p,
-                       q);
+      HF_ACTS_DISPATCH_GLU(up.has_value(), [&] {
+        forward_impl<Op, Glu>(y.mutable_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), up_p, x.numel(),
+                              c0.numel(), inner, p, q);
+      });
     });
   });
   return y;
 }
 
-// Returns dx and the gradients of c0 and c1 (c0's dtype and shape; Swish-beta's second is zero).
+// Returns dx and the gradients of c0 and c1 (c0's dtype and shape; Swish-beta's second is zero); with up, also
+// d up = g f(x).
 std::vector<at::Tensor> pointwise_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& c0,
-                                           const at::Tensor& c1, int64_t op, int64_t inner) {
+                                           const at::Tensor& c1, int64_t op, int64_t inner,
+                                           const std::optional<at::Tensor>& up) {
   check(x, c0, c1, inner);
+  check_up(up, x);
   TORCH_CHECK(grad.sizes() == x.sizes() && grad.is_contiguous() && grad.scalar_type() == x.scalar_type(),
               "pointwise: grad must be contiguous like x");
   const int64_t C = c0.numel();
-  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_x = at::empty_like(x), grad_up = up ? at::empty_like(x) : at::Tensor();
   std::vector<double> acc(at::get_num_threads() * 2 * C, 0.0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "pointwise_backward", [&] {
     std::vector<compute_t<scalar_t>> p, q;
     op_coefficients(c0, c1, op == kSwish, p, q);
+    const scalar_t* up_p = up ? up->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gup_p = up ? grad_up.mutable_data_ptr<scalar_t>() : nullptr;
     HF_ACTS_DISPATCH_OP(op, [&] {
-      backward_impl<Op>(grad_x.mutable_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(),
-                        x.const_data_ptr<scalar_t>(), x.numel(), C, inner, p, q, acc);
+      HF_ACTS_DISPATCH_GLU(up.has_value(), [&] {
+        backward_impl<Op, Glu>(grad_x.mutable_data_ptr<scalar_t>(), gup_p, grad.const_data_ptr<scalar_t>(),
+                               x.const_data_ptr<scalar_t>(), up_p, x.numel(), C, inner, p, q, acc);
+      });
     });
   });
   // dynActivation: d alpha = sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = the first sum
@@ -267,12 +335,17 @@ std::vector<at::Tensor> pointwise_backward(const at::Tensor& grad, const at::Ten
       p1[c] += acc[t * 2 * C + C + c];
     }
   for (int64_t c = 0; c < C; ++c) p1[c] = op == kSwish ? 0.0 : p1[c] - p0[c];
-  return {grad_x, g0.view(c0.sizes()).to(c0.scalar_type()), g1.view(c1.sizes()).to(c1.scalar_type())};
+  std::vector<at::Tensor> out{grad_x, g0.view(c0.sizes()).to(c0.scalar_type()), g1.view(c1.sizes()).to(c1.scalar_type())};
+  if (up) out.push_back(grad_up);
+  return out;
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &pointwise_forward, "pointwise activation forward (CPU, fused)");
-  m.def("backward", &pointwise_backward, "pointwise activation backward and coefficient sums (CPU, fused)");
+  m.def("forward", &pointwise_forward, "pointwise activation forward, or with up the gated product (CPU, fused)",
+        py::arg("x"), py::arg("c0"), py::arg("c1"), py::arg("op"), py::arg("inner"), py::arg("up") = py::none());
+  m.def("backward", &pointwise_backward, "pointwise activation backward and coefficient sums (CPU, fused)",
+        py::arg("grad"), py::arg("x"), py::arg("c0"), py::arg("c1"), py::arg("op"), py::arg("inner"),
+        py::arg("up") = py::none());
 }

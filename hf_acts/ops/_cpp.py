@@ -1,9 +1,14 @@
 """Hand-written CPU kernels (``hf_acts/csrc``), compiled on first use by ``torch.utils.cpp_extension``.
 
 The build lands in torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
-under a name that includes the host's CPU features, since it is built with ``-march=native``, and a hash of the
-shared headers. Where it cannot be built (no C++ compiler or OpenMP), callers fall back to their plain PyTorch
-path, with one warning.
+under a name that hashes the host's CPU features, the target instruction set and the shared headers.
+
+The target follows ATen's own runtime choice (``torch.backends.cpu.get_cpu_capability()``, which
+``ATEN_CPU_CAPABILITY`` overrides): AVX512 builds for ``x86-64-v4``, AVX2 for ``x86-64-v3``, anything else on x86-64
+for ``x86-64-v2``; other architectures build for the host (``-march=native``). So the kernels vectorise as wide as
+PyTorch's own kernels do, and ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 machine runs both as an AVX2-only CPU would.
+Where a kernel cannot be built (no C++ compiler, OpenMP, or a GCC older than 11 for the ``x86-64-v*`` targets),
+callers fall back to their plain PyTorch path, with one warning.
 Which ops call them, and when, is decided in :mod:`hf_acts.ops.dispatch`.
 """
 
@@ -21,15 +26,29 @@ _modules: dict[str, ModuleType | None] = {}
 logger = logging.getLogger(__name__)
 
 
+X86_TARGETS = {"AVX512": "x86-64-v4", "AVX2": "x86-64-v3"}
+
+
+def target_flags() -> list[str]:
+    """The ``-march`` for this process: ATen's CPU capability on x86-64 (see the module docstring), else the host."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return ["-march=native"]
+    import torch
+
+    return [f"-march={X86_TARGETS.get(torch.backends.cpu.get_cpu_capability(), 'x86-64-v2')}", "-mtune=native"]
+
+
 def _build_tag() -> str:
-    """A hash of the host's CPU features, the shared headers (torch rebuilds on source changes only) and where the
-    sources live (two installs side by side, e.g. editable and wheel, would otherwise rebuild each other's build)."""
+    """A hash of the host's CPU features, the target, the shared headers (torch rebuilds on source changes only) and
+    where the sources live (two installs side by side, e.g. editable and wheel, would otherwise rebuild each other's
+    build)."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = platform.processor()
     headers = "".join(p.read_text() for p in sorted(CSRC.glob("*.h")))
-    return hashlib.sha1(f"{platform.machine()} {flags} {headers} {CSRC}".encode()).hexdigest()[:8]
+    key = f"{platform.machine()} {flags} {target_flags()} {headers} {CSRC}"
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
 def load(name: str) -> ModuleType | None:
@@ -48,7 +67,7 @@ def load(name: str) -> ModuleType | None:
                 name=f"hf_acts_{name}_{_build_tag()}", sources=[str(CSRC / f"{name}.cpp")],
                 # -fno-trapping-math: without it GCC 12 vectorises none of the select-and-exp loops (the ReLU-family
                 # selects and the inlined exp), 5-7x slower on a Zen 3 VM; nothing here reads floating-point flags
-                extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"],
+                extra_cflags=["-O3", *target_flags(), "-fno-math-errno", "-fno-trapping-math", "-fopenmp"],
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
             )

@@ -179,9 +179,14 @@ def _glu_view(t: Tensor, channels: int) -> Tensor:
 
 @torch.library.custom_op("hf_acts::dynact_glu", mutates_args=(), device_types="cpu")
 def dynact_glu(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
-    """``dynact(gate) * up``: the gated product of a dynActGLU MLP (project definition)."""
+    """``dynact(gate) * up``: the gated product of a dynActGLU MLP (project definition), one pass."""
     _check_glu(gate, up, alpha)
-    return dynact(_glu_view(gate, alpha.numel()), alpha, beta, base).view(gate.shape) * up
+    if _at_init(alpha, beta):  # exactly the base GLU (e.g. SwiGLU), as dynact at its init
+        return BASE_ACTIVATIONS[base](gate) * up
+    c = alpha.numel()
+    gate2 = _glu_view(gate, c)
+    return _cpp.load("pointwise").forward(gate2, alpha, beta, OPS[base], _inner(gate2, c), _glu_view(up, c)
+                                          ).view(gate.shape)
 
 
 @dynact_glu.register_kernel("cuda")
@@ -200,12 +205,13 @@ def _(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tenso
 @torch.library.custom_op("hf_acts::dynact_glu_backward", mutates_args=(), device_types="cpu")
 def dynact_glu_backward(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(d gate, d up, d alpha, d beta)``: the dynact backward of ``g * up``, and ``d up = g dynact(gate)``."""
+    """``(d gate, d up, d alpha, d beta)``: the dynact backward of ``g * up``, and ``d up = g dynact(gate)``, one
+    pass."""
     c = alpha.numel()
     gate2 = _glu_view(gate, c)
-    d_gate, d_alpha, d_beta = dynact_backward(_glu_view(grad * up, c), gate2, alpha, beta, base)
-    d_up = grad * dynact(gate2, alpha, beta, base).view(gate.shape)
-    return d_gate.view(gate.shape), d_up, d_alpha, d_beta
+    d_gate, d_alpha, d_beta, d_up = _cpp.load("pointwise").backward(
+        _glu_view(grad, c), gate2, alpha, beta, OPS[base], _inner(gate2, c), _glu_view(up, c))
+    return d_gate.view(gate.shape), d_up.view(gate.shape), d_alpha, d_beta
 
 
 @dynact_glu_backward.register_kernel("cuda")
