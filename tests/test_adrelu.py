@@ -1,5 +1,7 @@
 """ADReLU against a loop-by-loop transcription of Eqs. 1-6."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,3 +160,21 @@ def test_fused_path_bfloat16_runs_in_float32(monkeypatch):
     monkeypatch.setattr(dispatch, "FUSED", False)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y, m(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_path_half_precision_is_the_float32_kernel_rounded(dtype):
+    """A bf16/fp16 module reads and writes its dtype and computes in float32: output, input gradient and parameter
+    gradients are the float32 kernel's on the same values, rounded once."""
+    half = randomize_(ADReLU(16)).to(dtype)
+    full = copy.deepcopy(half).float()
+    x, g = torch.randn(3, 16, 6, 6).to(dtype), torch.randn(3, 16, 6, 6).to(dtype)
+    xh, xf = x.clone().requires_grad_(), x.float().requires_grad_()
+    y, yf = half(xh), full(xf)
+    y.backward(g)
+    yf.backward(g.float())
+    assert ran_op(y, "adrelu") and y.dtype == xh.grad.dtype == dtype
+    assert torch.equal(y, yf.to(dtype)) and torch.equal(xh.grad, xf.grad.to(dtype))
+    for p, q in zip(half.parameters(), full.parameters(), strict=True):
+        assert p.grad.dtype == dtype and torch.equal(p.grad, q.grad.to(dtype))
+

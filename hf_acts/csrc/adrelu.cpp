@@ -6,18 +6,22 @@
 // The backward recomputes the sample's forward from x and the parameters instead of storing it, so
 // training saves only x. Samples run in parallel (at::parallel_for); parameter gradients are summed
 // per thread in double. Inner loops run along H*W and are left to the compiler's vectoriser.
+// bfloat16 / float16 tensors are read and written in their dtype; each sample is converted to float in a per-thread
+// buffer (in cache), so no whole tensor makes a float32 round trip.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "vec_math.h"
 
 namespace {
 
+using hf_acts::compute_t;
 using hf_acts::sigmoid_;
 
 struct Shape {
@@ -403,24 +407,66 @@ Weights<T> weights(const std::vector<at::Tensor>& p) {
           p[4].const_data_ptr<T>(), p[5].const_data_ptr<T>(), p[6].const_data_ptr<T>()};
 }
 
+// x: one sample's n values in the compute type: x itself, or its conversion into `buffer`.
+template <typename S, typename T = compute_t<S>>
+const T* in_compute_type(const S* x, int64_t n, std::vector<T>& buffer) {
+  if constexpr (std::is_same_v<S, T>) {
+    return x;
+  } else {
+    buffer.resize(n);
+    T* out = buffer.data();
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = hf_acts::load(x, i);
+    return out;
+  }
+}
+
+// Where a sample's output of n values is computed: `out` itself, or `buffer` (in the compute type) that
+// `write_back` then stores into `out`.
+template <typename S, typename T = compute_t<S>>
+T* out_compute_type(S* out, int64_t n, std::vector<T>& buffer) {
+  if constexpr (std::is_same_v<S, T>) {
+    return out;
+  } else {
+    buffer.resize(n);
+    return buffer.data();
+  }
+}
+
+template <typename S, typename T = compute_t<S>>
+void write_back(S* out, const T* computed, int64_t n) {
+  if constexpr (!std::is_same_v<S, T>) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) hf_acts::store(out, i, computed[i]);
+  }
+}
+
+// Eq. 1: y = max(x, tau), stored in y's dtype.
+template <typename S, typename T = compute_t<S>>
+void store_max(S* y, const T* x, const T* tau, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) hf_acts::store(y, i, x[i] > tau[i] ? x[i] : tau[i]);
+}
+
 // params: qkv weight (3C, C/g, 1, 1), dw weight (C, 1, KH, KW), GN1 weight, GN1 bias, proj weight (C, C/g, 1, 1),
-// GN2 weight, GN2 bias; all contiguous, x's dtype.
+// GN2 weight, GN2 bias; all contiguous, in the compute type (float32; float64 for float64 x).
 at::Tensor adrelu_forward(const at::Tensor& x, const std::vector<at::Tensor>& params, int64_t groups,
                           int64_t head_dim, int64_t norm_groups, double eps, double eps1, double eps2) {
   const Shape s = make_shape(x, params[1], groups, head_dim, norm_groups, eps, eps1, eps2);
   at::Tensor y = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "adrelu_forward", [&] {
-    const Weights<scalar_t> w = weights<scalar_t>(params);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "adrelu_forward", [&] {
+    using T = compute_t<scalar_t>;
+    const Weights<T> w = weights<T>(params);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const int64_t n = s.C * s.P;
     at::parallel_for(0, x.size(0), 1, [&](int64_t b0, int64_t b1) {
-      Buffers<scalar_t> buf(s);
+      Buffers<T> buf(s);
+      std::vector<T> convert;
       for (int64_t b = b0; b < b1; ++b) {
-        threshold(s, w, xp + b * n, buf);
-        const scalar_t* xb = xp + b * n;
-        scalar_t* yb = yp + b * n;
-        for (int64_t i = 0; i < n; ++i) yb[i] = xb[i] > buf.tau[i] ? xb[i] : buf.tau[i];  // Eq. 1
+        const T* xb = in_compute_type(xp + b * n, n, convert);
+        threshold(s, w, xb, buf);
+        store_max(yp + b * n, xb, buf.tau.data(), n);
       }
     });
   });
@@ -439,22 +485,28 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
   for (const auto& p : params) offsets.push_back(offsets.back() + p.numel());
   const int64_t nthreads = at::get_num_threads();
   std::vector<double> acc(nthreads * offsets.back(), 0.0);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "adrelu_backward", [&] {
-    const Weights<scalar_t> w = weights<scalar_t>(params);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "adrelu_backward", [&] {
+    using T = compute_t<scalar_t>;
+    const Weights<T> w = weights<T>(params);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     const int64_t n = s.C * s.P;
-    const std::vector<scalar_t> qkv_t = transpose_groups(w.qkv, s.G, 3 * s.Cg, s.Cg);
-    const std::vector<scalar_t> proj_t = transpose_groups(w.proj, s.G, s.Cg, s.Cg);
+    const std::vector<T> qkv_t = transpose_groups(w.qkv, s.G, 3 * s.Cg, s.Cg);
+    const std::vector<T> proj_t = transpose_groups(w.proj, s.G, s.Cg, s.Cg);
     at::parallel_for(0, x.size(0), 1, [&](int64_t b0, int64_t b1) {
       TORCH_CHECK(at::get_thread_num() < nthreads, "adrelu: unexpected thread id");
       double* g = acc.data() + at::get_thread_num() * offsets.back();
       double* grads[7];
       for (int i = 0; i < 7; ++i) grads[i] = g + offsets[i];
-      Buffers<scalar_t> buf(s, true);
+      Buffers<T> buf(s, true);
+      std::vector<T> convert_x, convert_g, convert_gx;
       for (int64_t b = b0; b < b1; ++b) {
-        sample_backward(s, w, qkv_t.data(), proj_t.data(), xp + b * n, gp + b * n, gxp + b * n, grads, buf);
+        const T* xb = in_compute_type(xp + b * n, n, convert_x);
+        const T* gb = in_compute_type(gp + b * n, n, convert_g);
+        T* gxb = out_compute_type(gxp + b * n, n, convert_gx);
+        sample_backward(s, w, qkv_t.data(), proj_t.data(), xb, gb, gxb, grads, buf);
+        write_back(gxp + b * n, gxb, n);
       }
       flush_lanes(grads[0], buf.lanes_qkv);
       flush_lanes(grads[4], buf.lanes_proj);
@@ -466,7 +518,7 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
     double* gp = g.mutable_data_ptr<double>();
     for (int64_t t = 0; t < nthreads; ++t)
       for (int64_t j = 0; j < params[i].numel(); ++j) gp[j] += acc[t * offsets.back() + offsets[i] + j];
-    grads.push_back(g.view(params[i].sizes()).to(x.scalar_type()));
+    grads.push_back(g.view(params[i].sizes()).to(params[i].scalar_type()));
   }
   return grads;
 }

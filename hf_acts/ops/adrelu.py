@@ -2,7 +2,8 @@
 CPU kernel (``csrc/adrelu.cpp``: the whole chain, sample by sample in cache), a CUDA implementation (cuBLAS /
 cuDNN for the convolutions, :mod:`hf_acts.ops.triton_adrelu` for the attention and the final GroupNorm + max), a
 fake implementation and its autograd. Both directions save only ``x`` (and the weights): the backward recomputes.
-On the CPU, bfloat16 / float16 inputs are computed in float32 (as the plain path does there).
+On the CPU, bfloat16 / float16 maps are read and written in their dtype and computed in float32 one sample at a
+time (as the plain path computes there); the weights are passed in float32.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from . import _cpp
 from .fles_math import compute_dtype  # one rule for the C++ kernels: float64 stays, the rest runs in float32
 
 
-def _cpu_args(x: Tensor, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+def _cpu_params(x: Tensor, params: list[Tensor]) -> list[Tensor]:
     dtype = compute_dtype(x)
-    return x.to(dtype).contiguous(), [p.to(dtype).contiguous() for p in params]
+    return [p.to(dtype).contiguous() for p in params]
 
 
 @torch.library.custom_op("hf_acts::adrelu", mutates_args=(), device_types="cpu")
@@ -24,9 +25,9 @@ def adrelu(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Ten
            norm_b: Tensor, groups: int, head_dim: int, norm_groups: int, eps: float, eps_dw: float, eps_norm: float
            ) -> Tensor:
     """``max(x, tau)``, ``tau = GN(conv1x1_g(GN(DW(sigmoid(<Qn, Kn>) V))))`` (Eqs. 1-6)."""
-    xc, params = _cpu_args(x, [qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b])
+    params = _cpu_params(x, [qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b])
     config = (groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
-    return _cpp.load("adrelu").forward(xc, params, *config).to(x.dtype)
+    return _cpp.load("adrelu").forward(x.contiguous(), params, *config)
 
 
 @adrelu.register_kernel("cuda")
@@ -61,9 +62,9 @@ def adrelu_backward(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w:
                     eps: float, eps_dw: float, eps_norm: float) -> list[Tensor]:
     """``[dx, d qkv, d dw, d norm_dw_w, d norm_dw_b, d proj, d norm_w, d norm_b]`` (recomputing the forward)."""
     weights = [qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b]
-    xc, params = _cpu_args(x, weights)
+    params = _cpu_params(x, weights)
     config = (groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
-    grads = _cpp.load("adrelu").backward(grad.to(xc.dtype).contiguous(), xc, params, *config)
+    grads = _cpp.load("adrelu").backward(grad.to(x.dtype).contiguous(), x.contiguous(), params, *config)
     return [g.to(t.dtype) for g, t in zip(grads, [x, *weights], strict=True)]
 
 
