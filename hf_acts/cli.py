@@ -81,7 +81,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from hf_acts.bench import run_benchmarks
 
     run_benchmarks(quick=args.quick, output_dir=Path(args.output_dir), device=args.device,
-                   compiled=False if args.no_compile else None)
+                   compiled=False if args.no_compile else None, runs=args.runs)
 
 
 def cmd_kernel_repo(args: argparse.Namespace) -> None:
@@ -125,11 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
     p.set_defaults(fn=cmd_publish)
 
-    p = sub.add_parser("bench", help="activation and model cost benchmarks (ratios in one run)")
+    p = sub.add_parser("bench", help="activation, training-step and inference benchmarks (ratios within a run)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--output-dir", default="benchmarks")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the Triton kernels on a GPU")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--runs", type=int, default=1, help="full runs; the tables give the median and range over them")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("kernel-repo", help="write (and push) the Kernel Hub repository of the Triton kernels")

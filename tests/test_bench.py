@@ -1,20 +1,26 @@
-"""Benchmarks are not tests: this only checks that the quick run works and writes valid results."""
+"""Benchmarks are not tests: this checks that the quick run works and writes valid results, and the bookkeeping
+(ranges over runs, re-measuring disturbed rows, moving models off their init) on hand-made cases."""
 
 import json
 
 import pytest
+import timm
+import torch
 
+import hf_acts.bench as bench
 from hf_acts.cli import main as cli
 
 
 @pytest.mark.slow
 def test_quick_bench_writes_json_table_and_plot(tmp_path):
-    cli(["bench", "--quick", "--output-dir", str(tmp_path)])
+    cli(["bench", "--quick", "--output-dir", str(tmp_path), "--runs", "2"])
     result = json.loads((tmp_path / "results.json").read_text())
-    assert result["quick"] and result["machine"]["torch"]
+    assert result["quick"] and result["machine"]["torch"] and result["machine"]["isa"] and result["runs"] == 2
+    assert len(result["all_runs"]) == 2
     acts = {r["activation"] for r in result["activations"]}
     assert acts == {"adrelu", "aiec", "dyrelu", "dynactivation", "fles", "swish_beta", "dynactglu_gate"}
-    assert all(r["fwd_bwd_vs_base"] > 0 and r["fwd_bwd_vs_floor"] > 0 for r in result["activations"])
+    assert all(r["fwd_bwd_vs_base"] > 0 and r["fwd_bwd_vs_floor"] > 0 and r["fwd_bwd_vs_plain"] > 0
+               for r in result["activations"])
     groups = {r["group"].split(" ")[0] for r in result["models"]}
     assert {"resnet8_cifar", "vit_tiny", "tiny", "ADReLU"} <= groups
     saved = {r["model"]: r["saved_mb"] for r in result["models"] if "saved_mb" in r}
@@ -22,5 +28,35 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     # and silu(gate): one (batch 4, seq 128, 688) float32 tensor more per layer, less the two float32 scalars
     assert round((saved["swiglu"] - saved["dynactglu"]) * 2**20) == 4 * (4 * 128 * 688 * 4 - 2 * 4)
     assert saved["resnet8_cifar"] < saved["resnet8_cifar_adrelu"] < saved["resnet8_cifar_dyrelu"]
-    assert "| activation |" in (tmp_path / "results.md").read_text()
+    inference = {(r["model"], r["batch"]) for r in result["inference"]}
+    assert {("resnet18_adrelu", 1), ("vit_tiny_patch16_224_fles", 8), ("dynactglu", 8)} <= inference
+    table = (tmp_path / "results.md").read_text()
+    assert "| activation |" in table and "### Inference" in table and " (" in table  # ranges over the two runs
     assert (tmp_path / "activations.png").stat().st_size > 0
+
+
+def test_summarize_gives_the_median_and_range_over_runs():
+    runs = [[{"model": "a", "vs_base": v, "note": "x"}] for v in (1.5, 1.2, 1.3)]
+    assert bench.summarize(runs, ("model",), ("vs_base", "missing")) == [{"model": "a", "vs_base": "1.30 (1.20-1.50)"}]
+    assert bench.summarize(runs[:1], ("model",), ("vs_base",)) == [{"model": "a", "vs_base": "1.50"}]
+
+
+def test_rows_whose_base_was_disturbed_are_measured_again():
+    def row(name, base_ms):
+        return {"activation": name, "base": "silu", "fwd_bwd_base_ms": base_ms, "fwd_bwd_vs_base": 2.0}
+
+    rows = [row("a", 10.0), row("b", 10.5), row("c", 21.0), row("d", 9.8)]  # c: base twice its usual time
+    again = {"c": [{"fwd_bwd_base_ms": 18.0, "fwd_bwd_vs_base": 1.1},
+                   {"fwd_bwd_base_ms": 10.1, "fwd_bwd_vs_base": 2.1}]}
+    bench._remeasure_outliers(rows, lambda name: again[name].pop(0))
+    c = rows[2]
+    assert c["base_retries"] == 2 and c["fwd_bwd_base_ms"] == 10.1 and c["fwd_bwd_vs_base"] == 2.1
+    assert [r["base_retries"] for r in rows] == [0, 0, 2, 0]
+
+
+def test_off_init_moves_only_the_activations():
+    model = timm.create_model("resnet18_dynact", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bench.off_init_(model)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.endswith(("alpha", "beta")) for k in changed)

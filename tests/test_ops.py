@@ -231,3 +231,35 @@ print("ok")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: DynActivation("silu", alpha_init=1.2, beta_init=0.3), (2, 8, 5, 5)),
+    (lambda: SwishBeta(beta_init=1.5, per_channel=True, channels=8), (2, 8, 5, 5)),
+    (lambda: randomize_(DynActGLU(8, 16), 0.3), (2, 5, 8)),
+])
+def test_inference_fast_path_equals_the_op(make, shape):
+    """Without autograd (inference_mode, no_grad) the modules call the C++ forward directly, skipping the op's
+    dispatch: the same numbers, and with gradients the registered op still runs."""
+    module = make()
+    x = torch.randn(*shape)
+    with_grad = module(x.clone().requires_grad_())
+    assert with_grad.grad_fn is not None
+    with torch.inference_mode():
+        fast = module(x)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), fast, rtol=0, atol=0)
+    torch.testing.assert_close(fast, with_grad.detach(), rtol=0, atol=0)
+
+
+def test_inference_fast_path_skips_the_dispatcher(monkeypatch):
+    calls = []
+    monkeypatch.setitem(pointwise.CPU_FORWARD, pointwise.dynact,
+                        lambda *a: calls.append(a) or pointwise._dynact_cpu(*a))
+    module = DynActivation("gelu", alpha_init=1.1, beta_init=0.2)
+    x = torch.randn(3, 4)
+    with torch.inference_mode():
+        module(x)
+    assert len(calls) == 1
+    y = module(x.requires_grad_())  # autograd needed: the registered op (its node in the graph), not the shortcut
+    assert len(calls) == 1 and ran_op(y, "dynact")

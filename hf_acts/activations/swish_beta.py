@@ -58,7 +58,7 @@ class SwishBeta(LazyChannels):
             if self.per_channel:
                 self._check_input(x)
             if dispatch is not None and dispatch.fused(x, "pointwise"):
-                return pointwise.swish_beta(x, self.beta)
+                return pointwise.run(pointwise.swish_beta, x, self.beta)
         beta = self.beta if self.per_channel else self.beta.view(())
         beta = beta.view(-1, 1, 1) if self.per_channel and x.ndim == 4 else beta
         return x * torch.sigmoid(beta * x)

@@ -178,8 +178,10 @@ void dw_forward(const Shape& s, T* out, const T* in, const T* k, const T* masks)
     const T* kc = k + c * s.KH * s.KW;
     dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
       const T kt = kc[tap];
+      T* zl = z;  // local copies: through the captured references GCC 12 vectorises these loops poorly
+      const T* al = a + off;
 #pragma omp simd
-      for (int64_t p = p0; p < p1; ++p) z[p] += kt * a[p + off] * m[p];
+      for (int64_t p = p0; p < p1; ++p) zl[p] += kt * al[p] * m[p];
     });
   }
 }
@@ -197,12 +199,15 @@ void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* grad_out, 
     double* gk = grad_k + c * s.KH * s.KW;
     dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
       const T kt = kc[tap];
+      const T* gol = go;  // local copies, as in dw_forward
+      const T* al = a + off;
+      T* gil = gi + off;
       T acc = 0;
 #pragma omp simd reduction(+ : acc)
       for (int64_t p = p0; p < p1; ++p) {
-        const T g = go[p] * m[p];
-        gi[p + off] += kt * g;
-        acc += g * a[p + off];
+        const T g = gol[p] * m[p];
+        gil[p] += kt * g;
+        acc += g * al[p];
       }
       gk[tap] += acc;
     });

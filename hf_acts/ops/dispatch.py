@@ -17,7 +17,9 @@ single graph nodes (no graph break).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -81,3 +83,16 @@ def implementation(x: torch.Tensor, kernel: str) -> Impl:
 def fused(x: torch.Tensor, kernel: str) -> bool:
     """Whether an op (C++ or Triton) runs on ``x`` rather than the plain formula."""
     return implementation(x, kernel) != "plain"
+
+
+@contextlib.contextmanager
+def plain_formulas() -> Iterator[None]:
+    """Run the plain PyTorch formulas inside the block, as ``HF_ACTS_FUSED=0`` does for a whole process (benchmarks
+    time both paths in one process this way)."""
+    global FUSED
+    saved, FUSED = FUSED, False
+    try:
+        yield
+    finally:
+        FUSED = saved
+

@@ -78,7 +78,7 @@ class DynActGLU(nn.Module):
         pass per direction)."""
         if self.mode == "gate" and use_op(gate):
             act = self.act_fn
-            return pointwise.dynact_glu(gate, up, act.alpha, act.beta, act.base)
+            return pointwise.run(pointwise.dynact_glu, gate, up, act.alpha, act.beta, act.base)
         if self.mode == "both":
             up = self.up_act(up)
         return self.act_fn(gate) * up

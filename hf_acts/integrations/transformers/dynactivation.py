@@ -87,7 +87,7 @@ class DynActivation(LazyChannels):
             if self.per_channel:
                 self._check_input(x)
             if use_op(x):
-                return pointwise.dynact(x, self.alpha, self.beta, self.base)
+                return pointwise.run(pointwise.dynact, x, self.alpha, self.beta, self.base)
         return dynact_formula(x, self._coefficient(self.alpha, x), self._coefficient(self.beta, x), self.base)
 
     def extra_repr(self) -> str:
