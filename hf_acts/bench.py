@@ -50,19 +50,26 @@ def steady_allocator() -> bool:
         return False
 
 
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+              "avx512_fp16", "amx_bf16", "amx_tile", "neon", "asimd", "sve")
+
+
 def machine(device: str = "cpu") -> dict[str, Any]:
-    """Where a result was measured: device, CPU model and the instruction set ATen dispatches to (``isa``: AVX2,
-    AVX512, ...), threads, versions."""
-    cpu = platform.processor()
+    """Where a result was measured: device, CPU model, its SIMD flags and the instruction set ATen dispatches to
+    (``isa``: AVX2, AVX512, ...), threads, versions."""
+    cpu, flags = platform.processor(), []
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+        present = next((line.split(":", 1)[1].split() for line in info if line.startswith(("flags", "Features"))),
+                       [])
+        flags = [f for f in SIMD_FLAGS if f in present]
+    except OSError:
         pass
     gpu = torch.cuda.get_device_name() if device == "cuda" else None
-    return {"device": device, "gpu": gpu, "cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {"device": device, "gpu": gpu, "cpu": cpu, "cpu_flags": flags,
+            "isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
@@ -449,7 +456,8 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", d
     m = result["machine"]
     tables = {name: summarize([r[name] for r in all_runs], *TABLES[name]) for name in TABLES}
     table = "\n\n".join([
-        f"Machine: {m['gpu'] or m['cpu']} ({m['isa']}), {m['threads']} CPU threads, torch {m['torch']}, device "
+        f"Machine: {m['gpu'] or m['cpu']} (ATen {m['isa']}; {' '.join(m['cpu_flags'])}), {m['threads']} CPU "
+        f"threads, torch {m['torch']}, device "
         f"{m['device']}. {len(all_runs)} full run(s): median (range over the runs). Within a run, medians of "
         f"alternating repeats; ratios divide times measured in the same run; freed memory kept by malloc: "
         f"{m['steady_allocator']}.",
