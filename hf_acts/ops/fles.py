@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from . import _cpp
-from .fles_math import check_input, compute_dtype, fles_backward_with, fles_forward, inner_positions
+from .fles_math import check_input, compute_dtype, fles_backward_with, fles_forward, inner_positions, weight_grads
 from .ids import FLES_GATES
 
 
@@ -58,8 +58,7 @@ def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b
         grad.contiguous(), x.contiguous(), w1.to(dtype).contiguous(), w2.to(dtype).contiguous(), denom, h, t,
         FLES_GATES[base], inner_positions(x))
     with torch.autocast("cpu", enabled=False):  # the weight gradients in the compute dtype, as the MLP ran
-        grads = (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0))
-    return grad_x, *(g.to(p.dtype) for g, p in zip(grads, (w1, b1, w2, b2), strict=True))
+        return grad_x, *weight_grads(d_pre1, d_pre2, m, h, w1.dtype)
 
 
 @fles_backward.register_kernel("cuda")

@@ -82,5 +82,11 @@ def _backward(grad: Tensor, x: Tensor, w1: Tensor, w2: Tensor, m: Tensor, denom:
     d_pre1 = (d_pre2 @ w2.to(t.dtype)) * (h > 0)  # through the hidden ReLU
     d_m = d_pre1 @ w1.to(t.dtype)
     grad_x = kernels.input_grad(grad, x, k_ve, k_ho, (d_m / denom).contiguous(), gate, inner)
-    grads = (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0))
-    return grad_x, *(g.to(w1.dtype) for g in grads)
+    return grad_x, *weight_grads(d_pre1, d_pre2, m, h, w1.dtype)
+
+
+def weight_grads(d_pre1: Tensor, d_pre2: Tensor, m: Tensor, h: Tensor, dtype: torch.dtype
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(d w1, d b1, d w2, d b2)`` of the coefficient MLP from the gradients at fc1's and fc2's outputs (summed over
+    the batch), in ``dtype``."""
+    return tuple(g.to(dtype) for g in (d_pre1.T @ m, d_pre1.sum(0), d_pre2.T @ h, d_pre2.sum(0)))
