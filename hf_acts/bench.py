@@ -483,13 +483,17 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output-dir", default="benchmarks")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--runs", type=int, default=1, help="full runs; the table gives the median and range")
     args = parser.parse_args(argv)
     steady = steady_allocator()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     bench = {"activations": bench_activations, "models": bench_models, "inference": bench_inference}[kind]
-    rows = bench(args.quick, args.device)
-    result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": rows}
+    runs = [bench(args.quick, args.device) for _ in range(args.runs)]
+    result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": runs[-1], "all_runs": runs}
     (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
-    print(_markdown(rows, list(dict.fromkeys(k for r in rows for k in r))))
-    return rows
+    keys, values = TABLES[kind]
+    table = _markdown(summarize(runs, keys, values), [*keys, *values])
+    (out / f"{kind}.md").write_text(table + "\n")
+    print(table)
+    return runs[-1]

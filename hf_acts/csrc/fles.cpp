@@ -1,6 +1,7 @@
 // FleS (papers/fles-poster.md): phi(x) = k_ve rho(k_ho x) x with per-sample, per-channel coefficients computed
 // from the positive channel means m = sum relu(x) / (count(x > 0) + eps). The whole op runs one sample at a time,
-// so the second pass over a sample reads it from cache:
+// so the second pass over a sample reads it from cache (the samples spread over the threads; a batch smaller than
+// the thread count spreads each sample's rows or channels instead):
 //   forward   stats (pos = sum relu(x), count = sum [x > 0]; 1 read), the coefficient MLP
 //             [k_ve, k_ho] = 1 + tanh(fc2(relu(fc1(m)))), then y = k_ve rho(k_ho x) x (1 read + 1 write)
 //   backward  d k_ve = sum g rho(u) x, d k_ho = sum g k_ve rho'(u) x^2 (u = k_ho x; 2 reads), the MLP's backward to
@@ -45,27 +46,26 @@ struct Layout {
   int64_t sample() const { return R * C * I; }
 };
 
-// Runs span(offset, n, c) over every (r, c) span of one sample when I > 1, else row(offset) over its R rows of C;
-// offsets are from the sample's start.
+// A sample is a list of units: its (r, c) spans of I positions when I > 1, else its R rows of C channels.
+inline int64_t units(const Layout& l) { return l.I > 1 ? l.R * l.C : l.R; }
+
+// Runs span(offset, n, c) over units [u0, u1) when I > 1, else row(offset); offsets are from the sample's start.
 template <typename Span, typename Row>
-void visit(const Layout& l, Span span, Row row) {
-  for (int64_t r = 0; r < l.R; ++r) {
-    const int64_t base = r * l.C * l.I;
+void visit(const Layout& l, int64_t u0, int64_t u1, Span span, Row row) {
+  for (int64_t u = u0; u < u1; ++u) {
     if (l.I > 1) {
-      for (int64_t c = 0; c < l.C; ++c) span(base + c * l.I, l.I, c);
+      span(u * l.I, l.I, u % l.C);
     } else {
-      row(base);
+      row(u * l.C);
     }
   }
 }
 
-// pos[c] = sum relu(x), count[c] = sum [x > 0] over one sample.
+// pos[c] += sum relu(x), count[c] += sum [x > 0] over units [u0, u1) of one sample.
 template <typename S, typename T = compute_t<S>>
-void sample_stats(const Layout& l, const S* x, T* pos, T* count) {
-  std::fill(pos, pos + l.C, T(0));
-  std::fill(count, count + l.C, T(0));
+void sample_stats(const Layout& l, const S* x, T* pos, T* count, int64_t u0, int64_t u1) {
   visit(
-      l,
+      l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
         const S* xs = x + off;
         T p = 0, n = 0;
@@ -81,8 +81,9 @@ void sample_stats(const Layout& l, const S* x, T* pos, T* count) {
       [&](int64_t off) {
         const S* xs = x + off;
         T *p = pos, *n = count;
+        const int64_t C = l.C;
 #pragma omp simd
-        for (int64_t c = 0; c < l.C; ++c) {
+        for (int64_t c = 0; c < C; ++c) {
           const T v = load(xs, c);
           p[c] += v > T(0) ? v : T(0);
           n[c] += v > T(0) ? T(1) : T(0);
@@ -116,9 +117,9 @@ void sample_mlp(const Layout& l, const T* w1, const T* b1, const T* w2, const T*
 }
 
 template <int64_t G, typename S, typename T = compute_t<S>>
-void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho) {
+void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho, int64_t u0, int64_t u1) {
   visit(
-      l,
+      l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
         const T a = ve[c], h = ho[c];
         const S* xs = x + off;
@@ -133,22 +134,23 @@ void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho) {
       [&](int64_t off) {
         const S* xs = x + off;
         S* ys = y + off;
+        const T *vl = ve, *hl = ho;
+        const int64_t C = l.C;
 #pragma omp simd
-        for (int64_t c = 0; c < l.C; ++c) {
+        for (int64_t c = 0; c < C; ++c) {
           const T v = load(xs, c);
           T unused;
-          store(ys, c, ve[c] * gate<G>(ho[c] * v, &unused) * v);
+          store(ys, c, vl[c] * gate<G>(hl[c] * v, &unused) * v);
         }
       });
 }
 
-// sum_a[c] = sum g rho(u) x, sum_d[c] = sum g rho'(u) x^2 over one sample.
+// sum_a[c] += sum g rho(u) x, sum_d[c] += sum g rho'(u) x^2 over units [u0, u1) of one sample.
 template <int64_t G, typename S, typename T = compute_t<S>>
-void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ho, T* sum_a, T* sum_d) {
-  std::fill(sum_a, sum_a + l.C, T(0));
-  std::fill(sum_d, sum_d + l.C, T(0));
+void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ho, T* sum_a, T* sum_d, int64_t u0,
+                      int64_t u1) {
   visit(
-      l,
+      l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
         const T h = ho[c];
         const S *xs = x + off, *gs = g + off;
@@ -166,12 +168,14 @@ void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ho, T* s
       },
       [&](int64_t off) {
         const S *xs = x + off, *gs = g + off;
+        const T* hl = ho;
         T *a = sum_a, *d = sum_d;
+        const int64_t C = l.C;
 #pragma omp simd
-        for (int64_t c = 0; c < l.C; ++c) {
+        for (int64_t c = 0; c < C; ++c) {
           const T v = load(xs, c), gi = load(gs, c);
           T dgate;
-          const T rho = gate<G>(ho[c] * v, &dgate);
+          const T rho = gate<G>(hl[c] * v, &dgate);
           a[c] += gi * rho * v;
           d[c] += gi * dgate * v * v;
         }
@@ -206,9 +210,10 @@ void sample_mlp_backward(const Layout& l, const T* w1, const T* w2, const T* den
 }
 
 template <int64_t G, typename S, typename T = compute_t<S>>
-void sample_input_grad(const Layout& l, const S* g, const S* x, S* gx, const T* ve, const T* ho, const T* dpos) {
+void sample_input_grad(const Layout& l, const S* g, const S* x, S* gx, const T* ve, const T* ho, const T* dpos,
+                       int64_t u0, int64_t u1) {
   visit(
-      l,
+      l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
         const T a = ve[c], h = ho[c], d = dpos[c];
         const S *xs = x + off, *gs = g + off;
@@ -224,12 +229,14 @@ void sample_input_grad(const Layout& l, const S* g, const S* x, S* gx, const T* 
       [&](int64_t off) {
         const S *xs = x + off, *gs = g + off;
         S* out = gx + off;
+        const T *vl = ve, *hl = ho, *dl = dpos;
+        const int64_t C = l.C;
 #pragma omp simd
-        for (int64_t c = 0; c < l.C; ++c) {
-          const T v = load(xs, c), u = ho[c] * v;
+        for (int64_t c = 0; c < C; ++c) {
+          const T v = load(xs, c), u = hl[c] * v;
           T dgate;
           const T rho = gate<G>(u, &dgate);
-          store(out, c, load(gs, c) * ve[c] * (rho + u * dgate) + (v > 0 ? dpos[c] : T(0)));
+          store(out, c, load(gs, c) * vl[c] * (rho + u * dgate) + (v > 0 ? dl[c] : T(0)));
         }
       });
 }
@@ -241,6 +248,29 @@ void coefficients(const Layout& l, const T* t, T* ve, T* ho) {
     ve[c] = T(1) + t[c];
     ho[c] = T(1) + t[l.C + c];
   }
+}
+
+// Units per task when one sample is split over the threads: at least 32K elements.
+inline int64_t grain(const Layout& l) { return std::max<int64_t>(1, 32768 / (l.I > 1 ? l.I : l.C)); }
+
+// Two C-sized sums over one sample, split over the threads (batches smaller than the thread count): each thread
+// adds into its own copy (add(a, b, u0, u1)), the copies are added into a and b afterwards.
+template <typename T, typename Add>
+void parallel_sums(const Layout& l, T* a, T* b, Add add) {
+  const int64_t nthreads = at::get_num_threads();
+  std::vector<T> part(nthreads * 2 * l.C, T(0));
+  at::parallel_for(0, units(l), grain(l), [&](int64_t u0, int64_t u1) {
+    TORCH_CHECK(at::get_thread_num() < nthreads, "fles: unexpected thread id");
+    T* p = part.data() + at::get_thread_num() * 2 * l.C;
+    add(p, p + l.C, u0, u1);
+  });
+  std::fill(a, a + l.C, T(0));
+  std::fill(b, b + l.C, T(0));
+  for (int64_t k = 0; k < nthreads; ++k)
+    for (int64_t c = 0; c < l.C; ++c) {
+      a[c] += part[k * 2 * l.C + c];
+      b[c] += part[k * 2 * l.C + l.C + c];
+    }
 }
 
 #define HF_ACTS_DISPATCH_GATE(gate_id, ...)                                     \
@@ -286,15 +316,35 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w1, const
     T *mp = m.mutable_data_ptr<T>(), *dp = denom.mutable_data_ptr<T>(), *hp = h.mutable_data_ptr<T>(),
       *tp = t.mutable_data_ptr<T>();
     HF_ACTS_DISPATCH_GATE(gate_id, [&] {
-      at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1_) {
+      // per sample: statistics, MLP, apply; the samples over the threads, or each sample's units where the batch
+      // is smaller than the thread count (batch 1 inference, one long sequence)
+      const bool by_sample = l.B >= at::get_num_threads();
+      at::parallel_for(0, l.B, by_sample ? 1 : l.B, [&](int64_t b0, int64_t b1_) {
         std::vector<T> ve(l.C), ho(l.C);
         for (int64_t b = b0; b < b1_; ++b) {
           const scalar_t* xb = xp + b * l.sample();
+          scalar_t* yb = yp + b * l.sample();
           T *mb = mp + b * l.C, *db = dp + b * l.C, *hb = hp + b * l.H, *tb = tp + b * 2 * l.C;
-          sample_stats(l, xb, mb, db);
+          const auto stats = [&](T* pos, T* count, int64_t u0, int64_t u1) {
+            sample_stats(l, xb, pos, count, u0, u1);
+          };
+          if (by_sample) {
+            std::fill(mb, mb + l.C, T(0));
+            std::fill(db, db + l.C, T(0));
+            stats(mb, db, 0, units(l));
+          } else {
+            parallel_sums(l, mb, db, stats);
+          }
           sample_mlp(l, w1p, b1p, w2p, b2p, eps, mb, db, hb, tb);
           coefficients(l, tb, ve.data(), ho.data());
-          sample_apply<G>(l, xb, yp + b * l.sample(), ve.data(), ho.data());
+          const T *vep = ve.data(), *hop = ho.data();
+          if (by_sample) {
+            sample_apply<G>(l, xb, yb, vep, hop, 0, units(l));
+          } else {
+            at::parallel_for(0, units(l), grain(l), [&](int64_t u0, int64_t u1) {
+              sample_apply<G>(l, xb, yb, vep, hop, u0, u1);
+            });
+          }
         }
       });
     });
@@ -325,16 +375,36 @@ std::vector<at::Tensor> backward(const at::Tensor& g, const at::Tensor& x, const
             *hp = h.const_data_ptr<T>(), *tp = t.const_data_ptr<T>();
     T *d1p = d_pre1.mutable_data_ptr<T>(), *d2p = d_pre2.mutable_data_ptr<T>();
     HF_ACTS_DISPATCH_GATE(gate_id, [&] {
-      at::parallel_for(0, l.B, 1, [&](int64_t b0, int64_t b1) {
+      const bool by_sample = l.B >= at::get_num_threads();  // as in the forward
+      at::parallel_for(0, l.B, by_sample ? 1 : l.B, [&](int64_t b0, int64_t b1) {
         std::vector<T> ve(l.C), ho(l.C), sum_a(l.C), sum_d(l.C);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t off = b * l.sample();
+          const scalar_t *xb = xp + off, *gb = gp + off;
+          scalar_t* gxb = gxp + off;
           const T* tb = tp + b * 2 * l.C;
           coefficients(l, tb, ve.data(), ho.data());
-          sample_coef_sums<G>(l, gp + off, xp + off, ho.data(), sum_a.data(), sum_d.data());
-          sample_mlp_backward(l, w1p, w2p, dp + b * l.C, hp + b * l.H, tb, ve.data(), sum_a.data(), sum_d.data(),
+          const T *vep = ve.data(), *hop = ho.data();
+          const auto sums = [&](T* a, T* d, int64_t u0, int64_t u1) {
+            sample_coef_sums<G>(l, gb, xb, hop, a, d, u0, u1);
+          };
+          if (by_sample) {
+            std::fill(sum_a.begin(), sum_a.end(), T(0));
+            std::fill(sum_d.begin(), sum_d.end(), T(0));
+            sums(sum_a.data(), sum_d.data(), 0, units(l));
+          } else {
+            parallel_sums(l, sum_a.data(), sum_d.data(), sums);
+          }
+          sample_mlp_backward(l, w1p, w2p, dp + b * l.C, hp + b * l.H, tb, vep, sum_a.data(), sum_d.data(),
                               d1p + b * l.H, d2p + b * 2 * l.C);
-          sample_input_grad<G>(l, gp + off, xp + off, gxp + off, ve.data(), ho.data(), sum_a.data());
+          const T* dpos = sum_a.data();
+          if (by_sample) {
+            sample_input_grad<G>(l, gb, xb, gxb, vep, hop, dpos, 0, units(l));
+          } else {
+            at::parallel_for(0, units(l), grain(l), [&](int64_t u0, int64_t u1) {
+              sample_input_grad<G>(l, gb, xb, gxb, vep, hop, dpos, u0, u1);
+            });
+          }
         }
       });
     });
