@@ -484,11 +484,16 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     parser.add_argument("--output-dir", default="benchmarks")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--runs", type=int, default=1, help="full runs; the table gives the median and range")
+    parser.add_argument("--no-compile", action="store_true", help="activations: skip the torch.compile rows")
     args = parser.parse_args(argv)
     steady = steady_allocator()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bench = {"activations": bench_activations, "models": bench_models, "inference": bench_inference}[kind]
+    if kind == "activations":
+        def bench(quick: bool, device: str) -> list[dict[str, Any]]:
+            return bench_activations(quick, device, compiled=False if args.no_compile else None)
+    else:
+        bench = {"models": bench_models, "inference": bench_inference}[kind]
     runs = [bench(args.quick, args.device) for _ in range(args.runs)]
     result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": runs[-1], "all_runs": runs}
     (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
