@@ -263,3 +263,12 @@ def test_inference_fast_path_skips_the_dispatcher(monkeypatch):
     assert len(calls) == 1
     y = module(x.requires_grad_())  # autograd needed: the registered op (its node in the graph), not the shortcut
     assert len(calls) == 1 and ran_op(y, "dynact")
+
+
+def test_jit_trace_records_the_op_not_the_fast_paths_constant():
+    """torch.jit.trace (legacy ONNX export traces too) runs without autograd: the fast path must stay out of it."""
+    module = DynActivation("silu", alpha_init=1.2, beta_init=0.3)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, torch.randn(2, 3))
+        x = torch.randn(4, 3)
+        torch.testing.assert_close(traced(x), module(x))

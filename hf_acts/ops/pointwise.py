@@ -257,10 +257,11 @@ CPU_FORWARD = {dynact: _dynact_cpu, swish_beta: _swish_beta_cpu, dynact_glu: _dy
 
 def run(op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:
     """``op(*args)``, or where no autograd is needed on the CPU (``torch.inference_mode`` / ``no_grad``, or nothing
-    requires grad) outside ``torch.compile``, the op's C++ forward directly: a custom op's dispatch and autograd
-    wrapper cost ~50 us a call, as much as the kernel itself on one decoding step of a small LM."""
+    requires grad) outside ``torch.compile`` and ``torch.jit.trace`` (which record ops, and would record the direct
+    call's output as a constant), the op's C++ forward directly: a custom op's dispatch and autograd wrapper cost
+    ~50 us a call, as much as the kernel itself on one decoding step of a small LM."""
     tensors = [a for a in args if isinstance(a, Tensor)]
-    if (tensors[0].device.type == "cpu" and not torch.compiler.is_compiling()
+    if (tensors[0].device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))):
         return CPU_FORWARD[op](*args)
     return op(*args)
