@@ -210,16 +210,14 @@ def bench_activations(quick: bool = False, device: str = "cpu", compiled: bool |
                     pairs[name] = (act.to(device, dtype), NATIVE[base])
                 if shape_name == "llm":
                     pairs.update(_glu_rows(x))
-                fns = {}
-                for name, (act, ref) in pairs.items():
-                    if mode == "compiled":
-                        from torch._inductor import config as inductor_config
+                if mode == "compiled":
+                    from torch._inductor import config as inductor_config
 
-                        torch._dynamo.reset()
-                        inductor_config.compile_threads = 1
-                        fns[name] = (torch.compile(act), torch.compile(ref), None)
-                    else:
-                        fns[name] = (act, ref, _plain(act))
+                    torch._dynamo.reset()
+                    inductor_config.compile_threads = 1
+                    fns = {name: (torch.compile(act), torch.compile(ref), None) for name, (act, ref) in pairs.items()}
+                else:
+                    fns = {name: (act, ref, _plain(act)) for name, (act, ref) in pairs.items()}
                 group = []
                 for name, (act, ref) in pairs.items():
                     row = {"activation": name, "base": BASES[name][0] if name in BASES else "swiglu",
@@ -411,6 +409,12 @@ def summarize(runs: list[list[dict[str, Any]]], keys: tuple[str, ...], values: t
     return list(merged.values())
 
 
+def summary_table(kind: str, runs: list[list[dict[str, Any]]]) -> str:
+    """The markdown table of one benchmark (``TABLES`` key) over its runs."""
+    keys, values = TABLES[kind]
+    return _markdown(summarize(runs, keys, values), [*keys, *values])
+
+
 def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
     columns = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
@@ -454,7 +458,6 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", d
               **all_runs[-1], "all_runs": all_runs}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
-    tables = {name: summarize([r[name] for r in all_runs], *TABLES[name]) for name in TABLES}
     table = "\n\n".join([
         f"Machine: {m['gpu'] or m['cpu']} (ATen {m['isa']}; {' '.join(m['cpu_flags'])}), {m['threads']} CPU "
         f"threads, torch {m['torch']}, device "
@@ -463,11 +466,11 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", d
         f"{m['steady_allocator']}.",
         "### Activations (ratio to the native base, to a copy_ memory floor and to the activation's own plain "
         "formula)",
-        _markdown(tables["activations"], [*TABLES["activations"][0], *TABLES["activations"][1]]),
+        summary_table("activations", [r["activations"] for r in all_runs]),
         "### Training steps (forward + backward + AdamW)",
-        _markdown(tables["models"], [*TABLES["models"][0], *TABLES["models"][1]]),
+        summary_table("models", [r["models"] for r in all_runs]),
         "### Inference (eval mode, torch.inference_mode)",
-        _markdown(tables["inference"], [*TABLES["inference"][0], *TABLES["inference"][1]]),
+        summary_table("inference", [r["inference"] for r in all_runs]),
     ])
     (out / "results.md").write_text(table + "\n")
     _plot(result["activations"], out / "activations.png")
@@ -497,8 +500,7 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     runs = [bench(args.quick, args.device) for _ in range(args.runs)]
     result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": runs[-1], "all_runs": runs}
     (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
-    keys, values = TABLES[kind]
-    table = _markdown(summarize(runs, keys, values), [*keys, *values])
+    table = summary_table(kind, runs)
     (out / f"{kind}.md").write_text(table + "\n")
     print(table)
     return runs[-1]

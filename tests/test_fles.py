@@ -93,6 +93,19 @@ def test_fused_path_equals_the_plain_path_in_float64(monkeypatch, base, shape):
     assert_fused_equals_plain(monkeypatch, randomize_(FleS(16, base=base), 0.3), shape)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", [(1, 16, 64, 64), (2, 4500, 16)])  # several tasks of 32K elements
+def test_fused_path_with_fewer_samples_than_threads(monkeypatch, threads, shape):
+    """A batch smaller than the thread count splits each sample's channels or rows over the threads (the per-thread
+    partial sums are added afterwards); one thread takes the per-sample path. Both equal the plain path."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert_fused_equals_plain(monkeypatch, randomize_(FleS(16), 0.3), shape)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_fused_path_gradcheck_including_parameters():
     m = randomize_(FleS(8, base="silu"), 0.3).double()
     names, params = zip(*m.named_parameters(), strict=True)

@@ -253,10 +253,27 @@ void coefficients(const Layout& l, const T* t, T* ve, T* ho) {
 // Units per task when one sample is split over the threads: at least 32K elements.
 inline int64_t grain(const Layout& l) { return std::max<int64_t>(1, 32768 / (l.I > 1 ? l.I : l.C)); }
 
-// Two C-sized sums over one sample, split over the threads (batches smaller than the thread count): each thread
-// adds into its own copy (add(a, b, u0, u1)), the copies are added into a and b afterwards.
+// fn(u0, u1) over a sample's units: in one call where the samples are spread over the threads, else split over
+// the threads (batches smaller than the thread count).
+template <typename F>
+void for_units(const Layout& l, bool split, F fn) {
+  if (split) {
+    at::parallel_for(0, units(l), grain(l), fn);
+  } else {
+    fn(0, units(l));
+  }
+}
+
+// Two C-sized sums over one sample into a and b, add(a, b, u0, u1) adding a range of units. Split over the threads,
+// each thread adds into its own copy, and the copies are added afterwards.
 template <typename T, typename Add>
-void parallel_sums(const Layout& l, T* a, T* b, Add add) {
+void sample_sums(const Layout& l, bool split, T* a, T* b, Add add) {
+  std::fill(a, a + l.C, T(0));
+  std::fill(b, b + l.C, T(0));
+  if (!split) {
+    add(a, b, 0, units(l));
+    return;
+  }
   const int64_t nthreads = at::get_num_threads();
   std::vector<T> part(nthreads * 2 * l.C, T(0));
   at::parallel_for(0, units(l), grain(l), [&](int64_t u0, int64_t u1) {
@@ -264,8 +281,6 @@ void parallel_sums(const Layout& l, T* a, T* b, Add add) {
     T* p = part.data() + at::get_thread_num() * 2 * l.C;
     add(p, p + l.C, u0, u1);
   });
-  std::fill(a, a + l.C, T(0));
-  std::fill(b, b + l.C, T(0));
   for (int64_t k = 0; k < nthreads; ++k)
     for (int64_t c = 0; c < l.C; ++c) {
       a[c] += part[k * 2 * l.C + c];
@@ -318,8 +333,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w1, const
     HF_ACTS_DISPATCH_GATE(gate_id, [&] {
       // per sample: statistics, MLP, apply; the samples over the threads, or each sample's units where the batch
       // is smaller than the thread count (batch 1 inference, one long sequence)
-      const bool by_sample = l.B >= at::get_num_threads();
-      at::parallel_for(0, l.B, by_sample ? 1 : l.B, [&](int64_t b0, int64_t b1_) {
+      const bool split = l.B < at::get_num_threads();
+      at::parallel_for(0, l.B, split ? l.B : 1, [&](int64_t b0, int64_t b1_) {  // split: one task, run inline
         std::vector<T> ve(l.C), ho(l.C);
         for (int64_t b = b0; b < b1_; ++b) {
           const scalar_t* xb = xp + b * l.sample();
@@ -328,23 +343,11 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w1, const
           const auto stats = [&](T* pos, T* count, int64_t u0, int64_t u1) {
             sample_stats(l, xb, pos, count, u0, u1);
           };
-          if (by_sample) {
-            std::fill(mb, mb + l.C, T(0));
-            std::fill(db, db + l.C, T(0));
-            stats(mb, db, 0, units(l));
-          } else {
-            parallel_sums(l, mb, db, stats);
-          }
+          sample_sums(l, split, mb, db, stats);
           sample_mlp(l, w1p, b1p, w2p, b2p, eps, mb, db, hb, tb);
           coefficients(l, tb, ve.data(), ho.data());
           const T *vep = ve.data(), *hop = ho.data();
-          if (by_sample) {
-            sample_apply<G>(l, xb, yb, vep, hop, 0, units(l));
-          } else {
-            at::parallel_for(0, units(l), grain(l), [&](int64_t u0, int64_t u1) {
-              sample_apply<G>(l, xb, yb, vep, hop, u0, u1);
-            });
-          }
+          for_units(l, split, [&](int64_t u0, int64_t u1) { sample_apply<G>(l, xb, yb, vep, hop, u0, u1); });
         }
       });
     });
@@ -375,8 +378,8 @@ std::vector<at::Tensor> backward(const at::Tensor& g, const at::Tensor& x, const
             *hp = h.const_data_ptr<T>(), *tp = t.const_data_ptr<T>();
     T *d1p = d_pre1.mutable_data_ptr<T>(), *d2p = d_pre2.mutable_data_ptr<T>();
     HF_ACTS_DISPATCH_GATE(gate_id, [&] {
-      const bool by_sample = l.B >= at::get_num_threads();  // as in the forward
-      at::parallel_for(0, l.B, by_sample ? 1 : l.B, [&](int64_t b0, int64_t b1) {
+      const bool split = l.B < at::get_num_threads();  // as in the forward
+      at::parallel_for(0, l.B, split ? l.B : 1, [&](int64_t b0, int64_t b1) {
         std::vector<T> ve(l.C), ho(l.C), sum_a(l.C), sum_d(l.C);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t off = b * l.sample();
@@ -388,23 +391,13 @@ std::vector<at::Tensor> backward(const at::Tensor& g, const at::Tensor& x, const
           const auto sums = [&](T* a, T* d, int64_t u0, int64_t u1) {
             sample_coef_sums<G>(l, gb, xb, hop, a, d, u0, u1);
           };
-          if (by_sample) {
-            std::fill(sum_a.begin(), sum_a.end(), T(0));
-            std::fill(sum_d.begin(), sum_d.end(), T(0));
-            sums(sum_a.data(), sum_d.data(), 0, units(l));
-          } else {
-            parallel_sums(l, sum_a.data(), sum_d.data(), sums);
-          }
+          sample_sums(l, split, sum_a.data(), sum_d.data(), sums);
           sample_mlp_backward(l, w1p, w2p, dp + b * l.C, hp + b * l.H, tb, vep, sum_a.data(), sum_d.data(),
                               d1p + b * l.H, d2p + b * 2 * l.C);
           const T* dpos = sum_a.data();
-          if (by_sample) {
-            sample_input_grad<G>(l, gb, xb, gxb, vep, hop, dpos, 0, units(l));
-          } else {
-            at::parallel_for(0, units(l), grain(l), [&](int64_t u0, int64_t u1) {
-              sample_input_grad<G>(l, gb, xb, gxb, vep, hop, dpos, u0, u1);
-            });
-          }
+          for_units(l, split, [&](int64_t u0, int64_t u1) {
+            sample_input_grad<G>(l, gb, xb, gxb, vep, hop, dpos, u0, u1);
+          });
         }
       });
     });

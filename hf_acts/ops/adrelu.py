@@ -12,12 +12,7 @@ import torch
 from torch import Tensor
 
 from . import _cpp
-from .fles_math import compute_dtype  # one rule for the C++ kernels: float64 stays, the rest runs in float32
-
-
-def _cpu_params(x: Tensor, params: list[Tensor]) -> list[Tensor]:
-    dtype = compute_dtype(x)
-    return [p.to(dtype).contiguous() for p in params]
+from .fles_math import in_compute_dtype  # one rule for the C++ kernels: float64 stays, the rest runs in float32
 
 
 @torch.library.custom_op("hf_acts::adrelu", mutates_args=(), device_types="cpu")
@@ -25,7 +20,7 @@ def adrelu(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Ten
            norm_b: Tensor, groups: int, head_dim: int, norm_groups: int, eps: float, eps_dw: float, eps_norm: float
            ) -> Tensor:
     """``max(x, tau)``, ``tau = GN(conv1x1_g(GN(DW(sigmoid(<Qn, Kn>) V))))`` (Eqs. 1-6)."""
-    params = _cpu_params(x, [qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b])
+    params = in_compute_dtype(x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b)
     config = (groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
     return _cpp.load("adrelu").forward(x.contiguous(), params, *config)
 
@@ -62,7 +57,7 @@ def adrelu_backward(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w:
                     eps: float, eps_dw: float, eps_norm: float) -> list[Tensor]:
     """``[dx, d qkv, d dw, d norm_dw_w, d norm_dw_b, d proj, d norm_w, d norm_b]`` (recomputing the forward)."""
     weights = [qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b]
-    params = _cpu_params(x, weights)
+    params = in_compute_dtype(x, *weights)
     config = (groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
     grads = _cpp.load("adrelu").backward(grad.to(x.dtype).contiguous(), x.contiguous(), params, *config)
     return [g.to(t.dtype) for g, t in zip(grads, [x, *weights], strict=True)]

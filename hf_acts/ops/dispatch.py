@@ -95,4 +95,3 @@ def plain_formulas() -> Iterator[None]:
         yield
     finally:
         FUSED = saved
-

@@ -12,7 +12,15 @@ import torch
 from torch import Tensor
 
 from . import _cpp
-from .fles_math import check_input, compute_dtype, fles_backward_with, fles_forward, inner_positions, weight_grads
+from .fles_math import (
+    check_input,
+    compute_dtype,
+    fles_backward_with,
+    fles_forward,
+    in_compute_dtype,
+    inner_positions,
+    weight_grads,
+)
 from .ids import FLES_GATES
 
 
@@ -27,9 +35,8 @@ def fles(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, e
          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(phi(x), m, denom, h, t)``; ``phi(x) = k_ve rho(k_ho x) x`` with ``[k_ve, k_ho] = 1 + t``."""
     check_input(x, w1)
-    dtype = compute_dtype(x)
-    return tuple(_cpp.load("fles").forward(x.contiguous(), *(p.to(dtype).contiguous() for p in (w1, b1, w2, b2)),
-                                           FLES_GATES[base], inner_positions(x), eps))
+    return tuple(_cpp.load("fles").forward(x.contiguous(), *in_compute_dtype(x, w1, b1, w2, b2), FLES_GATES[base],
+                                           inner_positions(x), eps))
 
 
 @fles.register_kernel("cuda")
@@ -53,10 +60,9 @@ def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b
     """``(dx, d w1, d b1, d w2, d b2)``: ``d k_ve = sum g rho(u) x``, ``d k_ho = sum g k_ve rho'(u) x^2``
     (``u = k_ho x``), through ``1 + tanh`` and the MLP to ``d m``, then
     ``dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom``."""
-    dtype = t.dtype
     grad_x, d_pre1, d_pre2 = _cpp.load("fles").backward(
-        grad.contiguous(), x.contiguous(), w1.to(dtype).contiguous(), w2.to(dtype).contiguous(), denom, h, t,
-        FLES_GATES[base], inner_positions(x))
+        grad.contiguous(), x.contiguous(), *in_compute_dtype(x, w1, w2), denom, h, t, FLES_GATES[base],
+        inner_positions(x))
     with torch.autocast("cpu", enabled=False):  # the weight gradients in the compute dtype, as the MLP ran
         return grad_x, *weight_grads(d_pre1, d_pre2, m, h, w1.dtype)
 

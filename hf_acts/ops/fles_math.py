@@ -46,6 +46,12 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def in_compute_dtype(x: Tensor, *params: Tensor) -> list[Tensor]:
+    """``params`` contiguous in ``x``'s compute dtype, as the C++ kernels take their weights."""
+    dtype = compute_dtype(x)
+    return [p.to(dtype).contiguous() for p in params]
+
+
 def fles_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps: float,
                  kernels: ModuleType) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The op's forward with the given pass ``kernels`` (C++ or Triton). Autocast is off inside: the coefficient
