@@ -1,0 +1,61 @@
+"""Where a small activation call's time goes: dynActivation on a tensor small enough (8K elements) that the arithmetic
+is negligible, timed at each layer of the call against SiLU: the kernel alone (CUDA: the Triton launch; CPU: the C++
+function), the registered op without autograd, the module without autograd, and the module's forward + backward.
+Each row is microseconds per call (medians of alternating repeats, synchronised on CUDA), so the difference between
+two layers is what that layer adds per call."""
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from hf_acts import DynActivation
+from hf_acts.bench import _step, interleaved_medians, machine, synced
+from hf_acts.ops import _cpp
+from hf_acts.ops.ids import POINTWISE_OPS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    parser.add_argument("--reps", type=int, default=500)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    x = torch.randn(8, 1024, device=args.device)
+    act = DynActivation("silu", 1.1, 0.1).to(args.device)
+    alpha, beta, op = act.alpha.detach(), act.beta.detach(), POINTWISE_OPS["silu"]
+    if args.device == "cuda":
+        from hf_acts.ops import triton_pointwise
+
+        def kernel() -> torch.Tensor:
+            return triton_pointwise.forward(x, alpha, beta, op)
+    else:
+        cpp = _cpp.load("pointwise")
+
+        def kernel() -> torch.Tensor:
+            return cpp.forward(x, alpha, beta, op, x.numel())
+
+    def no_grad(fn):  # noqa: ANN001, ANN202
+        def run() -> None:
+            with torch.no_grad():
+                fn()
+        return run
+
+    fns = {"silu forward": no_grad(lambda: F.silu(x)),
+           "dynact kernel": no_grad(kernel),
+           "dynact op": no_grad(lambda: torch.ops.hf_acts.dynact(x, alpha, beta, "silu")),
+           "dynact module": no_grad(lambda: act(x))}
+    times = interleaved_medians({k: synced(f, args.device) for k, f in fns.items()}, args.reps)
+    times |= interleaved_medians({"silu fwd+bwd": _step(F.silu, x, True), "dynact fwd+bwd": _step(act, x, True)},
+                                 args.reps)
+    rows = [{"call": k, "us": t * 1e6} for k, t in times.items()]
+    for r in rows:
+        print(f"{r['call']:>16}: {r['us']:8.1f} us")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"machine": machine(args.device), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
