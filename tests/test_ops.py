@@ -189,15 +189,18 @@ def test_torch_compile_is_not_taken_for_export_on_old_torch(monkeypatch):
     assert dispatch.exporting()  # non-strict export: no dynamo trace, the flag holds
 
 
-@pytest.mark.parametrize("machine,capability,march", [
-    ("x86_64", "AVX512", "x86-64-v4"), ("x86_64", "AVX2", "x86-64-v3"), ("x86_64", "DEFAULT", "x86-64-v2"),
-    ("aarch64", "DEFAULT", "native"),
+@pytest.mark.parametrize("machine,capability,march,wide", [
+    ("x86_64", "AVX512", "x86-64-v4", True), ("x86_64", "AVX2", "x86-64-v3", False),
+    ("x86_64", "DEFAULT", "x86-64-v2", False), ("aarch64", "DEFAULT", "native", False),
 ])
-def test_cpu_kernels_target_atens_instruction_set(monkeypatch, machine, capability, march):
-    """The C++ kernels are built for the instruction set ATen dispatches to (ATEN_CPU_CAPABILITY overrides both)."""
+def test_cpu_kernels_target_atens_instruction_set(monkeypatch, machine, capability, march, wide):
+    """The C++ kernels are built for the instruction set ATen dispatches to (ATEN_CPU_CAPABILITY overrides both),
+    with 512-bit vectors where that is AVX-512 (GCC's tunings would otherwise keep them at 256 bits)."""
     monkeypatch.setattr(_cpp.platform, "machine", lambda: machine)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert f"-march={march}" in _cpp.target_flags()
+    flags = _cpp.target_flags()
+    assert f"-march={march}" in flags
+    assert ("-mprefer-vector-width=512" in flags) == wide
 
 
 @pytest.mark.slow
