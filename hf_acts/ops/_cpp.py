@@ -7,8 +7,8 @@ The target follows ATen's own runtime choice (``torch.backends.cpu.get_cpu_capab
 ``ATEN_CPU_CAPABILITY`` overrides): AVX512 builds for ``x86-64-v4``, AVX2 for ``x86-64-v3``, anything else on x86-64
 for ``x86-64-v2``; other architectures build for the host (``-march=native``). AVX512 builds also ask for 512-bit
 vectors, which GCC's tunings otherwise avoid (on a Xeon with AVX-512 that cut every kernel's time relative to
-ATen's base activation by 12-27%: ``benchmarks/isa/``). So the kernels vectorise as wide as PyTorch's own kernels do, and ``ATEN_CPU_CAPABILITY=avx2``
-on an AVX-512 machine runs both as an AVX2-only CPU would.
+ATen's base activation by 12-27%: ``benchmarks/isa/``). So the kernels vectorise as wide as PyTorch's own
+kernels do, and ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 machine runs both as an AVX2-only CPU would.
 Where a kernel cannot be built (no C++ compiler, OpenMP, or a GCC older than 11 for the ``x86-64-v*`` targets),
 callers fall back to their plain PyTorch path, with one warning.
 Which ops call them, and when, is decided in :mod:`hf_acts.ops.dispatch`.
