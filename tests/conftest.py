@@ -42,13 +42,19 @@ def assert_fused_equals_plain(monkeypatch: pytest.MonkeyPatch, module: torch.nn.
 
 
 def ran_op(y: torch.Tensor, op: str) -> bool:
-    """Whether the registered op ``hf_acts::<op>`` is in ``y``'s autograd graph (its node names it)."""
+    """Whether the registered op ``hf_acts::<op>`` is in ``y``'s autograd graph (its node names it), or its kernels
+    under the eager fast path (``pointwise._Direct``, whose node holds the op's backward kernel)."""
+    from hf_acts.ops import pointwise
+
+    direct = pointwise.DIRECT.get(getattr(pointwise, op, None), ({}, {}))[1].values()
     todo, seen = [y.grad_fn], set()
     while todo:
         node = todo.pop()
         if node is None or node in seen:
             continue
         if type(node).__name__.startswith(f"GeneratedBackwardFor_hf_acts_{op}_default"):
+            return True
+        if type(node).__name__ == "_DirectBackward" and node.backward in direct:
             return True
         seen.add(node)
         todo.extend(n for n, _ in node.next_functions)

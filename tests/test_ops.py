@@ -236,36 +236,93 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
-@pytest.mark.parametrize("make,shape", [
-    (lambda: DynActivation("silu", alpha_init=1.2, beta_init=0.3), (2, 8, 5, 5)),
-    (lambda: SwishBeta(beta_init=1.5, per_channel=True, channels=8), (2, 8, 5, 5)),
-    (lambda: randomize_(DynActGLU(8, 16), 0.3), (2, 5, 8)),
-])
-def test_inference_fast_path_equals_the_op(make, shape):
-    """Without autograd (inference_mode, no_grad) the modules call the C++ forward directly, skipping the op's
-    dispatch: the same numbers, and with gradients the registered op still runs."""
-    module = make()
-    x = torch.randn(*shape)
-    with_grad = module(x.clone().requires_grad_())
-    assert with_grad.grad_fn is not None
-    with torch.inference_mode():
-        fast = module(x)
-    with torch.no_grad():
-        torch.testing.assert_close(module(x), fast, rtol=0, atol=0)
-    torch.testing.assert_close(fast, with_grad.detach(), rtol=0, atol=0)
+def _op_cases(device: str) -> list:
+    """``(op, args)`` for each op that has an eager fast path, coefficients off their init, on ``device``."""
+    def t(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape) * scale).to(device)
+
+    return [(pointwise.dynact, (t(2, 8, 5, 5), 1 + t(8, scale=0.2), t(8, scale=0.2), "gelu")),
+            (pointwise.dynact, (t(3, 7, 8), 1 + t(1, scale=0.2), t(1, scale=0.2), "silu")),
+            (pointwise.swish_beta, (t(2, 8, 5, 5), 1 + t(8, scale=0.3))),
+            (pointwise.dynact_glu, (t(2, 5, 8), t(2, 5, 8), 1 + t(8, scale=0.2), t(8, scale=0.2), "silu"))]
 
 
-def test_inference_fast_path_skips_the_dispatcher(monkeypatch):
-    calls = []
-    monkeypatch.setitem(pointwise.CPU_FORWARD, pointwise.dynact,
-                        lambda *a: calls.append(a) or pointwise._dynact_cpu(*a))
+def _op_and_fast_path(op, args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # noqa: ANN001
+    """Output and gradients of every tensor input through the registered op and through ``pointwise.run``."""
+    results, grad = [], None
+    for call in (op, lambda *a: pointwise.run(op, *a)):
+        inputs = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+        y = call(*inputs)
+        tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
+        grad = torch.randn_like(y) if grad is None else grad
+        results.append([y, *torch.autograd.grad(y, tensors, grad)])
+        if call is not op:
+            assert type(y.grad_fn).__name__ == "_DirectBackward"
+            with torch.inference_mode():
+                results[-1].append(pointwise.run(op, *args))
+    return results
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_eager_fast_paths_equal_the_op(case):
+    """``pointwise.run`` (the op's kernels without its dispatch: under autograd and without it) gives the op's
+    output and gradients bit for bit: it calls the same kernels."""
+    torch.manual_seed(case)
+    op, args = _op_cases("cpu")[case]
+    (y, *grads), (fast, *fast_grads, no_grad) = _op_and_fast_path(op, args)
+    for got, want in zip([fast, *fast_grads, no_grad], [y, *grads, y], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", range(4))
+def test_cuda_eager_fast_paths_equal_the_op(case):
+    torch.manual_seed(case)
+    op, args = _op_cases("cuda")[case]
+    (y, *grads), (fast, *fast_grads, no_grad) = _op_and_fast_path(op, args)
+    for got, want in zip([fast, *fast_grads, no_grad], [y, *grads, y], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def _dispatched(fn) -> list[str]:  # noqa: ANN001
+    """The hf-acts ops the dispatcher ran during ``fn()`` (the profiler records every op it dispatches)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return [e.name for e in prof.events() if e.name.startswith("hf_acts::")]
+
+
+def test_eager_fast_paths_skip_the_dispatcher():
+    """Neither fast path goes through the dispatcher, and the op itself does (so the test can fail)."""
     module = DynActivation("gelu", alpha_init=1.1, beta_init=0.2)
     x = torch.randn(3, 4)
     with torch.inference_mode():
-        module(x)
-    assert len(calls) == 1
-    y = module(x.requires_grad_())  # autograd needed: the registered op (its node in the graph), not the shortcut
-    assert len(calls) == 1 and ran_op(y, "dynact")
+        assert _dispatched(lambda: module(x)) == []
+    assert _dispatched(lambda: module(x.clone().requires_grad_()).sum().backward()) == []
+    assert "hf_acts::dynact" in _dispatched(lambda: pointwise.dynact(x, module.alpha, module.beta, "gelu"))
+
+
+def test_eager_fast_path_refuses_a_second_derivative():
+    """The kernels have no derivative of their own: a gradient meant for a second derivative (a gradient penalty)
+    raises instead of being treated as a constant, and the plain formulas give one."""
+    x = torch.randn(4, 6, requires_grad=True)
+    module = DynActivation("silu", alpha_init=1.2, beta_init=0.3)
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(module(x).sum(), x, create_graph=True)
+    with dispatch.plain_formulas():
+        (gx,) = torch.autograd.grad(module(x).sum(), x, create_graph=True)
+    (gx.pow(2).sum()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_tensor_subclasses_go_through_the_op():
+    """A tensor subclass (DTensor, ...) dispatches through the op, not the fast path's plain kernels."""
+    class Marked(torch.Tensor):
+        pass
+
+    x = torch.randn(2, 8, 5, 5).as_subclass(Marked).requires_grad_()
+    module = DynActivation("silu", alpha_init=1.2, beta_init=0.3)
+    assert "hf_acts::dynact" in _dispatched(lambda: module(x))
+    assert _dispatched(lambda: module(x.as_subclass(torch.Tensor))) == []
 
 
 def test_jit_trace_records_the_op_not_the_fast_paths_constant():

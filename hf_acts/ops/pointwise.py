@@ -78,12 +78,16 @@ def _(x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("hf_acts::dynact_backward", mutates_args=(), device_types="cpu")
-def dynact_backward(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor]:
+def _dynact_backward_cpu(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str
+                         ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dx, d alpha, d beta)``: ``dx = g (base'(x) (alpha - beta) + beta)``, ``d alpha = sum g base(x)``,
     ``d beta = sum g x - d alpha`` (sums per channel or over the tensor)."""
     return tuple(_cpp.load("pointwise").backward(grad.contiguous(), x.contiguous(), alpha, beta, OPS[base],
                                                  _inner(x, alpha.numel())))
+
+
+dynact_backward = torch.library.custom_op("hf_acts::dynact_backward", mutates_args=(),
+                                          device_types="cpu")(_dynact_backward_cpu)
 
 
 @dynact_backward.register_kernel("cuda")
@@ -137,13 +141,16 @@ def _(x: Tensor, beta: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("hf_acts::swish_beta_backward", mutates_args=(), device_types="cpu")
-def swish_beta_backward(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+def _swish_beta_backward_cpu(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     """``(dx, d beta)``: ``dx = g (s + beta x s (1 - s))``, ``d beta = sum g x^2 s (1 - s)``,
     ``s = sigmoid(beta x)``."""
     gx, gb, _ = _cpp.load("pointwise").backward(grad.contiguous(), x.contiguous(), beta, beta, SWISH,
                                                 _inner(x, beta.numel()))
     return gx, gb
+
+
+swish_beta_backward = torch.library.custom_op("hf_acts::swish_beta_backward", mutates_args=(),
+                                              device_types="cpu")(_swish_beta_backward_cpu)
 
 
 @swish_beta_backward.register_kernel("cuda")
@@ -210,9 +217,8 @@ def _(gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str) -> Tenso
     return torch.empty_like(gate, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("hf_acts::dynact_glu_backward", mutates_args=(), device_types="cpu")
-def dynact_glu_backward(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
-                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _dynact_glu_backward_cpu(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base: str
+                             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(d gate, d up, d alpha, d beta)``: the dynact backward of ``g * up``, and ``d up = g dynact(gate)``, one
     pass."""
     c = alpha.numel()
@@ -220,6 +226,10 @@ def dynact_glu_backward(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, b
     d_gate, d_alpha, d_beta, d_up = _cpp.load("pointwise").backward(
         _glu_view(grad, c), gate2, alpha, beta, OPS[base], _inner(gate2, c), _glu_view(up, c))
     return d_gate.view(gate.shape), d_up.view(gate.shape), d_alpha, d_beta
+
+
+dynact_glu_backward = torch.library.custom_op("hf_acts::dynact_glu_backward", mutates_args=(),
+                                              device_types="cpu")(_dynact_glu_backward_cpu)
 
 
 @dynact_glu_backward.register_kernel("cuda")
@@ -250,19 +260,52 @@ def _glu_grad(ctx, grad):  # noqa: ANN001, ANN202
 dynact_glu.register_autograd(_glu_grad, setup_context=_glu_setup)
 
 
-# ---- inference fast path ----------------------------------------------------------------------------------------
+# ---- eager fast path ---------------------------------------------------------------------------------------------
 
-CPU_FORWARD = {dynact: _dynact_cpu, swish_beta: _swish_beta_cpu, dynact_glu: _dynact_glu_cpu}
+# each op's kernels by device: (forward, backward); the backward returns the gradients of the op's tensor inputs
+DIRECT = {
+    dynact: ({"cpu": _dynact_cpu, "cuda": dynact_triton},
+             {"cpu": _dynact_backward_cpu, "cuda": dynact_backward_triton}),
+    swish_beta: ({"cpu": _swish_beta_cpu, "cuda": swish_beta_triton},
+                 {"cpu": _swish_beta_backward_cpu, "cuda": swish_beta_backward_triton}),
+    dynact_glu: ({"cpu": _dynact_glu_cpu, "cuda": dynact_glu_triton},
+                 {"cpu": _dynact_glu_backward_cpu, "cuda": dynact_glu_backward_triton}),
+}
+
+
+class _Direct(torch.autograd.Function):
+    """An op's own forward and backward kernels under a plain ``autograd.Function``: the same arithmetic as the op
+    and its registered autograd, without the dispatcher and ``torch.library``'s autograd wrapper around each call."""
+
+    @staticmethod
+    def forward(ctx, op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:  # noqa: ANN001
+        tensors = [a for a in args if isinstance(a, Tensor)]  # the ops take their tensors first
+        device = tensors[0].device.type
+        ctx.save_for_backward(*tensors)
+        ctx.backward, ctx.extra = DIRECT[op][1][device], args[len(tensors):]
+        return DIRECT[op][0][device](*args)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        if torch.is_grad_enabled() and any(t.requires_grad for t in ctx.saved_tensors):  # create_graph=True
+            raise RuntimeError("hf-acts' fused kernels have no second derivative (a gradient penalty, "
+                               "create_graph=True); run the plain formulas there: "
+                               "hf_acts.ops.dispatch.plain_formulas() or HF_ACTS_FUSED=0")
+        return None, *ctx.backward(grad, *ctx.saved_tensors, *ctx.extra), *(None for _ in ctx.extra)
 
 
 def run(op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:
-    """``op(*args)``, or where no autograd is needed on the CPU (``torch.inference_mode`` / ``no_grad``, or nothing
-    requires grad) outside ``torch.compile`` and ``torch.jit.trace`` (which record ops, and would record the direct
-    call's output as a constant), the op's C++ forward directly: a custom op's dispatch and autograd wrapper cost
-    ~50 us a call, as much as the kernel itself on one decoding step of a small LM."""
+    """``op(*args)`` in eager mode without its dispatch: the op's CPU or CUDA forward directly where no autograd is
+    needed (``torch.inference_mode`` / ``no_grad``, or nothing requires grad), else its kernels under
+    :class:`_Direct`. A custom op's dispatch and autograd wrapper cost ~150 us per forward + backward on a CPU
+    (``scripts/bench_call_overhead.py``), more than the kernels themselves on small tensors. The op itself runs
+    inside ``torch.compile`` and ``torch.jit.trace`` (which record ops, and would record a direct call's output as a
+    constant) and for tensor subclasses (DTensor, ...), which dispatch through it."""
     tensors = [a for a in args if isinstance(a, Tensor)]
-    if (tensors[0].device.type == "cpu" and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))):
-        return CPU_FORWARD[op](*args)
-    return op(*args)
-
+    forward = DIRECT[op][0].get(tensors[0].device.type)
+    if (forward is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or any(type(t) not in (Tensor, torch.nn.Parameter) for t in tensors)):
+        return op(*args)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _Direct.apply(op, *args)
+    return forward(*args)
