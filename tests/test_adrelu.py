@@ -122,6 +122,9 @@ def test_the_fused_kernel_is_built_and_is_the_default():
 @pytest.mark.parametrize("shape,kwargs", [
     ((3, 24, 5, 7), {"groups": 4, "head_dim": 8}),  # heads straddle groups, 6 rows per group, odd H*W
     ((2, 32, 4, 16), {"groups": 4, "head_dim": 8, "norm_groups": 2}),
+    # every stage inside its conv group: the kernel runs each group of a sample as its own unit of work
+    ((1, 32, 6, 6), {"groups": 4, "head_dim": 8}),  # one sample, four units
+    ((3, 32, 5, 5), {"groups": 4, "head_dim": 4, "norm_groups": 8}),  # two GroupNorm groups inside each unit
     ((2, 20, 16), {"groups": 2, "head_dim": 8}),  # tokens, 3x3 kernel (middle row)
     ((2, 20, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
 ])

@@ -4,8 +4,8 @@
 // cache: grouped 1x1 QKV conv -> per-head cosine-sigmoid attention (Eq. 2) -> depthwise conv (Eq. 3) ->
 // GroupNorm (Eq. 4) -> grouped 1x1 conv (Eq. 5) -> GroupNorm (Eq. 6) -> y = max(x, tau) (Eq. 1).
 // The backward recomputes the sample's forward from x and the parameters instead of storing it, so
-// training saves only x. Samples run in parallel (at::parallel_for); parameter gradients are summed
-// per thread in double. Inner loops run along H*W and are left to the compiler's vectoriser.
+// training saves only x. Samples (or, where f stays inside its conv groups, each group of a sample: see Units) run in
+// parallel (at::parallel_for); parameter gradients are summed per thread in double. Inner loops run along H*W and are left to the compiler's vectoriser.
 // bfloat16 / float16 tensors are read and written in their dtype; each sample is converted to float in a per-thread
 // buffer (in cache), so no whole tensor makes a float32 round trip.
 #include <torch/extension.h>
@@ -284,14 +284,13 @@ void gn_backward(T* grad_in, double* grad_gamma, double* grad_beta, const T* gra
 // Per-thread buffers for one sample.
 template <typename T>
 struct Buffers {
-  std::vector<T> qkv, score, ratio, qn, kn, A, Z, Zh, Tt, tau, tmp, masks, g_tau, g_z, g_qkv, lanes_qkv, lanes_proj;
+  std::vector<T> qkv, score, ratio, qn, kn, A, Z, Zh, Tt, tau, tmp, masks, g_tau, g_z, g_qkv;
   std::vector<double> mean1, rstd1, mean2, rstd2;
   Buffers(const Shape& s, bool backward = false)
       : qkv(3 * s.C * s.P), score(s.C / s.dk * s.P), ratio(s.C / s.dk * s.P), qn(s.C / s.dk * s.P), kn(s.C / s.dk * s.P), A(s.C * s.P),
         Z(s.C * s.P), Zh(s.C * s.P), Tt(s.C * s.P), tau(s.C * s.P), tmp(3 * s.P), mean1(s.NG), rstd1(s.NG),
         mean2(s.G), rstd2(s.G), masks(column_masks<T>(s)),
-        g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0),
-        lanes_qkv(backward ? 3 * s.C * s.Cg * kLanes : 0), lanes_proj(backward ? s.C * s.Cg * kLanes : 0) {}
+        g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0) {}
 };
 
 // tau = f(x) of one sample (Eqs. 2-6), keeping every intermediate in `b` for the backward.
@@ -335,10 +334,11 @@ void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
   gn_apply(b.tau.data(), b.Tt.data(), s.C, P, s.G, b.mean2.data(), b.rstd2.data(), w.g2w, w.g2b);
 }
 
-// Gradients of one sample: grad_x into gx; parameter gradients added to grads[0..6] (the params' order).
+// Gradients of one sample (or unit, see Units): grad_x into gx; parameter gradients added to grads[0..6] (the params'
+// order), the grouped convs' through their lanes (flush_lanes).
 template <typename T>
 void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const T* proj_t, const T* xb, const T* gy,
-                     T* gx, double* const* grads, Buffers<T>& buf) {
+                     T* gx, double* const* grads, T* lanes_qkv, T* lanes_proj, Buffers<T>& buf) {
   const int64_t n = s.C * s.P, P = s.P;
   double *g_qkv = grads[0], *g_dw = grads[1], *g_g1w = grads[2], *g_g1b = grads[3], *g_proj = grads[4],
          *g_g2w = grads[5], *g_g2b = grads[6];
@@ -353,7 +353,7 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
   gn_backward(buf.Tt.data(), g_g2w, g_g2b, g_tau.data(), buf.Tt.data(), s.C, P, s.G, buf.mean2.data(),
               buf.rstd2.data(), w.g2w);
   std::fill(g_z.begin(), g_z.end(), T(0));
-  grouped_matmul_backward(g_z.data(), g_proj, buf.lanes_proj.data(), proj_t, buf.Tt.data(), buf.Zh.data(), s.G, s.Cg, s.Cg, P);
+  grouped_matmul_backward(g_z.data(), g_proj, lanes_proj, proj_t, buf.Tt.data(), buf.Zh.data(), s.G, s.Cg, s.Cg, P);
   // Eq. 4: grad of Zh -> grad of Z (in g_tau)
   gn_backward(g_tau.data(), g_g1w, g_g1b, g_z.data(), buf.Z.data(), s.C, P, s.NG, buf.mean1.data(),
               buf.rstd1.data(), w.g1w);
@@ -394,7 +394,7 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
       }
     }
   }
-  grouped_matmul_backward(gx, g_qkv, buf.lanes_qkv.data(), qkv_t, g_qkvb.data(), xb, s.G, 3 * s.Cg, s.Cg, P);
+  grouped_matmul_backward(gx, g_qkv, lanes_qkv, qkv_t, g_qkvb.data(), xb, s.G, 3 * s.Cg, s.Cg, P);
 }
 
 Shape make_shape(const at::Tensor& x, const at::Tensor& dw, int64_t groups, int64_t head_dim, int64_t norm_groups,
@@ -410,6 +410,36 @@ template <typename T>
 Weights<T> weights(const std::vector<at::Tensor>& p) {
   return {p[0].const_data_ptr<T>(), p[1].const_data_ptr<T>(), p[2].const_data_ptr<T>(), p[3].const_data_ptr<T>(),
           p[4].const_data_ptr<T>(), p[5].const_data_ptr<T>(), p[6].const_data_ptr<T>()};
+}
+
+// Units of work: where every stage of f stays inside one conv group (heads nest in the groups, and the first
+// GroupNorm's groups too), one group of one sample is an ADReLU of Cg channels with a single group, on its own
+// contiguous (Cg, H*W) slice, with its own slices of every parameter (all stored group-major). Running groups as units
+// gives batches smaller than the thread count (batch-1 inference) parallel work, and each unit a working set 1/G of a
+// sample's. Otherwise a unit is a whole sample.
+struct Units {
+  Shape unit;          // the shape each unit runs with
+  int64_t per_sample;  // units per sample: G or 1
+  explicit Units(const Shape& s) : unit(s), per_sample(1) {
+    if (s.G > 1 && s.Cg % s.dk == 0 && s.NG % s.G == 0) {
+      unit.C = s.Cg;
+      unit.G = 1;
+      unit.NG = s.NG / s.G;
+      per_sample = s.G;
+    }
+  }
+  // element offsets of unit j's slice in each of the 7 parameters (the params' order), and in a sample
+  int64_t param(int i, int64_t j) const {
+    const int64_t per_channel[7] = {3 * unit.Cg, unit.KH * unit.KW, 1, 1, unit.Cg, 1, 1};
+    return j * unit.C * per_channel[i];
+  }
+  int64_t sample(int64_t j) const { return j * unit.C * unit.P; }
+};
+
+template <typename T>
+Weights<T> unit_weights(const Weights<T>& w, const Units& u, int64_t j) {
+  return {w.qkv + u.param(0, j), w.dw + u.param(1, j), w.g1w + u.param(2, j), w.g1b + u.param(3, j),
+          w.proj + u.param(4, j), w.g2w + u.param(5, j), w.g2b + u.param(6, j)};
 }
 
 // x: one sample's n values in the compute type: x itself, or its conversion into `buffer`.
@@ -464,14 +494,17 @@ at::Tensor adrelu_forward(const at::Tensor& x, const std::vector<at::Tensor>& pa
     const Weights<T> w = weights<T>(params);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const int64_t n = s.C * s.P;
-    at::parallel_for(0, x.size(0), 1, [&](int64_t b0, int64_t b1) {
-      Buffers<T> buf(s);
+    const Units units(s);
+    const Shape& us = units.unit;
+    const int64_t n = s.C * s.P, un = us.C * us.P, per = units.per_sample;
+    at::parallel_for(0, x.size(0) * per, 1, [&](int64_t u0, int64_t u1) {
+      Buffers<T> buf(us);
       std::vector<T> convert;
-      for (int64_t b = b0; b < b1; ++b) {
-        const T* xb = in_compute_type(xp + b * n, n, convert);
-        threshold(s, w, xb, buf);
-        store_max(yp + b * n, xb, buf.tau.data(), n);
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t off = u / per * n + units.sample(u % per);
+        const T* xb = in_compute_type(xp + off, un, convert);
+        threshold(us, unit_weights(w, units, u % per), xb, buf);
+        store_max(yp + off, xb, buf.tau.data(), un);
       }
     });
   });
@@ -496,25 +529,33 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* gp = grad_y.const_data_ptr<scalar_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
-    const int64_t n = s.C * s.P;
     const std::vector<T> qkv_t = transpose_groups(w.qkv, s.G, 3 * s.Cg, s.Cg);
     const std::vector<T> proj_t = transpose_groups(w.proj, s.G, s.Cg, s.Cg);
-    at::parallel_for(0, x.size(0), 1, [&](int64_t b0, int64_t b1) {
+    const Units units(s);
+    const Shape& us = units.unit;
+    const int64_t n = s.C * s.P, un = us.C * us.P, per = units.per_sample;
+    at::parallel_for(0, x.size(0) * per, 1, [&](int64_t u0, int64_t u1) {
       TORCH_CHECK(at::get_thread_num() < nthreads, "adrelu: unexpected thread id");
       double* g = acc.data() + at::get_thread_num() * offsets.back();
-      double* grads[7];
-      for (int i = 0; i < 7; ++i) grads[i] = g + offsets[i];
-      Buffers<T> buf(s, true);
+      Buffers<T> buf(us, true);
+      // the grouped convs' lane sums, for every group of the parameter (units of any group add into their slice)
+      std::vector<T> lanes_qkv(3 * s.C * s.Cg * kLanes), lanes_proj(s.C * s.Cg * kLanes);
       std::vector<T> convert_x, convert_g, convert_gx;
-      for (int64_t b = b0; b < b1; ++b) {
-        const T* xb = in_compute_type(xp + b * n, n, convert_x);
-        const T* gb = in_compute_type(gp + b * n, n, convert_g);
-        T* gxb = out_compute_type(gxp + b * n, n, convert_gx);
-        sample_backward(s, w, qkv_t.data(), proj_t.data(), xb, gb, gxb, grads, buf);
-        write_back(gxp + b * n, gxb, n);
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t j = u % per, off = u / per * n + units.sample(j);
+        double* grads[7];
+        for (int i = 0; i < 7; ++i) grads[i] = g + offsets[i] + units.param(i, j);
+        const T* xb = in_compute_type(xp + off, un, convert_x);
+        const T* gb = in_compute_type(gp + off, un, convert_g);
+        T* gxb = out_compute_type(gxp + off, un, convert_gx);
+        sample_backward(us, unit_weights(w, units, j), qkv_t.data() + units.param(0, j),
+                        proj_t.data() + units.param(4, j), xb, gb, gxb, grads,
+                        lanes_qkv.data() + units.param(0, j) * kLanes, lanes_proj.data() + units.param(4, j) * kLanes,
+                        buf);
+        write_back(gxp + off, gxb, un);
       }
-      flush_lanes(grads[0], buf.lanes_qkv);
-      flush_lanes(grads[4], buf.lanes_proj);
+      flush_lanes(g + offsets[0], lanes_qkv);
+      flush_lanes(g + offsets[4], lanes_proj);
     });
   });
   std::vector<at::Tensor> grads{grad_x};
