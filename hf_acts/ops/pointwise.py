@@ -297,10 +297,10 @@ class _Direct(torch.autograd.Function):
 def run(op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:
     """``op(*args)`` in eager mode without its dispatch: the op's CPU or CUDA forward directly where no autograd is
     needed (``torch.inference_mode`` / ``no_grad``, or nothing requires grad), else its kernels under
-    :class:`_Direct`. A custom op's dispatch and autograd wrapper cost ~150 us per forward + backward on a CPU
-    (``scripts/bench_call_overhead.py``), more than the kernels themselves on small tensors. The op itself runs
-    inside ``torch.compile`` and ``torch.jit.trace`` (which record ops, and would record a direct call's output as a
-    constant) and for tensor subclasses (DTensor, ...), which dispatch through it."""
+    :class:`_Direct`. A custom op's dispatch and autograd wrapper cost ~50 us per call and ~80 us per forward +
+    backward on the project's CPU VM (``scripts/bench_call_overhead.py``), as much as the kernels on small tensors.
+    The op itself runs inside ``torch.compile`` and ``torch.jit.trace`` (which record ops, and would record a direct
+    call's output as a constant) and for tensor subclasses (DTensor, ...), which dispatch through it."""
     tensors = [a for a in args if isinstance(a, Tensor)]
     forward = DIRECT[op][0].get(tensors[0].device.type)
     if (forward is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
