@@ -125,12 +125,18 @@ def test_the_fused_kernel_is_built_and_is_the_default():
     # every stage inside its conv group: the kernel runs each group of a sample as its own unit of work
     ((1, 32, 6, 6), {"groups": 4, "head_dim": 8}),  # one sample, four units
     ((3, 32, 5, 5), {"groups": 4, "head_dim": 4, "norm_groups": 8}),  # two GroupNorm groups inside each unit
+    ((2, 32, 5, 6), {"groups": 8, "head_dim": 8}),  # heads straddle two conv groups: units of one head each
     ((2, 20, 16), {"groups": 2, "head_dim": 8}),  # tokens, 3x3 kernel (middle row)
     ((2, 20, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
 ])
 def test_fused_path_matches_the_plain_path_with_all_gradients(monkeypatch, shape, kwargs):
     channels = shape[-1] if len(shape) == 3 else shape[1]
-    assert_fused_equals_plain(monkeypatch, randomize_(ADReLU(channels, **kwargs)), shape)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)  # more threads than samples: the kernel splits samples into units where f allows
+    try:
+        assert_fused_equals_plain(monkeypatch, randomize_(ADReLU(channels, **kwargs)), shape)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("channels,shape,fused", [

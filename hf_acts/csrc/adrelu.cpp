@@ -4,7 +4,7 @@
 // cache: grouped 1x1 QKV conv -> per-head cosine-sigmoid attention (Eq. 2) -> depthwise conv (Eq. 3) ->
 // GroupNorm (Eq. 4) -> grouped 1x1 conv (Eq. 5) -> GroupNorm (Eq. 6) -> y = max(x, tau) (Eq. 1).
 // The backward recomputes the sample's forward from x and the parameters instead of storing it, so
-// training saves only x. Samples (or, where f stays inside its conv groups, each group of a sample: see Units) run in
+// training saves only x. Samples (or runs of whole conv groups, heads and norm groups inside a sample: see Units) run in
 // parallel (at::parallel_for); parameter gradients are summed per thread in double. Inner loops run along H*W and are left to the compiler's vectoriser.
 // bfloat16 / float16 tensors are read and written in their dtype; each sample is converted to float in a per-thread
 // buffer (in cache), so no whole tensor makes a float32 round trip.
@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <type_traits>
 #include <vector>
 
@@ -412,20 +413,26 @@ Weights<T> weights(const std::vector<at::Tensor>& p) {
           p[4].const_data_ptr<T>(), p[5].const_data_ptr<T>(), p[6].const_data_ptr<T>()};
 }
 
-// Units of work: where every stage of f stays inside one conv group (heads nest in the groups, and the first
-// GroupNorm's groups too), one group of one sample is an ADReLU of Cg channels with a single group, on its own
-// contiguous (Cg, H*W) slice, with its own slices of every parameter (all stored group-major). Running groups as units
-// gives batches smaller than the thread count (batch-1 inference) parallel work, and each unit a working set 1/G of a
-// sample's. Otherwise a unit is a whole sample.
+// Units of work: every stage of f stays inside its conv groups (Eqs. 5, 6), its attention heads (Eq. 2) and its first
+// GroupNorm's groups (Eq. 4), so the smallest run of channels holding whole ones of each (their least common multiple,
+// e.g. one conv group where heads and norm groups nest in it) is an ADReLU of its own: on its contiguous
+// (channels, H*W) slice of the sample, with its own slices of every parameter (all stored group-major). Running such
+// units rather than whole samples gives batches smaller than the thread count (batch-1 inference) parallel work, and
+// each unit a working set that is a fraction of a sample's. Where the batch alone fills the threads and a sample's
+// intermediates (about a dozen float planes) fit in about an L2 cache, whole samples stay the units: splitting them
+// there cost 1-5% (2-core Zen 3 VM, (128, 16, 32, 32)) and gained nothing at (128, 32, 16, 16) or (128, 64, 8, 8),
+// while at (8, 64, 128, 128) it gained 7-9%.
 struct Units {
   Shape unit;          // the shape each unit runs with
-  int64_t per_sample;  // units per sample: G or 1
-  explicit Units(const Shape& s) : unit(s), per_sample(1) {
-    if (s.G > 1 && s.Cg % s.dk == 0 && s.NG % s.G == 0) {
-      unit.C = s.Cg;
-      unit.G = 1;
-      unit.NG = s.NG / s.G;
-      per_sample = s.G;
+  int64_t per_sample;  // units per sample
+  Units(const Shape& s, int64_t batch) : unit(s), per_sample(1) {
+    const int64_t per_norm_group = s.C / s.NG, cu = std::lcm(std::lcm(s.Cg, s.dk), per_norm_group);
+    const bool wanted = batch < at::get_num_threads() || 12 * s.C * s.P * int64_t(sizeof(float)) > (int64_t(1) << 20);
+    if (wanted && cu < s.C && s.C % cu == 0) {
+      unit.C = cu;
+      unit.G = cu / s.Cg;
+      unit.NG = cu / per_norm_group;
+      per_sample = s.C / cu;
     }
   }
   // element offsets of unit j's slice in each of the 7 parameters (the params' order), and in a sample
@@ -494,7 +501,7 @@ at::Tensor adrelu_forward(const at::Tensor& x, const std::vector<at::Tensor>& pa
     const Weights<T> w = weights<T>(params);
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const Units units(s);
+    const Units units(s, x.size(0));
     const Shape& us = units.unit;
     const int64_t n = s.C * s.P, un = us.C * us.P, per = units.per_sample;
     at::parallel_for(0, x.size(0) * per, 1, [&](int64_t u0, int64_t u1) {
@@ -531,7 +538,7 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     const std::vector<T> qkv_t = transpose_groups(w.qkv, s.G, 3 * s.Cg, s.Cg);
     const std::vector<T> proj_t = transpose_groups(w.proj, s.G, s.Cg, s.Cg);
-    const Units units(s);
+    const Units units(s, x.size(0));
     const Shape& us = units.unit;
     const int64_t n = s.C * s.P, un = us.C * us.P, per = units.per_sample;
     at::parallel_for(0, x.size(0) * per, 1, [&](int64_t u0, int64_t u1) {
