@@ -35,6 +35,8 @@ BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, 
     "swish_beta": ("silu", {"beta_init": 1.1}),
 }
 NATIVE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+SHAPES = {"cnn": (128, 64, 32, 32), "llm": (1, 4096, 1376)}  # the activation benchmark's tensors
+QUICK_SHAPES = {"cnn": (32, 64, 32, 32), "llm": (1, 1024, 1376)}
 
 
 def steady_allocator() -> bool:
@@ -192,8 +194,7 @@ def bench_activations(quick: bool = False, device: str = "cpu", compiled: bool |
     re-measured (:func:`_remeasure_outliers`). All eager rows are measured before any ``torch.compile`` runs
     (``compiled``: default off in quick runs), and inductor compiles in-process (no worker pool left running), so
     that compilation cannot disturb the other measurements."""
-    shapes = {"cnn": (32, 64, 32, 32) if quick else (128, 64, 32, 32),
-              "llm": (1, 1024, 1376) if quick else (1, 4096, 1376)}
+    shapes = QUICK_SHAPES if quick else SHAPES
     dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
     reps = 5 if quick else 21
     rows = []

@@ -15,11 +15,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from hf_acts.bench import _ce, _step, interleaved_medians, machine, steady_allocator, train_step
+from hf_acts.bench import SHAPES, _ce, _step, interleaved_medians, machine, steady_allocator, train_step
 from hf_acts.ops import _cpp
 from hf_acts.registry import create_activation
-
-SHAPES = {"cnn": (128, 64, 32, 32), "llm": (1, 4096, 1376)}
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_acts import DynActivation
-from hf_acts.bench import _step, interleaved_medians, machine, synced
+from hf_acts.bench import _step, interleaved_medians, machine
 from hf_acts.ops import _cpp
 from hf_acts.ops.ids import POINTWISE_OPS
 
@@ -28,25 +28,19 @@ def main() -> None:
     if args.device == "cuda":
         from hf_acts.ops import triton_pointwise
 
-        def kernel() -> torch.Tensor:
-            return triton_pointwise.forward(x, alpha, beta, op)
+        def kernel(t: torch.Tensor) -> torch.Tensor:
+            return triton_pointwise.forward(t, alpha, beta, op)
     else:
         cpp = _cpp.load("pointwise")
 
-        def kernel() -> torch.Tensor:
-            return cpp.forward(x, alpha, beta, op, x.numel())
+        def kernel(t: torch.Tensor) -> torch.Tensor:
+            return cpp.forward(t, alpha, beta, op, t.numel())
 
-    def no_grad(fn):  # noqa: ANN001, ANN202
-        def run() -> None:
-            with torch.no_grad():
-                fn()
-        return run
-
-    fns = {"silu forward": no_grad(lambda: F.silu(x)),
-           "dynact kernel": no_grad(kernel),
-           "dynact op": no_grad(lambda: torch.ops.hf_acts.dynact(x, alpha, beta, "silu")),
-           "dynact module": no_grad(lambda: act(x))}
-    times = interleaved_medians({k: synced(f, args.device) for k, f in fns.items()}, args.reps)
+    fns = {"silu forward": F.silu,
+           "dynact kernel": kernel,
+           "dynact op": lambda t: torch.ops.hf_acts.dynact(t, alpha, beta, "silu"),
+           "dynact module": act}
+    times = interleaved_medians({k: _step(f, x, False) for k, f in fns.items()}, args.reps)
     times |= interleaved_medians({"silu fwd+bwd": _step(F.silu, x, True), "dynact fwd+bwd": _step(act, x, True)},
                                  args.reps)
     rows = [{"call": k, "us": t * 1e6} for k, t in times.items()]

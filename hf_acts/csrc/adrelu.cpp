@@ -4,8 +4,9 @@
 // cache: grouped 1x1 QKV conv -> per-head cosine-sigmoid attention (Eq. 2) -> depthwise conv (Eq. 3) ->
 // GroupNorm (Eq. 4) -> grouped 1x1 conv (Eq. 5) -> GroupNorm (Eq. 6) -> y = max(x, tau) (Eq. 1).
 // The backward recomputes the sample's forward from x and the parameters instead of storing it, so
-// training saves only x. Samples (or runs of whole conv groups, heads and norm groups inside a sample: see Units) run in
-// parallel (at::parallel_for); parameter gradients are summed per thread in double. Inner loops run along H*W and are left to the compiler's vectoriser.
+// training saves only x. Samples (or runs of whole conv groups, heads and norm groups inside a sample: see Units) run
+// in parallel (at::parallel_for); parameter gradients are summed per thread in double. Inner loops run along H*W and
+// are left to the compiler's vectoriser.
 // bfloat16 / float16 tensors are read and written in their dtype; each sample is converted to float in a per-thread
 // buffer (in cache), so no whole tensor makes a float32 round trip.
 #include <torch/extension.h>
@@ -421,11 +422,12 @@ Weights<T> weights(const std::vector<at::Tensor>& p) {
 // each unit a working set that is a fraction of a sample's. Where the batch alone fills the threads and a sample's
 // intermediates (about a dozen float planes) fit in about an L2 cache, whole samples stay the units: splitting them
 // there cost 1-5% (2-core Zen 3 VM, (128, 16, 32, 32)) and gained nothing at (128, 32, 16, 16) or (128, 64, 8, 8),
-// while at (8, 64, 128, 128) it gained 7-9%.
+// while at (8, 64, 128, 128) it gained 7-14%.
 struct Units {
   Shape unit;          // the shape each unit runs with
   int64_t per_sample;  // units per sample
-  Units(const Shape& s, int64_t batch) : unit(s), per_sample(1) {
+  int64_t n;           // elements per sample
+  Units(const Shape& s, int64_t batch) : unit(s), per_sample(1), n(s.C * s.P) {
     const int64_t per_norm_group = s.C / s.NG, cu = std::lcm(std::lcm(s.Cg, s.dk), per_norm_group);
     const bool wanted = batch < at::get_num_threads() || 12 * s.C * s.P * int64_t(sizeof(float)) > (int64_t(1) << 20);
     if (wanted && cu < s.C && s.C % cu == 0) {
@@ -435,12 +437,13 @@ struct Units {
       per_sample = s.C / cu;
     }
   }
-  // element offsets of unit j's slice in each of the 7 parameters (the params' order), and in a sample
+  // element offset of unit j's slice (j-th unit of a sample) in each of the 7 parameters (the params' order)
   int64_t param(int i, int64_t j) const {
     const int64_t per_channel[7] = {3 * unit.Cg, unit.KH * unit.KW, 1, 1, unit.Cg, 1, 1};
     return j * unit.C * per_channel[i];
   }
-  int64_t sample(int64_t j) const { return j * unit.C * unit.P; }
+  // where unit u (of all the batch's units) starts in the batch
+  int64_t element(int64_t u) const { return u / per_sample * n + u % per_sample * unit.C * unit.P; }
 };
 
 template <typename T>
@@ -503,12 +506,12 @@ at::Tensor adrelu_forward(const at::Tensor& x, const std::vector<at::Tensor>& pa
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const Units units(s, x.size(0));
     const Shape& us = units.unit;
-    const int64_t n = s.C * s.P, un = us.C * us.P, per = units.per_sample;
+    const int64_t un = us.C * us.P, per = units.per_sample;
     at::parallel_for(0, x.size(0) * per, 1, [&](int64_t u0, int64_t u1) {
       Buffers<T> buf(us);
       std::vector<T> convert;
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t off = u / per * n + units.sample(u % per);
+        const int64_t off = units.element(u);
         const T* xb = in_compute_type(xp + off, un, convert);
         threshold(us, unit_weights(w, units, u % per), xb, buf);
         store_max(yp + off, xb, buf.tau.data(), un);
@@ -540,7 +543,7 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
     const std::vector<T> proj_t = transpose_groups(w.proj, s.G, s.Cg, s.Cg);
     const Units units(s, x.size(0));
     const Shape& us = units.unit;
-    const int64_t n = s.C * s.P, un = us.C * us.P, per = units.per_sample;
+    const int64_t un = us.C * us.P, per = units.per_sample;
     at::parallel_for(0, x.size(0) * per, 1, [&](int64_t u0, int64_t u1) {
       TORCH_CHECK(at::get_thread_num() < nthreads, "adrelu: unexpected thread id");
       double* g = acc.data() + at::get_thread_num() * offsets.back();
@@ -549,7 +552,7 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
       std::vector<T> lanes_qkv(3 * s.C * s.Cg * kLanes), lanes_proj(s.C * s.Cg * kLanes);
       std::vector<T> convert_x, convert_g, convert_gx;
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t j = u % per, off = u / per * n + units.sample(j);
+        const int64_t j = u % per, off = units.element(u);
         double* grads[7];
         for (int i = 0; i < 7; ++i) grads[i] = g + offsets[i] + units.param(i, j);
         const T* xb = in_compute_type(xp + off, un, convert_x);

@@ -103,19 +103,6 @@ def _(grad: Tensor, x: Tensor, alpha: Tensor, beta: Tensor, base: str) -> tuple[
     return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(alpha), torch.empty_like(beta)
 
 
-def _dynact_setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    x, alpha, beta, ctx.base = inputs
-    ctx.save_for_backward(x, alpha, beta)
-
-
-def _dynact_grad(ctx, grad):  # noqa: ANN001, ANN202
-    x, alpha, beta = ctx.saved_tensors
-    return *dynact_backward(grad, x, alpha, beta, ctx.base), None
-
-
-dynact.register_autograd(_dynact_grad, setup_context=_dynact_setup)
-
-
 # ---- Swish-beta -------------------------------------------------------------------------------------------------
 
 def _swish_beta_cpu(x: Tensor, beta: Tensor) -> Tensor:
@@ -163,17 +150,6 @@ def swish_beta_backward_triton(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[T
 @swish_beta_backward.register_fake
 def _(grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(beta)
-
-
-def _swish_setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    ctx.save_for_backward(*inputs)
-
-
-def _swish_grad(ctx, grad):  # noqa: ANN001, ANN202
-    return swish_beta_backward(grad, *ctx.saved_tensors)
-
-
-swish_beta.register_autograd(_swish_grad, setup_context=_swish_setup)
 
 
 # ---- dynActGLU's gate product -----------------------------------------------------------------------------------
@@ -248,21 +224,11 @@ def _(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base:
     return like, torch.empty_like(like), torch.empty_like(alpha), torch.empty_like(beta)
 
 
-def _glu_setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    gate, up, alpha, beta, ctx.base = inputs
-    ctx.save_for_backward(gate, up, alpha, beta)
+# ---- autograd: the registered ops and the eager fast path -----------------------------------------------------------
 
-
-def _glu_grad(ctx, grad):  # noqa: ANN001, ANN202
-    return *dynact_glu_backward(grad, *ctx.saved_tensors, ctx.base), None
-
-
-dynact_glu.register_autograd(_glu_grad, setup_context=_glu_setup)
-
-
-# ---- eager fast path ---------------------------------------------------------------------------------------------
-
-# each op's kernels by device: (forward, backward); the backward returns the gradients of the op's tensor inputs
+# each op's backward op, and its kernels by device: (forward, backward); a backward returns the gradients of the op's
+# tensor inputs, which come first in every signature (the base's name last)
+BACKWARD = {dynact: dynact_backward, swish_beta: swish_beta_backward, dynact_glu: dynact_glu_backward}
 DIRECT = {
     dynact: ({"cpu": _dynact_cpu, "cuda": dynact_triton},
              {"cpu": _dynact_backward_cpu, "cuda": dynact_backward_triton}),
@@ -273,16 +239,32 @@ DIRECT = {
 }
 
 
+def _save_inputs(ctx, inputs: tuple) -> None:  # noqa: ANN001
+    """Save the tensor inputs for the backward (the forward saves only its inputs; the backward recomputes)."""
+    tensors = [a for a in inputs if isinstance(a, Tensor)]
+    ctx.save_for_backward(*tensors)
+    ctx.extra = inputs[len(tensors):]
+
+
+def _input_grads(ctx, grads: tuple) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+    return *grads, *(None for _ in ctx.extra)
+
+
+for _op, _backward in BACKWARD.items():
+    _op.register_autograd(
+        lambda ctx, grad, backward=_backward: _input_grads(ctx, backward(grad, *ctx.saved_tensors, *ctx.extra)),
+        setup_context=lambda ctx, inputs, output: _save_inputs(ctx, inputs))
+
+
 class _Direct(torch.autograd.Function):
     """An op's own forward and backward kernels under a plain ``autograd.Function``: the same arithmetic as the op
     and its registered autograd, without the dispatcher and ``torch.library``'s autograd wrapper around each call."""
 
     @staticmethod
     def forward(ctx, op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:  # noqa: ANN001
-        tensors = [a for a in args if isinstance(a, Tensor)]  # the ops take their tensors first
-        device = tensors[0].device.type
-        ctx.save_for_backward(*tensors)
-        ctx.backward, ctx.extra = DIRECT[op][1][device], args[len(tensors):]
+        _save_inputs(ctx, args)
+        device = args[0].device.type
+        ctx.backward = DIRECT[op][1][device]
         return DIRECT[op][0][device](*args)
 
     @staticmethod
@@ -291,7 +273,7 @@ class _Direct(torch.autograd.Function):
             raise RuntimeError("hf-acts' fused kernels have no second derivative (a gradient penalty, "
                                "create_graph=True); run the plain formulas there: "
                                "hf_acts.ops.dispatch.plain_formulas() or HF_ACTS_FUSED=0")
-        return None, *ctx.backward(grad, *ctx.saved_tensors, *ctx.extra), *(None for _ in ctx.extra)
+        return None, *_input_grads(ctx, ctx.backward(grad, *ctx.saved_tensors, *ctx.extra))
 
 
 def run(op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:
