@@ -69,16 +69,19 @@ def test_forward_order_not_registration_order():
 
 @pytest.mark.parametrize("new", ["fles", "dynactivation", "swish_beta"])
 def test_function_preserving_swap_of_every_silu(effnet, new):
-    model = fresh(effnet)
-    x = torch.randn(2, 3, 64, 64)
-    before = effnet(x)
+    """In float64: an untrained EfficientNetV2 is chaotic enough (logits up to ~1e3 for some seeds) that float32
+    rounding differences of ~1e-7 per site grow past 1e-5 of the logits over 99 sites; in float64 they stay ~1e-13."""
+    base = fresh(effnet).double()
+    model = fresh(base)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    before = base(x)
     report = replace_activations(model, new, target="silu", example_inputs=x)
     assert len(report.records) == 99 and report.function_preserving
     after = model(x)
     if new == "dynactivation":  # alpha=1, beta=0: the base op itself, bit for bit
         assert torch.equal(after, before)
-    else:  # x * sigmoid(1 * x) vs F.silu: <= 1e-6 per site, compounded over 99 sites of a random net
-        assert (after - before).abs().max() <= 1e-5 * before.abs().max()
+    else:  # x * sigmoid(1 * x) vs F.silu, compounded over 99 sites of a random net
+        assert (after - before).abs().max() <= 1e-10 * before.abs().max()
 
 
 @pytest.mark.parametrize("new", ["adrelu", "aiec"])

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import timm
 import torch
+import transformers
 from conftest import randomize_
 from safetensors.torch import load_file, save_file
 from transformers import (
@@ -298,15 +299,97 @@ def test_a_swap_in_a_stock_llama_leaves_the_lm_family_alone(tmp_path):
     assert torch.equal(reloaded(input_ids=IDS).logits, llama(input_ids=IDS).logits)
 
 
-def test_a_stock_class_that_drops_act2fn_parameters_raises_at_the_first_call(tmp_path):
-    """A stock ViT built with hidden_act="fles" cannot load its FleS parameters (transformers has no module for them
-    before the first call): the activation knows it was loaded and raises rather than start over from its init."""
-    model = ViTForImageClassification(ViTConfig(**VIT, hidden_act="fles_gelu")).eval()
-    model(pixel_values=PIXELS)
+@pytest.mark.parametrize("make,auto,name,x", [
+    (lambda act: ViTForImageClassification(ViTConfig(**VIT, hidden_act=act)), "AutoModelForImageClassification",
+     "pixel_values", PIXELS),
+    (lambda act: BertForSequenceClassification(BertConfig(**BERT, hidden_act=act)),
+     "AutoModelForSequenceClassification", "input_ids", IDS),
+])
+@pytest.mark.parametrize("hidden_act", ["fles_gelu", "adrelu"])
+def test_stock_classes_with_an_hf_acts_hidden_act_reload_every_parameter(make, auto, name, x, hidden_act, tmp_path):
+    """A stock transformers class with hidden_act="fles_gelu"/"adrelu" sizes them when built (on the meta device
+    inside from_pretrained too): trained, saved and reloaded by the stock Auto class, nothing is missing or dropped
+    and the logits are identical."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = make(hidden_act)
+    acts = [m for m in model.modules() if isinstance(m, (FleS, ADReLU))]
+    assert len(acts) == 2 and all(m.channels == 64 for m in acts)  # before any call
+    with torch.device("meta"):
+        assert all(m.channels == 64 for m in make(hidden_act).modules() if isinstance(m, (FleS, ADReLU)))
+    _train(model, name, x)
+    model.save_pretrained(tmp_path)
+    reloaded, info = getattr(transformers, auto).from_pretrained(tmp_path, output_loading_info=True)
+    assert type(reloaded) is type(model)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert torch.equal(_logits(reloaded, name, x), _logits(model, name, x))
+
+
+def test_a_gelu_checkpoint_loads_into_fles_gelu_as_the_same_function(tmp_path):
+    """from_pretrained(gelu folder, hidden_act="fles_gelu"): the FleS parameters the checkpoint lacks get FleS's own
+    init (zero coefficient layer), not ViT's normal init for Linear layers, so the model computes what it did."""
+    gelu = ViTForImageClassification(ViTConfig(**VIT)).eval()
+    gelu.save_pretrained(tmp_path)
+    fles, info = ViTForImageClassification.from_pretrained(tmp_path, hidden_act="fles_gelu", output_loading_info=True)
+    acts = [m for m in fles.modules() if isinstance(m, FleS)]
+    assert len(acts) == 2 and all(m.base == "gelu" for m in acts)
+    assert {k.rpartition(".")[2] for k in info["missing_keys"]} == {"weight", "bias", "hf_acts_channels"}
+    assert all(torch.count_nonzero(m.fc2.weight) == 0 and torch.count_nonzero(m.fc2.bias) == 0 for m in acts)
+    assert all(int(m.hf_acts_channels) == 64 for m in acts)
+    torch.testing.assert_close(_logits(fles, "pixel_values", PIXELS), _logits(gelu, "pixel_values", PIXELS),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_an_encoder_decoder_with_an_hf_acts_act_reloads(tmp_path):
+    """T5's feed-forward takes ACT2FN[config.dense_act_fn]: sized with encoder and decoder tokens."""
+    from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=60, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                      feed_forward_proj="fles", decoder_start_token_id=0)
+    model = T5ForConditionalGeneration(config).eval()
+    assert [m.channels for m in model.modules() if isinstance(m, FleS)] == [32, 32]
     for m in model.modules():
         if isinstance(m, FleS):
             randomize_(m, 0.3)
     model.save_pretrained(tmp_path)
-    reloaded = ViTForImageClassification.from_pretrained(tmp_path).eval()
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=IDS, decoder_input_ids=IDS).logits,
+                           model(input_ids=IDS, decoder_input_ids=IDS).logits)
+
+
+class _OddInputs(transformers.PreTrainedModel):
+    """A model whose main input hf-acts cannot make: its activations stay lazy."""
+
+    config_class = ViTConfig
+    main_input_name = "odd"
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__(config)
+        self.proj = torch.nn.Linear(8, 64)
+        self.act = ACT2FN[config.hidden_act]
+        self.post_init()
+
+    def forward(self, odd: torch.Tensor) -> torch.Tensor:
+        return self.act(self.proj(odd))
+
+
+def test_a_model_that_cannot_be_sized_when_built_warns_and_its_reload_raises_at_the_first_call(tmp_path):
+    """Where the inputs can't be made the activation stays lazy, with a warning; a stock from_pretrained then has no
+    module for its parameters, and the activation knows it was loaded and raises rather than start over."""
+    from transformers.testing_utils import CaptureLogger
+
+    from hf_acts.integrations.transformers import modeling_hf_acts
+
+    with CaptureLogger(modeling_hf_acts.logger) as log:
+        model = _OddInputs(ViTConfig(hidden_act="fles_gelu"))
+    assert model.act.channels is None
+    assert "_OddInputs: hf-acts activations built without a channel count could not be sized" in log.out
+    assert "no example input for _OddInputs's main input 'odd'" in log.out
+    model(torch.randn(2, 5, 8))
+    randomize_(model.act, 0.3)
+    model.save_pretrained(tmp_path)
+    reloaded = _OddInputs.from_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="loaded from a checkpoint trained with 64 channels"):
-        reloaded(pixel_values=PIXELS)
+        reloaded(torch.randn(2, 5, 8))

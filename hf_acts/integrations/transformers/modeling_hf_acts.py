@@ -4,13 +4,15 @@ models of any architecture.
 Each LM family is its transformers base model with the MLPs of ``config.mlp_layers`` turned into
 ``DynActGLU`` (same projection keys, plus the dynActivation ``alpha``/``beta``). A swapped model class
 ``HfActsSwapped<Model>`` (:func:`swapped_model_class`) is a model class that rebuilds the activations recorded in
-``config.hf_acts_activations`` after its own ``__init__`` and builds lazily sized activations (``hidden_act="fles"``)
-with one forward pass, so that ``from_pretrained`` finds every parameter. This file is saved beside checkpoints for
-``trust_remote_code``: it imports torch, transformers and the files beside it.
+``config.hf_acts_activations`` after its own ``__init__``. Every transformers model sizes the activations it builds
+from an hf-acts ``hidden_act`` (``"fles"``) at the end of its ``__init__`` and gives the ones a checkpoint lacks their
+own init (:func:`install_model_hooks`), so that ``from_pretrained`` finds every parameter. This file is saved beside
+checkpoints for ``trust_remote_code``: it imports torch, transformers and the files beside it.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -30,11 +32,11 @@ from transformers import (
     Qwen3Model,
     Qwen3PreTrainedModel,
 )
-from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.utils import logging
 
 try:  # one class identity with the rest of hf-acts when it is installed
-    from hf_acts.activations._base import ChannelsLast, build_lazy, unbuilt_activations
+    from hf_acts.activations._base import ChannelsLast, LazyChannels, build_lazy, unbuilt_activations
     from hf_acts.activations.adrelu import ADReLU
     from hf_acts.activations.dynactglu import DynActGLU
     from hf_acts.activations.dynactivation import DYN_BASES, DynActivation
@@ -42,7 +44,7 @@ try:  # one class identity with the rest of hf-acts when it is installed
     from hf_acts.activations.swish_beta import SwishBeta
     from hf_acts.registry import ACTIVATIONS
 except ImportError:  # remote code on a machine without hf-acts: the files saved beside this one
-    from ._base import ChannelsLast, build_lazy, unbuilt_activations
+    from ._base import ChannelsLast, LazyChannels, build_lazy, unbuilt_activations
     from .adrelu import ADReLU
     from .dynactglu import DynActGLU
     from .dynactivation import DYN_BASES, DynActivation
@@ -59,11 +61,14 @@ from .configuration_hf_acts import (
     swapped_config_class,
 )
 
+logger = logging.get_logger(__name__)
+
 
 def remembering(cls: type) -> type:
     """``cls`` as ACT2FN builds it: without a channel count, and keeping the count it learns in a saved buffer
-    (``hf_acts_channels``, -1 until built). A stock transformers class loading a checkpoint has no module for such an
-    activation's parameters and drops them; the buffer it does load then makes the first call raise instead of
+    (``hf_acts_channels``, -1 until built). Models size these when built (:func:`install_model_hooks`); where that
+    cannot run (a model whose inputs :func:`example_inputs` cannot make), ``from_pretrained`` has no module for the
+    activation's parameters and drops them, and the buffer it does load makes the first call raise instead of
     silently starting over from the init."""
 
     class Remembering(cls):
@@ -94,9 +99,9 @@ def register_act2fn_names() -> list[str]:
     """Add ``dynact_<base>``, ``swish_beta``, ``fles`` (FleS over SiLU), ``fles_<gate>`` and ``adrelu`` (tokens
     ``(B, N, C)``) to ``ACT2FN``, usable as ``hidden_act`` in configs whose MLPs take ``ACT2FN[config.hidden_act]``
     on tokens (ViT, BERT, ...; not ConvNeXt, whose activations see channels-last maps: swap those with
-    ``hf_acts.replace_activations``). Channel-aware ones are built with their channels unknown and sized at the
-    first call; :func:`swapped_model_class` models size them when built. Never overwrites a transformers name.
-    Returns the names added."""
+    ``hf_acts.replace_activations``). Channel-aware ones are built with their channels unknown; the model sizes them
+    at the end of its ``__init__`` (:func:`install_model_hooks`). Never overwrites a transformers name. Returns the
+    names added."""
     names = {f"dynact_{b}": (DynActivation, {"base": b}) for b in DYN_BASES}
     names["swish_beta"] = SwishBeta
     fles, adrelu = remembering(FleS), remembering(ADReLU)
@@ -125,21 +130,80 @@ def convert_mlps(model: nn.Module, config) -> None:
 
 
 def example_inputs(model: nn.Module) -> dict[str, torch.Tensor]:
-    """One small batch for a transformers model's ``main_input_name``, sized from its config (image size and
-    channels, vocabulary), on the device of its parameters."""
+    """One small batch for a transformers model's ``main_input_name`` (and decoder tokens for an encoder-decoder),
+    sized from its config (image size and channels, vocabulary), on the device of its parameters."""
     config, name = model.config, getattr(model, "main_input_name", "input_ids")
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device
     if name == "pixel_values":
         size = getattr(config, "image_size", 224)
         size = tuple(size) if isinstance(size, list | tuple) else (size, size)
         return {name: torch.randn(1, getattr(config, "num_channels", 3), *size, device=device)}
     if name == "input_ids":
-        return {name: torch.randint(0, getattr(config, "vocab_size", 2), (1, 8), device=device)}
+        ids = torch.randint(0, getattr(config, "vocab_size", 2), (1, 8), device=device)
+        return {name: ids, "decoder_input_ids": ids} if getattr(config, "is_encoder_decoder", False) else {name: ids}
     if name == "input_values":  # raw audio (wav2vec2-style): one second at 16 kHz
         return {name: torch.randn(1, 16000, device=device)}
     if name == "input_features":  # log-mel frames (Whisper-style)
         return {name: torch.randn(1, getattr(config, "num_mel_bins", 80), 3000, device=device)}
     raise ValueError(f"no example input for {type(model).__name__}'s main input {name!r}: pass example_inputs")
+
+
+def size_lazy_activations(model: nn.Module) -> None:
+    """Size the activations of ``model`` built without a channel count (ACT2FN names: ``hidden_act="fles"``) with one
+    forward pass on :func:`example_inputs`: on the meta device inside ``from_pretrained``, which then finds a module
+    for every checkpoint key."""
+    if unbuilt_activations(model):
+        build_lazy(model, example_inputs(model))
+
+
+def init_unloaded(module: LazyChannels) -> None:
+    """Give the tensors of an hf-acts activation that ``from_pretrained`` did not load (no ``_is_hf_initialized``
+    flag) the activation's own init (FleS's zero coefficient layer, dynActivation's ``alpha_init``/``beta_init``, ...)
+    in place of the model's generic ``_init_weights``, so that a GELU checkpoint loaded with ``hidden_act="fles_gelu"``
+    still computes what it computed."""
+    if module.channels is None and module._needs_channels():
+        return
+    unloaded = {k: t for k, t in module.state_dict(keep_vars=True).items()
+                if not getattr(t, "_is_hf_initialized", False)}
+    if unloaded:
+        fresh = copy.deepcopy(module)
+        fresh._build_checked(module.channels or 1)  # new tensors with the init; the loaded ones are left alone
+        inits = fresh.state_dict()
+        with torch.no_grad():
+            for key, tensor in unloaded.items():
+                tensor.copy_(inits[key])
+
+
+def install_model_hooks() -> bool:
+    """Make every transformers model (stock classes included) size its lazily built hf-acts activations at the end of
+    its ``__init__`` (``post_init``: after the generic init, before any checkpoint is loaded) and initialise the ones a
+    checkpoint lacks with :func:`init_unloaded` (``_initialize_weights``). A model whose inputs cannot be made keeps
+    its activations lazy (sized at the first call), with a warning. Installed once per process; False if it was."""
+    model = transformers.PreTrainedModel
+    stock_post_init, stock_initialize = model.post_init, model._initialize_weights
+    if getattr(stock_post_init, "_hf_acts", False):
+        return False
+
+    def post_init(self: model) -> None:
+        stock_post_init(self)
+        try:
+            size_lazy_activations(self)
+        except Exception as error:  # noqa: BLE001 - an unknown architecture keeps the first-call sizing
+            logger.warning(f"{type(self).__name__}: hf-acts activations built without a channel count could not be "
+                           f"sized when the model was built ({error!r}); they are sized at the first call, and "
+                           "from_pretrained cannot load their parameters into this class")
+
+    def _initialize_weights(self: model, module: nn.Module, is_custom_code: bool = False) -> None:
+        stock_initialize(self, module, is_custom_code)
+        if isinstance(module, LazyChannels):
+            init_unloaded(module)
+
+    post_init._hf_acts = _initialize_weights._hf_acts = True
+    model.post_init, model._initialize_weights = post_init, _initialize_weights
+    return True
+
+
+install_model_hooks()
 
 
 def apply_swaps(model: nn.Module, records: list[dict]) -> None:
@@ -183,14 +247,12 @@ _SWAPPED_MODELS: dict[type, type] = {}
 
 def swapped_model_class(base: type) -> type:
     """``HfActsSwapped<base>``: the model class ``base`` with the activations of ``config.hf_acts_activations``
-    rebuilt in ``__init__`` and lazily sized ones built; its ``from_pretrained`` raises where the checkpoint holds
+    rebuilt in ``__init__``; its ``from_pretrained`` raises where the checkpoint holds
     activation parameters this model would drop. One class per base."""
     if base not in _SWAPPED_MODELS:
         def __init__(self, config, *args, **kwargs) -> None:  # noqa: N807
             base.__init__(self, config, *args, **kwargs)
             apply_swaps(self, getattr(config, SWAP_FIELD, None) or [])
-            if unbuilt_activations(self):  # ACT2FN names: sized here (on the meta device inside from_pretrained)
-                build_lazy(self, example_inputs(self))
 
         __init__.__signature__ = inspect.signature(base.__init__)  # callers inspect it (e.g. use_mask_token)
 
@@ -205,7 +267,7 @@ def swapped_model_class(base: type) -> type:
                                  "config it was saved with")
             return (model, info) if with_info else model
 
-        new = type(f"HfActsSwapped{base.__name__}", (InitActivationsMixin, base), {
+        new = type(f"HfActsSwapped{base.__name__}", (base,), {
             "__init__": __init__, "from_pretrained": classmethod(from_pretrained), "__module__": __name__,
             "config_class": swapped_config_class(base.config_class),
             "__doc__": f"{base.__name__} with the hf-acts activations its config records ({SWAP_FIELD})."})
@@ -240,21 +302,9 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class InitActivationsMixin:
-    """``_init_weights`` for the activation parameters transformers does not know (meta-device loads)."""
-
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if isinstance(module, DynActivation):
-            init.constant_(module.alpha, module.alpha_init)
-            init.constant_(module.beta, module.beta_init)
-        elif isinstance(module, SwishBeta):
-            init.constant_(module.beta, module.beta_init)
-
-
 def _family(name: str, config_class: type, pretrained: type, base_model: type, causal_lm: type):
     """The (PreTrainedModel, Model, ForCausalLM) classes of one family."""
-    pre = type(f"HfActs{name}PreTrainedModel", (InitActivationsMixin, pretrained),
+    pre = type(f"HfActs{name}PreTrainedModel", (pretrained,),
                {"config_class": config_class, "__module__": __name__})
 
     def model_init(self, config) -> None:
