@@ -171,13 +171,42 @@ std::vector<T> column_masks(const Shape& s) {
   return m;
 }
 
+// A 3x3 depthwise conv reads each channel from a zero-padded copy ((H + 2) x (W + 2), borders written once per
+// buffer), so that all nine taps of an output are summed in registers and written once, with no column masks and no
+// edge cases; other kernel sizes go tap by tap over the flattened plane (one read-modify-write pass per tap).
 template <typename T>
-void dw_forward(const Shape& s, T* out, const T* in, const T* k, const T* masks) {
-  std::fill(out, out + s.C * s.P, T(0));
+struct Padded {
+  int64_t W, Wp;
+  std::vector<T> a, g;  // the channel's input and (backward) its output gradient
+  Padded(const Shape& s, bool backward)
+      : W(s.W), Wp(s.W + 2), a(s.KH == 3 && s.KW == 3 ? (s.H + 2) * (s.W + 2) : 0),
+        g(backward ? a.size() : 0) {}
+  void fill(std::vector<T>& dst, const T* src, int64_t H) const {
+    for (int64_t y = 0; y < H; ++y) std::copy(src + y * W, src + (y + 1) * W, dst.data() + (y + 1) * Wp + 1);
+  }
+};
+
+template <typename T>
+void dw_forward(const Shape& s, T* out, const T* in, const T* k, const T* masks, Padded<T>& pad) {
   for (int64_t c = 0; c < s.C; ++c) {
     const T* a = in + c * s.P;
     T* z = out + c * s.P;
     const T* kc = k + c * s.KH * s.KW;
+    if (!pad.a.empty()) {
+      pad.fill(pad.a, a, s.H);
+      const int64_t W = s.W, Wp = pad.Wp;
+      const T k0 = kc[0], k1 = kc[1], k2 = kc[2], k3 = kc[3], k4 = kc[4], k5 = kc[5], k6 = kc[6], k7 = kc[7], k8 = kc[8];
+      for (int64_t y = 0; y < s.H; ++y) {
+        const T *r0 = pad.a.data() + y * Wp, *r1 = r0 + Wp, *r2 = r1 + Wp;
+        T* zy = z + y * W;
+#pragma omp simd
+        for (int64_t x = 0; x < W; ++x)
+          zy[x] = k0 * r0[x] + k1 * r0[x + 1] + k2 * r0[x + 2] + k3 * r1[x] + k4 * r1[x + 1] + k5 * r1[x + 2] +
+                  k6 * r2[x] + k7 * r2[x + 1] + k8 * r2[x + 2];
+      }
+      continue;
+    }
+    std::fill(z, z + s.P, T(0));
     dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
       const T kt = kc[tap];
       T* zl = z;  // local copies: through the captured references GCC 12 vectorises these loops poorly
@@ -191,14 +220,49 @@ void dw_forward(const Shape& s, T* out, const T* in, const T* k, const T* masks)
 // Depthwise conv backward: grad_in = transposed conv of grad_out; grad_k += correlation of grad_out and in.
 template <typename T>
 void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* grad_out, const T* in, const T* k,
-                 const T* masks) {
-  std::fill(grad_in, grad_in + s.C * s.P, T(0));
+                 const T* masks, Padded<T>& pad) {
   for (int64_t c = 0; c < s.C; ++c) {
     const T* go = grad_out + c * s.P;
     const T* a = in + c * s.P;
     T* gi = grad_in + c * s.P;
     const T* kc = k + c * s.KH * s.KW;
     double* gk = grad_k + c * s.KH * s.KW;
+    if (!pad.a.empty()) {
+      pad.fill(pad.a, a, s.H);
+      pad.fill(pad.g, go, s.H);
+      const int64_t W = s.W, Wp = pad.Wp;
+      const T *pa = pad.a.data(), *pg = pad.g.data();
+      // grad_k[ky, kx] = sum_(y, x) go[y, x] a_pad[y + ky, x + kx]: over the padded plane's image rows, whose zero
+      // border columns of pg add nothing (first to last image element: every read stays inside the buffer)
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, s8 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7, s8)
+      for (int64_t i = Wp + 1; i < s.H * Wp + W + 1; ++i) {
+        const T g = pg[i];
+        s0 += g * pa[i - Wp - 1];
+        s1 += g * pa[i - Wp];
+        s2 += g * pa[i - Wp + 1];
+        s3 += g * pa[i - 1];
+        s4 += g * pa[i];
+        s5 += g * pa[i + 1];
+        s6 += g * pa[i + Wp - 1];
+        s7 += g * pa[i + Wp];
+        s8 += g * pa[i + Wp + 1];
+      }
+      gk[0] += s0, gk[1] += s1, gk[2] += s2, gk[3] += s3, gk[4] += s4, gk[5] += s5, gk[6] += s6, gk[7] += s7,
+          gk[8] += s8;
+      // grad_in[y, x] = sum_(ky, kx) k[ky, kx] go_pad[y + 2 - ky, x + 2 - kx]
+      const T k0 = kc[0], k1 = kc[1], k2 = kc[2], k3 = kc[3], k4 = kc[4], k5 = kc[5], k6 = kc[6], k7 = kc[7], k8 = kc[8];
+      for (int64_t y = 0; y < s.H; ++y) {
+        const T *r0 = pg + y * Wp, *r1 = r0 + Wp, *r2 = r1 + Wp;
+        T* gy = gi + y * W;
+#pragma omp simd
+        for (int64_t x = 0; x < W; ++x)
+          gy[x] = k8 * r0[x] + k7 * r0[x + 1] + k6 * r0[x + 2] + k5 * r1[x] + k4 * r1[x + 1] + k3 * r1[x + 2] +
+                  k2 * r2[x] + k1 * r2[x + 1] + k0 * r2[x + 2];
+      }
+      continue;
+    }
+    std::fill(gi, gi + s.P, T(0));
     dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
       const T kt = kc[tap];
       const T* gol = go;  // local copies, as in dw_forward
@@ -288,11 +352,13 @@ template <typename T>
 struct Buffers {
   std::vector<T> qkv, score, ratio, qn, kn, A, Z, Zh, Tt, tau, tmp, masks, g_tau, g_z, g_qkv;
   std::vector<double> mean1, rstd1, mean2, rstd2;
+  Padded<T> pad;
   Buffers(const Shape& s, bool backward = false)
       : qkv(3 * s.C * s.P), score(s.C / s.dk * s.P), ratio(s.C / s.dk * s.P), qn(s.C / s.dk * s.P), kn(s.C / s.dk * s.P), A(s.C * s.P),
         Z(s.C * s.P), Zh(s.C * s.P), Tt(s.C * s.P), tau(s.C * s.P), tmp(3 * s.P), mean1(s.NG), rstd1(s.NG),
         mean2(s.G), rstd2(s.G), masks(column_masks<T>(s)),
-        g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0) {}
+        g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0),
+        pad(s, backward) {}
 };
 
 // tau = f(x) of one sample (Eqs. 2-6), keeping every intermediate in `b` for the backward.
@@ -328,7 +394,7 @@ void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
       for (int64_t p = 0; p < P; ++p) a[p] = score[p] * v[p];
     }
   }
-  dw_forward(s, b.Z.data(), b.A.data(), w.dw, b.masks.data());  // Eq. 3
+  dw_forward(s, b.Z.data(), b.A.data(), w.dw, b.masks.data(), b.pad);  // Eq. 3
   gn_stats(b.Z.data(), s.C, P, s.NG, s.eps1, b.mean1.data(), b.rstd1.data());  // Eq. 4
   gn_apply(b.Zh.data(), b.Z.data(), s.C, P, s.NG, b.mean1.data(), b.rstd1.data(), w.g1w, w.g1b);
   grouped_matmul(b.Tt.data(), w.proj, b.Zh.data(), s.G, s.Cg, s.Cg, P);  // Eq. 5
@@ -360,7 +426,7 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
   gn_backward(g_tau.data(), g_g1w, g_g1b, g_z.data(), buf.Z.data(), s.C, P, s.NG, buf.mean1.data(),
               buf.rstd1.data(), w.g1w);
   // Eq. 3: grad of Z -> grad of A (in g_z), depthwise weight gradient
-  dw_backward(s, g_z.data(), g_dw, g_tau.data(), buf.A.data(), w.dw, buf.masks.data());
+  dw_backward(s, g_z.data(), g_dw, g_tau.data(), buf.A.data(), w.dw, buf.masks.data(), buf.pad);
   // Eq. 2: grad of A -> grads of Q, K, V
   const T eps_t = T(s.eps);
   for (int64_t h = 0; h < s.C / s.dk; ++h) {
