@@ -174,13 +174,14 @@ std::vector<T> column_masks(const Shape& s) {
 // A 3x3 depthwise conv reads each channel from a zero-padded copy ((H + 2) x (W + 2), borders written once per
 // buffer), so that all nine taps of an output are summed in registers and written once, with no column masks and no
 // edge cases; other kernel sizes go tap by tap over the flattened plane (one read-modify-write pass per tap).
+inline bool is_3x3(const Shape& s) { return s.KH == 3 && s.KW == 3; }
+
 template <typename T>
 struct Padded {
   int64_t W, Wp;
-  std::vector<T> a, g;  // the channel's input and (backward) its output gradient
+  std::vector<T> a, g;  // the channel's input and (backward) its output gradient; empty for other kernel sizes
   Padded(const Shape& s, bool backward)
-      : W(s.W), Wp(s.W + 2), a(s.KH == 3 && s.KW == 3 ? (s.H + 2) * (s.W + 2) : 0),
-        g(backward ? a.size() : 0) {}
+      : W(s.W), Wp(s.W + 2), a(is_3x3(s) ? (s.H + 2) * (s.W + 2) : 0), g(backward ? a.size() : 0) {}
   void fill(std::vector<T>& dst, const T* src, int64_t H) const {
     for (int64_t y = 0; y < H; ++y) std::copy(src + y * W, src + (y + 1) * W, dst.data() + (y + 1) * Wp + 1);
   }
@@ -356,7 +357,7 @@ struct Buffers {
   Buffers(const Shape& s, bool backward = false)
       : qkv(3 * s.C * s.P), score(s.C / s.dk * s.P), ratio(s.C / s.dk * s.P), qn(s.C / s.dk * s.P), kn(s.C / s.dk * s.P), A(s.C * s.P),
         Z(s.C * s.P), Zh(s.C * s.P), Tt(s.C * s.P), tau(s.C * s.P), tmp(3 * s.P), mean1(s.NG), rstd1(s.NG),
-        mean2(s.G), rstd2(s.G), masks(column_masks<T>(s)),
+        mean2(s.G), rstd2(s.G), masks(is_3x3(s) ? std::vector<T>() : column_masks<T>(s)),
         g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0),
         pad(s, backward) {}
 };

@@ -179,12 +179,12 @@ def install_model_hooks() -> bool:
     its ``__init__`` (``post_init``: after the generic init, before any checkpoint is loaded) and initialise the ones a
     checkpoint lacks with :func:`init_unloaded` (``_initialize_weights``). A model whose inputs cannot be made keeps
     its activations lazy (sized at the first call), with a warning. Installed once per process; False if it was."""
-    model = transformers.PreTrainedModel
-    stock_post_init, stock_initialize = model.post_init, model._initialize_weights
+    cls = transformers.PreTrainedModel
+    stock_post_init, stock_initialize = cls.post_init, cls._initialize_weights
     if getattr(stock_post_init, "_hf_acts", False):
         return False
 
-    def post_init(self: model) -> None:
+    def post_init(self: cls) -> None:
         stock_post_init(self)
         try:
             size_lazy_activations(self)
@@ -193,13 +193,13 @@ def install_model_hooks() -> bool:
                            f"sized when the model was built ({error!r}); they are sized at the first call, and "
                            "from_pretrained cannot load their parameters into this class")
 
-    def _initialize_weights(self: model, module: nn.Module, is_custom_code: bool = False) -> None:
+    def _initialize_weights(self: cls, module: nn.Module, is_custom_code: bool = False) -> None:
         stock_initialize(self, module, is_custom_code)
         if isinstance(module, LazyChannels):
             init_unloaded(module)
 
     post_init._hf_acts = _initialize_weights._hf_acts = True
-    model.post_init, model._initialize_weights = post_init, _initialize_weights
+    cls.post_init, cls._initialize_weights = post_init, _initialize_weights
     return True
 
 
