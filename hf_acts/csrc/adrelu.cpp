@@ -185,6 +185,18 @@ struct Padded {
   void fill(std::vector<T>& dst, const T* src, int64_t H) const {
     for (int64_t y = 0; y < H; ++y) std::copy(src + y * W, src + (y + 1) * W, dst.data() + (y + 1) * Wp + 1);
   }
+  // out[y, x] = sum_(ky, kx) k[ky, kx] src_pad[y + ky, x + kx] over the H image rows, from a padded plane
+  void conv(T* out, const T* src_pad, const T* k, int64_t H) const {
+    const T k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7], k8 = k[8];
+    for (int64_t y = 0; y < H; ++y) {
+      const T *r0 = src_pad + y * Wp, *r1 = r0 + Wp, *r2 = r1 + Wp;
+      T* oy = out + y * W;
+#pragma omp simd
+      for (int64_t x = 0; x < W; ++x)
+        oy[x] = k0 * r0[x] + k1 * r0[x + 1] + k2 * r0[x + 2] + k3 * r1[x] + k4 * r1[x + 1] + k5 * r1[x + 2] +
+                k6 * r2[x] + k7 * r2[x + 1] + k8 * r2[x + 2];
+    }
+  }
 };
 
 template <typename T>
@@ -195,16 +207,7 @@ void dw_forward(const Shape& s, T* out, const T* in, const T* k, const T* masks,
     const T* kc = k + c * s.KH * s.KW;
     if (!pad.a.empty()) {
       pad.fill(pad.a, a, s.H);
-      const int64_t W = s.W, Wp = pad.Wp;
-      const T k0 = kc[0], k1 = kc[1], k2 = kc[2], k3 = kc[3], k4 = kc[4], k5 = kc[5], k6 = kc[6], k7 = kc[7], k8 = kc[8];
-      for (int64_t y = 0; y < s.H; ++y) {
-        const T *r0 = pad.a.data() + y * Wp, *r1 = r0 + Wp, *r2 = r1 + Wp;
-        T* zy = z + y * W;
-#pragma omp simd
-        for (int64_t x = 0; x < W; ++x)
-          zy[x] = k0 * r0[x] + k1 * r0[x + 1] + k2 * r0[x + 2] + k3 * r1[x] + k4 * r1[x + 1] + k5 * r1[x + 2] +
-                  k6 * r2[x] + k7 * r2[x + 1] + k8 * r2[x + 2];
-      }
+      pad.conv(z, pad.a.data(), kc, s.H);
       continue;
     }
     std::fill(z, z + s.P, T(0));
@@ -251,16 +254,9 @@ void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* grad_out, 
       }
       gk[0] += s0, gk[1] += s1, gk[2] += s2, gk[3] += s3, gk[4] += s4, gk[5] += s5, gk[6] += s6, gk[7] += s7,
           gk[8] += s8;
-      // grad_in[y, x] = sum_(ky, kx) k[ky, kx] go_pad[y + 2 - ky, x + 2 - kx]
-      const T k0 = kc[0], k1 = kc[1], k2 = kc[2], k3 = kc[3], k4 = kc[4], k5 = kc[5], k6 = kc[6], k7 = kc[7], k8 = kc[8];
-      for (int64_t y = 0; y < s.H; ++y) {
-        const T *r0 = pg + y * Wp, *r1 = r0 + Wp, *r2 = r1 + Wp;
-        T* gy = gi + y * W;
-#pragma omp simd
-        for (int64_t x = 0; x < W; ++x)
-          gy[x] = k8 * r0[x] + k7 * r0[x + 1] + k6 * r0[x + 2] + k5 * r1[x] + k4 * r1[x + 1] + k3 * r1[x + 2] +
-                  k2 * r2[x] + k1 * r2[x + 1] + k0 * r2[x + 2];
-      }
+      // grad_in[y, x] = sum_(ky, kx) k[ky, kx] go_pad[y + 2 - ky, x + 2 - kx]: the same conv with the kernel flipped
+      const T flipped[9] = {kc[8], kc[7], kc[6], kc[5], kc[4], kc[3], kc[2], kc[1], kc[0]};
+      pad.conv(gi, pg, flipped, s.H);
       continue;
     }
     std::fill(gi, gi + s.P, T(0));
