@@ -294,13 +294,22 @@ void gn_stats(const T* in, int64_t C, int64_t P, int64_t groups, double eps, dou
   }
 }
 
+// GroupNorm of channel c (in groups of cpg channels) as the affine map a x + b (Eqs. 4, 6).
+template <typename T>
+struct Affine {
+  T a, b;
+};
+
+template <typename T>
+Affine<T> gn_affine(int64_t c, int64_t cpg, const double* mean, const double* rstd, const T* gamma, const T* beta) {
+  return {T(rstd[c / cpg] * gamma[c]), T(beta[c] - mean[c / cpg] * rstd[c / cpg] * gamma[c])};
+}
+
 template <typename T>
 void gn_apply(T* out, const T* in, int64_t C, int64_t P, int64_t groups, const double* mean, const double* rstd,
               const T* gamma, const T* beta) {
-  const int64_t cpg = C / groups;
   for (int64_t c = 0; c < C; ++c) {
-    const T a = T(rstd[c / cpg] * gamma[c]);
-    const T b = T(beta[c] - mean[c / cpg] * rstd[c / cpg] * gamma[c]);
+    const auto [a, b] = gn_affine(c, C / groups, mean, rstd, gamma, beta);
     const T* src = in + c * P;
     T* dst = out + c * P;
     for (int64_t p = 0; p < P; ++p) dst[p] = a * src[p] + b;
@@ -352,15 +361,16 @@ struct Buffers {
   Padded<T> pad;
   Buffers(const Shape& s, bool backward = false)
       : qkv(3 * s.C * s.P), score(s.C / s.dk * s.P), ratio(s.C / s.dk * s.P), qn(s.C / s.dk * s.P), kn(s.C / s.dk * s.P), A(s.C * s.P),
-        Z(s.C * s.P), Zh(s.C * s.P), Tt(s.C * s.P), tau(s.C * s.P), tmp(3 * s.P), mean1(s.NG), rstd1(s.NG),
+        Z(s.C * s.P), Zh(s.C * s.P), Tt(s.C * s.P), tau(backward ? s.C * s.P : 0), tmp(3 * s.P), mean1(s.NG), rstd1(s.NG),
         mean2(s.G), rstd2(s.G), masks(is_3x3(s) ? std::vector<T>() : column_masks<T>(s)),
         g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0),
         pad(s, backward) {}
 };
 
-// tau = f(x) of one sample (Eqs. 2-6), keeping every intermediate in `b` for the backward.
+// Eqs. 2-5 and Eq. 6's statistics for one sample: T (Eq. 6's input) in b.Tt, its statistics in b.mean2, b.rstd2;
+// every intermediate stays in `b` for the backward.
 template <typename T>
-void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
+void pre_norm(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
   const int64_t P = s.P;
   grouped_matmul(b.qkv.data(), w.qkv, x, s.G, 3 * s.Cg, s.Cg, P);
   const T eps = T(s.eps);
@@ -396,7 +406,13 @@ void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
   gn_apply(b.Zh.data(), b.Z.data(), s.C, P, s.NG, b.mean1.data(), b.rstd1.data(), w.g1w, w.g1b);
   grouped_matmul(b.Tt.data(), w.proj, b.Zh.data(), s.G, s.Cg, s.Cg, P);  // Eq. 5
   gn_stats(b.Tt.data(), s.C, P, s.G, s.eps2, b.mean2.data(), b.rstd2.data());  // Eq. 6
-  gn_apply(b.tau.data(), b.Tt.data(), s.C, P, s.G, b.mean2.data(), b.rstd2.data(), w.g2w, w.g2b);
+}
+
+// tau = f(x) of one sample (Eqs. 2-6), keeping every intermediate in `b` for the backward.
+template <typename T>
+void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
+  pre_norm(s, w, x, b);
+  gn_apply(b.tau.data(), b.Tt.data(), s.C, s.P, s.G, b.mean2.data(), b.rstd2.data(), w.g2w, w.g2b);
 }
 
 // Gradients of one sample (or unit, see Units): grad_x into gx; parameter gradients added to grads[0..6] (the params'
@@ -549,11 +565,20 @@ void write_back(S* out, const T* computed, int64_t n) {
   }
 }
 
-// Eq. 1: y = max(x, tau), stored in y's dtype.
+// Eqs. 6 and 1 in one pass: y = max(x, tau) with tau = GroupNorm(T) computed on the fly (never written), stored in
+// y's dtype.
 template <typename S, typename T = compute_t<S>>
-void store_max(S* y, const T* x, const T* tau, int64_t n) {
+void store_norm_max(S* y, const T* x, const T* t, const Shape& s, const double* mean, const double* rstd,
+                    const T* gamma, const T* beta) {
+  for (int64_t c = 0; c < s.C; ++c) {
+    const auto [a, b] = gn_affine(c, s.C / s.G, mean, rstd, gamma, beta);
+    const int64_t o = c * s.P;
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) hf_acts::store(y, i, x[i] > tau[i] ? x[i] : tau[i]);
+    for (int64_t p = 0; p < s.P; ++p) {
+      const T tau = a * t[o + p] + b;
+      hf_acts::store(y, o + p, x[o + p] > tau ? x[o + p] : tau);
+    }
+  }
 }
 
 // params: qkv weight (3C, C/g, 1, 1), dw weight (C, 1, KH, KW), GN1 weight, GN1 bias, proj weight (C, C/g, 1, 1),
@@ -576,8 +601,9 @@ at::Tensor adrelu_forward(const at::Tensor& x, const std::vector<at::Tensor>& pa
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t off = units.element(u);
         const T* xb = in_compute_type(xp + off, un, convert);
-        threshold(us, unit_weights(w, units, u % per), xb, buf);
-        store_max(yp + off, xb, buf.tau.data(), un);
+        const Weights<T> uw = unit_weights(w, units, u % per);
+        pre_norm(us, uw, xb, buf);
+        store_norm_max(yp + off, xb, buf.Tt.data(), us, buf.mean2.data(), buf.rstd2.data(), uw.g2w, uw.g2b);
       }
     });
   });
