@@ -4,8 +4,9 @@
 // the thread count spreads each sample's rows or channels instead):
 //   forward   stats (pos = sum relu(x), count = sum [x > 0]; 1 read), the coefficient MLP
 //             [k_ve, k_ho] = 1 + tanh(fc2(relu(fc1(m)))), then y = k_ve rho(k_ho x) x (1 read + 1 write)
-//   backward  d k_ve = sum g rho(u) x, d k_ho = sum g k_ve rho'(u) x^2 (u = k_ho x; 2 reads), the MLP's backward to
-//             d m, then dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom (2 reads + 1 write)
+//   backward  d k_ve = sum g rho(u) x, d k_ho = sum g k_ve rho'(u) x^2 (u = k_ho x) and dx's first term
+//             g k_ve (rho(u) + u rho'(u)) (2 reads + 1 write: into dx, or a per-thread float buffer for 16-bit x),
+//             the MLP's backward to d m, then dx = that term + [x > 0] d m / denom (2 reads + 1 write, no rho)
 // The weight gradients (two (hidden, C)-sized products over the batch) are left to PyTorch.
 // x is viewed as (B, R, C, I): images (B, 1, C, H*W), tokens (B, N, C, 1); coefficients and statistics are (B, C).
 // Loads and stores in x's dtype, arithmetic in float (double for double).
@@ -17,6 +18,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "vec_math.h"
@@ -146,44 +149,48 @@ void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho, i
 }
 
 // sum_a[c] += sum g rho(u) x, sum_d[c] += sum g rho'(u) x^2 over units [u0, u1) of one sample.
+// The backward's first pass: the coefficient sums, and dx's part that needs no sum, g k_ve (rho(u) + u rho'(u)),
+// into `first` (laid out like x, in the compute type), so that rho is evaluated once per element in the backward.
 template <int64_t G, typename S, typename T = compute_t<S>>
-void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ho, T* sum_a, T* sum_d, int64_t u0,
-                      int64_t u1) {
+void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ve, const T* ho, T* first, T* sum_a,
+                      T* sum_d, int64_t u0, int64_t u1) {
   visit(
       l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
-        const T h = ho[c];
+        const T k = ve[c], h = ho[c];
         const S *xs = x + off, *gs = g + off;
+        T* fs = first + off;
         T a = 0, d = 0;
 #pragma omp simd reduction(+ : a, d)
         for (int64_t i = 0; i < len; ++i) {
-          const T v = load(xs, i), gi = load(gs, i);
+          const T v = load(xs, i), gi = load(gs, i), u = h * v;
           T dgate;
-          const T rho = gate<G>(h * v, &dgate);
+          const T rho = gate<G>(u, &dgate);
           a += gi * rho * v;
           d += gi * dgate * v * v;
+          fs[i] = gi * k * (rho + u * dgate);
         }
         sum_a[c] += a;
         sum_d[c] += d;
       },
       [&](int64_t off) {
         const S *xs = x + off, *gs = g + off;
-        const T* hl = ho;
+        T* fs = first + off;
+        const T *kl = ve, *hl = ho;
         T *a = sum_a, *d = sum_d;
         const int64_t C = l.C;
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
-          const T v = load(xs, c), gi = load(gs, c);
+          const T v = load(xs, c), gi = load(gs, c), u = hl[c] * v;
           T dgate;
-          const T rho = gate<G>(hl[c] * v, &dgate);
+          const T rho = gate<G>(u, &dgate);
           a[c] += gi * rho * v;
           d[c] += gi * dgate * v * v;
+          fs[c] = gi * kl[c] * (rho + u * dgate);
         }
       });
 }
 
-// The MLP's backward for one sample, from the coefficient sums to d pos = d m / denom (written over sum_a):
-// d pre2 = [d k_ve, d k_ho] (1 - t^2), d pre1 = (w2^T d pre2) [h > 0], d m = w1^T d pre1.
 template <typename T>
 void sample_mlp_backward(const Layout& l, const T* w1, const T* w2, const T* denom, const T* h, const T* t,
                          const T* ve, T* sum_a, const T* sum_d, T* d_pre1, T* d_pre2) {
@@ -209,39 +216,30 @@ void sample_mlp_backward(const Layout& l, const T* w1, const T* w2, const T* den
   for (int64_t c = 0; c < l.C; ++c) dpos[c] /= denom[c];
 }
 
-template <int64_t G, typename S, typename T = compute_t<S>>
-void sample_input_grad(const Layout& l, const S* g, const S* x, S* gx, const T* ve, const T* ho, const T* dpos,
-                       int64_t u0, int64_t u1) {
+// The second pass: dx = first + [x > 0] d m / denom (dpos), stored in x's dtype; `first` may be gx itself.
+template <typename S, typename T = compute_t<S>>
+void sample_input_grad(const Layout& l, const S* x, const T* first, S* gx, const T* dpos, int64_t u0, int64_t u1) {
   visit(
       l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
-        const T a = ve[c], h = ho[c], d = dpos[c];
-        const S *xs = x + off, *gs = g + off;
+        const T d = dpos[c];
+        const S* xs = x + off;
+        const T* fs = first + off;
         S* out = gx + off;
 #pragma omp simd
-        for (int64_t i = 0; i < len; ++i) {
-          const T v = load(xs, i), u = h * v;
-          T dgate;
-          const T rho = gate<G>(u, &dgate);
-          store(out, i, load(gs, i) * a * (rho + u * dgate) + (v > 0 ? d : T(0)));
-        }
+        for (int64_t i = 0; i < len; ++i) store(out, i, fs[i] + (load(xs, i) > 0 ? d : T(0)));
       },
       [&](int64_t off) {
-        const S *xs = x + off, *gs = g + off;
+        const S* xs = x + off;
+        const T* fs = first + off;
         S* out = gx + off;
-        const T *vl = ve, *hl = ho, *dl = dpos;
+        const T* dl = dpos;
         const int64_t C = l.C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const T v = load(xs, c), u = hl[c] * v;
-          T dgate;
-          const T rho = gate<G>(u, &dgate);
-          store(out, c, load(gs, c) * vl[c] * (rho + u * dgate) + (v > 0 ? dl[c] : T(0)));
-        }
+        for (int64_t c = 0; c < C; ++c) store(out, c, fs[c] + (load(xs, c) > 0 ? dl[c] : T(0)));
       });
 }
 
-// k_ve = 1 + t[:C], k_ho = 1 + t[C:] of one sample.
 template <typename T>
 void coefficients(const Layout& l, const T* t, T* ve, T* ho) {
   for (int64_t c = 0; c < l.C; ++c) {
@@ -381,22 +379,25 @@ std::vector<at::Tensor> backward(const at::Tensor& g, const at::Tensor& x, const
       const bool split = l.B < at::get_num_threads();  // as in the forward
       at::parallel_for(0, l.B, split ? l.B : 1, [&](int64_t b0, int64_t b1) {
         std::vector<T> ve(l.C), ho(l.C), sum_a(l.C), sum_d(l.C);
+        // dx's first term: in gx itself for float32/64, else in a float buffer (uninitialised: it is written first)
+        const auto first_buffer = std::is_same_v<scalar_t, T> ? nullptr : std::make_unique_for_overwrite<T[]>(l.sample());
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t off = b * l.sample();
           const scalar_t *xb = xp + off, *gb = gp + off;
           scalar_t* gxb = gxp + off;
+          T* first = first_buffer ? first_buffer.get() : reinterpret_cast<T*>(gxb);
           const T* tb = tp + b * 2 * l.C;
           coefficients(l, tb, ve.data(), ho.data());
           const T *vep = ve.data(), *hop = ho.data();
           const auto sums = [&](T* a, T* d, int64_t u0, int64_t u1) {
-            sample_coef_sums<G>(l, gb, xb, hop, a, d, u0, u1);
+            sample_coef_sums<G>(l, gb, xb, vep, hop, first, a, d, u0, u1);
           };
           sample_sums(l, split, sum_a.data(), sum_d.data(), sums);
           sample_mlp_backward(l, w1p, w2p, dp + b * l.C, hp + b * l.H, tb, vep, sum_a.data(), sum_d.data(),
                               d1p + b * l.H, d2p + b * 2 * l.C);
           const T* dpos = sum_a.data();
           for_units(l, split, [&](int64_t u0, int64_t u1) {
-            sample_input_grad<G>(l, gb, xb, gxb, vep, hop, dpos, u0, u1);
+            sample_input_grad(l, xb, first, gxb, dpos, u0, u1);
           });
         }
       });
