@@ -43,10 +43,11 @@ def assert_fused_equals_plain(monkeypatch: pytest.MonkeyPatch, module: torch.nn.
 
 def ran_op(y: torch.Tensor, op: str) -> bool:
     """Whether the registered op ``hf_acts::<op>`` is in ``y``'s autograd graph (its node names it), or its kernels
-    under the eager fast path (``pointwise._Direct``, whose node holds the op's backward kernel)."""
-    from hf_acts.ops import pointwise
+    under the eager fast path (``direct._Direct``, whose node holds the op's backward kernel)."""
+    from hf_acts.ops import direct as fast_path
 
-    direct = pointwise.DIRECT.get(getattr(pointwise, op, None), ({}, {}))[1].values()
+    kernels = [k for o, (_, by_device) in fast_path.KERNELS.items() if o._qualname == f"hf_acts::{op}"
+               for k in by_device.values()]
     todo, seen = [y.grad_fn], set()
     while todo:
         node = todo.pop()
@@ -54,7 +55,7 @@ def ran_op(y: torch.Tensor, op: str) -> bool:
             continue
         if type(node).__name__.startswith(f"GeneratedBackwardFor_hf_acts_{op}_default"):
             return True
-        if type(node).__name__ == "_DirectBackward" and node.backward in direct:
+        if type(node).__name__ == "_DirectBackward" and node.backward in kernels:
             return True
         seen.add(node)
         todo.extend(n for n, _ in node.next_functions)

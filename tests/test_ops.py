@@ -13,7 +13,7 @@ from conftest import ran_op, randomize_
 from hf_acts import ADReLU, DynActGLU, DynActivation, FleS, SwishBeta
 from hf_acts.activations._base import from_nchw, to_nchw
 from hf_acts.activations.adrelu import adrelu_threshold
-from hf_acts.ops import _cpp, dispatch, pointwise
+from hf_acts.ops import _cpp, direct, dispatch, pointwise
 from hf_acts.ops import adrelu as adrelu_op
 from hf_acts.ops import fles as fles_op
 
@@ -241,16 +241,18 @@ def _op_cases(device: str) -> list:
     def t(*shape: int, scale: float = 1.0) -> torch.Tensor:
         return (torch.randn(*shape) * scale).to(device)
 
+    params, config = randomize_(ADReLU(channels=16)).parameters_and_config()
     return [(pointwise.dynact, (t(2, 8, 5, 5), 1 + t(8, scale=0.2), t(8, scale=0.2), "gelu")),
             (pointwise.dynact, (t(3, 7, 8), 1 + t(1, scale=0.2), t(1, scale=0.2), "silu")),
             (pointwise.swish_beta, (t(2, 8, 5, 5), 1 + t(8, scale=0.3))),
-            (pointwise.dynact_glu, (t(2, 5, 8), t(2, 5, 8), 1 + t(8, scale=0.2), t(8, scale=0.2), "silu"))]
+            (pointwise.dynact_glu, (t(2, 5, 8), t(2, 5, 8), 1 + t(8, scale=0.2), t(8, scale=0.2), "silu")),
+            (adrelu_op.adrelu, (t(2, 16, 6, 6), *(p.detach().to(device) for p in params), *config))]
 
 
 def _op_and_fast_path(op, args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # noqa: ANN001
-    """Output and gradients of every tensor input through the registered op and through ``pointwise.run``."""
+    """Output and gradients of every tensor input through the registered op and through ``direct.run``."""
     results, grad = [], None
-    for call in (op, lambda *a: pointwise.run(op, *a)):
+    for call in (op, lambda *a: direct.run(op, *a)):
         inputs = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
         y = call(*inputs)
         tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
@@ -259,13 +261,13 @@ def _op_and_fast_path(op, args) -> tuple[list[torch.Tensor], list[torch.Tensor]]
         if call is not op:
             assert type(y.grad_fn).__name__ == "_DirectBackward"
             with torch.inference_mode():
-                results[-1].append(pointwise.run(op, *args))
+                results[-1].append(direct.run(op, *args))
     return results
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_eager_fast_paths_equal_the_op(case):
-    """``pointwise.run`` (the op's kernels without its dispatch: under autograd and without it) gives the op's
+    """``direct.run`` (the op's kernels without its dispatch: under autograd and without it) gives the op's
     output and gradients bit for bit: it calls the same kernels."""
     torch.manual_seed(case)
     op, args = _op_cases("cpu")[case]
@@ -275,7 +277,7 @@ def test_eager_fast_paths_equal_the_op(case):
 
 
 @needs_cuda
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_cuda_eager_fast_paths_equal_the_op(case):
     torch.manual_seed(case)
     op, args = _op_cases("cuda")[case]
@@ -299,6 +301,12 @@ def test_eager_fast_paths_skip_the_dispatcher():
         assert _dispatched(lambda: module(x)) == []
     assert _dispatched(lambda: module(x.clone().requires_grad_()).sum().backward()) == []
     assert "hf_acts::dynact" in _dispatched(lambda: pointwise.dynact(x, module.alpha, module.beta, "gelu"))
+    adrelu, maps = ADReLU(channels=16), torch.randn(2, 16, 6, 6)
+    with torch.inference_mode():
+        assert _dispatched(lambda: adrelu(maps)) == []
+    assert _dispatched(lambda: adrelu(maps.clone().requires_grad_()).sum().backward()) == []
+    params, config = adrelu.parameters_and_config()
+    assert "hf_acts::adrelu" in _dispatched(lambda: adrelu_op.adrelu(maps, *params, *config))
 
 
 def test_eager_fast_path_refuses_a_second_derivative():

@@ -10,9 +10,9 @@ from ._base import LazyChannels, check_divisible, from_nchw, to_nchw
 
 try:  # absolute: transformers copies relative imports beside the file
     from hf_acts.ops import adrelu as adrelu_op
-    from hf_acts.ops import dispatch
+    from hf_acts.ops import direct, dispatch
 except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
-    dispatch = adrelu_op = None
+    direct = dispatch = adrelu_op = None
 
 TAU_INITS = ("paper", "zero")
 
@@ -187,7 +187,7 @@ class ADReLU(LazyChannels):
         impl = "plain" if dispatch is None else dispatch.implementation(x4, "adrelu")
         if impl == "triton" or (impl == "cpp" and self._fused_wins(x4)):
             params, config = self.parameters_and_config()
-            return from_nchw(adrelu_op.adrelu(x4, *params, *config), x)
+            return from_nchw(direct.run(adrelu_op.adrelu, x4, *params, *config), x)
         tau = self.threshold(x4)
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             return from_nchw(torch.maximum(x4, tau), x)  # Eq. 1

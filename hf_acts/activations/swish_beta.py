@@ -7,10 +7,10 @@ from torch import nn
 
 from ._base import LazyChannels
 
-try:
-    from hf_acts.ops import dispatch, pointwise  # absolute: transformers copies relative imports beside the file
+try:  # absolute: transformers copies relative imports beside the file
+    from hf_acts.ops import direct, dispatch, pointwise
 except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
-    dispatch = pointwise = None
+    direct = dispatch = pointwise = None
 
 
 class SwishBeta(LazyChannels):
@@ -58,7 +58,7 @@ class SwishBeta(LazyChannels):
             if self.per_channel:
                 self._check_input(x)
             if dispatch is not None and dispatch.fused(x, "pointwise"):
-                return pointwise.run(pointwise.swish_beta, x, self.beta)
+                return direct.run(pointwise.swish_beta, x, self.beta)
         beta = self.beta if self.per_channel else self.beta.view(())
         beta = beta.view(-1, 1, 1) if self.per_channel and x.ndim == 4 else beta
         return x * torch.sigmoid(beta * x)

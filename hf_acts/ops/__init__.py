@@ -13,9 +13,11 @@ op                         what it computes                                used 
 ``hf_acts::adrelu``        ``max(x, tau)``, ``tau = f(x)`` (Eqs. 1-6)      :class:`~hf_acts.ADReLU`
 =========================  ==============================================  =====================================
 
-Each has a ``*_backward`` op, so ``torch.compile(fullgraph=True)`` traces both directions.
+Each has a ``*_backward`` op, so ``torch.compile(fullgraph=True)`` traces both directions. :mod:`hf_acts.ops.direct`
+registers the autograd of those that save only their inputs (all but ``fles``, which saves its small intermediates)
+and runs their kernels without the dispatcher in eager mode.
 """
 
-from . import adrelu, dispatch, fles, pointwise
+from . import adrelu, direct, dispatch, fles, pointwise
 
-__all__ = ["adrelu", "dispatch", "fles", "pointwise"]
+__all__ = ["adrelu", "direct", "dispatch", "fles", "pointwise"]

@@ -11,18 +11,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _cpp
+from . import _cpp, direct
 from .fles_math import in_compute_dtype  # one rule for the C++ kernels: float64 stays, the rest runs in float32
 
 
-@torch.library.custom_op("hf_acts::adrelu", mutates_args=(), device_types="cpu")
-def adrelu(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, proj: Tensor, norm_w: Tensor,
+def _adrelu_cpu(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, proj: Tensor, norm_w: Tensor,
            norm_b: Tensor, groups: int, head_dim: int, norm_groups: int, eps: float, eps_dw: float, eps_norm: float
            ) -> Tensor:
     """``max(x, tau)``, ``tau = GN(conv1x1_g(GN(DW(sigmoid(<Qn, Kn>) V))))`` (Eqs. 1-6)."""
     params = in_compute_dtype(x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b)
     config = (groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
     return _cpp.load("adrelu").forward(x.contiguous(), params, *config)
+
+
+adrelu = torch.library.custom_op("hf_acts::adrelu", mutates_args=(), device_types="cpu")(_adrelu_cpu)
 
 
 @adrelu.register_kernel("cuda")
@@ -51,8 +53,7 @@ def _(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, 
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.custom_op("hf_acts::adrelu_backward", mutates_args=(), device_types="cpu")
-def adrelu_backward(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor,
+def _adrelu_backward_cpu(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor,
                     proj: Tensor, norm_w: Tensor, norm_b: Tensor, groups: int, head_dim: int, norm_groups: int,
                     eps: float, eps_dw: float, eps_norm: float) -> list[Tensor]:
     """``[dx, d qkv, d dw, d norm_dw_w, d norm_dw_b, d proj, d norm_w, d norm_b]`` (recomputing the forward)."""
@@ -61,6 +62,10 @@ def adrelu_backward(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w:
     config = (groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
     grads = _cpp.load("adrelu").backward(grad.to(x.dtype).contiguous(), x.contiguous(), params, *config)
     return [g.to(t.dtype) for g, t in zip(grads, [x, *weights], strict=True)]
+
+
+adrelu_backward = torch.library.custom_op("hf_acts::adrelu_backward", mutates_args=(),
+                                          device_types="cpu")(_adrelu_backward_cpu)
 
 
 @adrelu_backward.register_kernel("cuda")
@@ -88,13 +93,5 @@ def _(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_
             for t in (x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b)]
 
 
-def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    ctx.save_for_backward(*inputs[:8])
-    ctx.config = inputs[8:]
-
-
-def _grad(ctx, grad):  # noqa: ANN001, ANN202
-    return *adrelu_backward(grad, *ctx.saved_tensors, *ctx.config), *(None,) * 6
-
-
-adrelu.register_autograd(_grad, setup_context=_setup)
+direct.register(adrelu, adrelu_backward, {"cpu": _adrelu_cpu, "cuda": adrelu_cuda},
+                {"cpu": _adrelu_backward_cpu, "cuda": adrelu_backward_cuda})

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..activations.bases import BASE_ACTIVATIONS
-from . import _cpp
+from . import _cpp, direct
 from .ids import POINTWISE_OPS as OPS
 
 SWISH = OPS["swish_beta"]
@@ -224,70 +224,11 @@ def _(grad: Tensor, gate: Tensor, up: Tensor, alpha: Tensor, beta: Tensor, base:
     return like, torch.empty_like(like), torch.empty_like(alpha), torch.empty_like(beta)
 
 
-# ---- autograd: the registered ops and the eager fast path -----------------------------------------------------------
+# ---- autograd and the eager fast path (hf_acts.ops.direct) ---------------------------------------------------------
 
-# each op's backward op, and its kernels by device: (forward, backward); a backward returns the gradients of the op's
-# tensor inputs, which come first in every signature (the base's name last)
-BACKWARD = {dynact: dynact_backward, swish_beta: swish_beta_backward, dynact_glu: dynact_glu_backward}
-DIRECT = {
-    dynact: ({"cpu": _dynact_cpu, "cuda": dynact_triton},
-             {"cpu": _dynact_backward_cpu, "cuda": dynact_backward_triton}),
-    swish_beta: ({"cpu": _swish_beta_cpu, "cuda": swish_beta_triton},
-                 {"cpu": _swish_beta_backward_cpu, "cuda": swish_beta_backward_triton}),
-    dynact_glu: ({"cpu": _dynact_glu_cpu, "cuda": dynact_glu_triton},
-                 {"cpu": _dynact_glu_backward_cpu, "cuda": dynact_glu_backward_triton}),
-}
-
-
-def _save_inputs(ctx, inputs: tuple) -> None:  # noqa: ANN001
-    """Save the tensor inputs for the backward (the forward saves only its inputs; the backward recomputes)."""
-    tensors = [a for a in inputs if isinstance(a, Tensor)]
-    ctx.save_for_backward(*tensors)
-    ctx.extra = inputs[len(tensors):]
-
-
-def _input_grads(ctx, grads: tuple) -> tuple[Tensor | None, ...]:  # noqa: ANN001
-    return *grads, *(None for _ in ctx.extra)
-
-
-for _op, _backward in BACKWARD.items():
-    _op.register_autograd(
-        lambda ctx, grad, backward=_backward: _input_grads(ctx, backward(grad, *ctx.saved_tensors, *ctx.extra)),
-        setup_context=lambda ctx, inputs, output: _save_inputs(ctx, inputs))
-
-
-class _Direct(torch.autograd.Function):
-    """An op's own forward and backward kernels under a plain ``autograd.Function``: the same arithmetic as the op
-    and its registered autograd, without the dispatcher and ``torch.library``'s autograd wrapper around each call."""
-
-    @staticmethod
-    def forward(ctx, op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:  # noqa: ANN001
-        _save_inputs(ctx, args)
-        device = args[0].device.type
-        ctx.backward = DIRECT[op][1][device]
-        return DIRECT[op][0][device](*args)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
-        if torch.is_grad_enabled() and any(t.requires_grad for t in ctx.saved_tensors):  # create_graph=True
-            raise RuntimeError("hf-acts' fused kernels have no second derivative (a gradient penalty, "
-                               "create_graph=True); run the plain formulas there: "
-                               "hf_acts.ops.dispatch.plain_formulas() or HF_ACTS_FUSED=0")
-        return None, *_input_grads(ctx, ctx.backward(grad, *ctx.saved_tensors, *ctx.extra))
-
-
-def run(op: torch.library.CustomOpDef, *args: Tensor | str) -> Tensor:
-    """``op(*args)`` in eager mode without its dispatch: the op's CPU or CUDA forward directly where no autograd is
-    needed (``torch.inference_mode`` / ``no_grad``, or nothing requires grad), else its kernels under
-    :class:`_Direct`. A custom op's dispatch and autograd wrapper cost ~50 us per call and ~80 us per forward +
-    backward on the project's CPU VM (``scripts/bench_call_overhead.py``), as much as the kernels on small tensors.
-    The op itself runs inside ``torch.compile`` and ``torch.jit.trace`` (which record ops, and would record a direct
-    call's output as a constant) and for tensor subclasses (DTensor, ...), which dispatch through it."""
-    tensors = [a for a in args if isinstance(a, Tensor)]
-    forward = DIRECT[op][0].get(tensors[0].device.type)
-    if (forward is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or any(type(t) not in (Tensor, torch.nn.Parameter) for t in tensors)):
-        return op(*args)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _Direct.apply(op, *args)
-    return forward(*args)
+direct.register(dynact, dynact_backward, {"cpu": _dynact_cpu, "cuda": dynact_triton},
+                {"cpu": _dynact_backward_cpu, "cuda": dynact_backward_triton})
+direct.register(swish_beta, swish_beta_backward, {"cpu": _swish_beta_cpu, "cuda": swish_beta_triton},
+                {"cpu": _swish_beta_backward_cpu, "cuda": swish_beta_backward_triton})
+direct.register(dynact_glu, dynact_glu_backward, {"cpu": _dynact_glu_cpu, "cuda": dynact_glu_triton},
+                {"cpu": _dynact_glu_backward_cpu, "cuda": dynact_glu_backward_triton})

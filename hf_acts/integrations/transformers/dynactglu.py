@@ -8,9 +8,9 @@ from torch import nn
 from .dynactivation import DynActivation, use_op
 
 try:
-    from hf_acts.ops import pointwise  # absolute: transformers copies relative imports beside the file
+    from hf_acts.ops import direct, pointwise  # absolute: transformers copies relative imports beside the file
 except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
-    pointwise = None
+    direct = pointwise = None
 
 MODES = ("gate", "both")
 
@@ -78,7 +78,7 @@ class DynActGLU(nn.Module):
         pass per direction)."""
         if self.mode == "gate" and use_op(gate):
             act = self.act_fn
-            return pointwise.run(pointwise.dynact_glu, gate, up, act.alpha, act.beta, act.base)
+            return direct.run(pointwise.dynact_glu, gate, up, act.alpha, act.beta, act.base)
         if self.mode == "both":
             up = self.up_act(up)
         return self.act_fn(gate) * up

@@ -8,10 +8,10 @@ from torch import nn
 from ._base import LazyChannels
 from .bases import apply_base, get_base
 
-try:
-    from hf_acts.ops import dispatch, pointwise  # absolute: transformers copies relative imports beside the file
+try:  # absolute: transformers copies relative imports beside the file
+    from hf_acts.ops import direct, dispatch, pointwise
 except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
-    dispatch = pointwise = None
+    direct = dispatch = pointwise = None
 
 DYN_BASES = ("relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish")
 
@@ -87,7 +87,7 @@ class DynActivation(LazyChannels):
             if self.per_channel:
                 self._check_input(x)
             if use_op(x):
-                return pointwise.run(pointwise.dynact, x, self.alpha, self.beta, self.base)
+                return direct.run(pointwise.dynact, x, self.alpha, self.beta, self.base)
         return dynact_formula(x, self._coefficient(self.alpha, x), self._coefficient(self.beta, x), self.base)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,81 @@
+"""The registered ops' autograd and their eager fast path.
+
+:func:`register` gives an op its autograd (its backward op on the saved inputs: every op saves only its inputs and
+its backward recomputes) and records its kernels by device (C++ on the CPU, Triton or cuBLAS on CUDA). :func:`run`
+then calls those kernels directly in eager mode, under a plain ``autograd.Function`` where a gradient is needed: a
+custom op's dispatch and autograd wrapper cost ~50 us per call and ~80 us per forward + backward on the project's
+CPU VM for a four-argument op (``scripts/bench_call_overhead.py``), and ~0.8 ms for ADReLU's fifteen arguments
+(``torch.library`` fills in its defaults on every call), more than the kernels themselves on small maps. The op
+itself still runs inside ``torch.compile`` and ``torch.jit.trace`` (which record ops, and would record a direct call's
+output as a constant) and for tensor subclasses (DTensor, ...), which dispatch through it.
+
+Signatures: an op takes its tensors first, then non-tensor arguments; its backward takes ``(grad, *tensors, *rest)``
+and returns the gradients of the tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._library.custom_ops import CustomOpDef
+
+# op -> its kernels by device type: (forward, backward)
+KERNELS: dict[CustomOpDef, tuple[dict[str, Callable], dict[str, Callable]]] = {}
+
+
+def _save_inputs(ctx: Any, inputs: tuple) -> None:
+    """Save the tensor inputs for the backward (the forward saves only its inputs; the backward recomputes)."""
+    tensors = [a for a in inputs if isinstance(a, Tensor)]
+    ctx.save_for_backward(*tensors)
+    ctx.extra = inputs[len(tensors):]
+
+
+def _input_grads(ctx: Any, grads: tuple | list) -> tuple[Tensor | None, ...]:
+    return *grads, *(None for _ in ctx.extra)
+
+
+def register(op: CustomOpDef, backward_op: CustomOpDef, forward: dict[str, Callable],
+             backward: dict[str, Callable]) -> None:
+    """``op``'s autograd (``backward_op`` on the saved inputs) and its eager fast path: ``forward`` and ``backward``,
+    the kernels behind ``op`` and ``backward_op`` by device type."""
+    op.register_autograd(lambda ctx, grad: _input_grads(ctx, backward_op(grad, *ctx.saved_tensors, *ctx.extra)),
+                         setup_context=lambda ctx, inputs, output: _save_inputs(ctx, inputs))
+    KERNELS[op] = (forward, backward)
+
+
+class _Direct(torch.autograd.Function):
+    """An op's own forward and backward kernels under a plain ``autograd.Function``: the same arithmetic as the op
+    and its registered autograd, without the dispatcher and ``torch.library``'s autograd wrapper around each call."""
+
+    @staticmethod
+    def forward(ctx, op: CustomOpDef, *args: Any) -> Tensor:  # noqa: ANN001
+        _save_inputs(ctx, args)
+        device = args[0].device.type
+        ctx.backward = KERNELS[op][1][device]
+        return KERNELS[op][0][device](*args)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        if torch.is_grad_enabled() and any(t.requires_grad for t in ctx.saved_tensors):  # create_graph=True
+            raise RuntimeError("hf-acts' fused kernels have no second derivative (a gradient penalty, "
+                               "create_graph=True); run the plain formulas there: "
+                               "hf_acts.ops.dispatch.plain_formulas() or HF_ACTS_FUSED=0")
+        return None, *_input_grads(ctx, ctx.backward(grad, *ctx.saved_tensors, *ctx.extra))
+
+
+def run(op: CustomOpDef, *args: Any) -> Tensor:
+    """``op(*args)`` in eager mode without its dispatch: the op's forward kernel directly where no autograd is needed
+    (``torch.inference_mode`` / ``no_grad``, or nothing requires grad), else its kernels under :class:`_Direct`; the
+    op itself under ``torch.compile``, ``torch.jit.trace``, for tensor subclasses and on devices it has no kernel
+    for."""
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    forward = KERNELS[op][0].get(tensors[0].device.type)
+    if (forward is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or any(type(t) not in (Tensor, torch.nn.Parameter) for t in tensors)):
+        return op(*args)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _Direct.apply(op, *args)
+    return forward(*args)
