@@ -34,9 +34,10 @@ def _known_names():
             continue
         for name, base in classes.items():
             model_type = next((t for t, b in table.items() if b == base), None)
-            if model_type is not None and f"hf_acts_{model_type}" not in table:
-                table[f"hf_acts_{model_type}"] = name
-                added.append((table, f"hf_acts_{model_type}"))
+            key = f"hf_acts_{model_type}_{name}"  # one key per class: several hf-acts classes share a base class
+            if model_type is not None and key not in table:
+                table[key] = name
+                added.append((table, key))
     yield
     for table, key in added:
         table.pop(key, None)
