@@ -127,12 +127,12 @@ void grouped_matmul(T* out, const T* w, const T* in, int64_t groups, int64_t opg
     matmul_rows(out + j * opg * P, w + j * opg * ipg, in + j * ipg * P, opg, ipg, P, false);
 }
 
-// Its backward: grad_in += w^T grad_out (w_t: w transposed per group), grad_w += grad_out in^T.
+// Its backward: grad_in (+)= w^T grad_out (w_t: w transposed per group), grad_w += grad_out in^T.
 template <typename T>
 void grouped_matmul_backward(T* grad_in, double* grad_w, T* lanes, const T* w_t, const T* grad_out, const T* in,
-                             int64_t groups, int64_t opg, int64_t ipg, int64_t P) {
+                             int64_t groups, int64_t opg, int64_t ipg, int64_t P, bool accumulate) {
   for (int64_t j = 0; j < groups; ++j) {
-    matmul_rows(grad_in + j * ipg * P, w_t + j * opg * ipg, grad_out + j * opg * P, ipg, opg, P, true);
+    matmul_rows(grad_in + j * ipg * P, w_t + j * opg * ipg, grad_out + j * opg * P, ipg, opg, P, accumulate);
     matmul_rows_grad(grad_w + j * opg * ipg, lanes + j * opg * ipg * kLanes, grad_out + j * opg * P,
                      in + j * ipg * P, opg, ipg, P);
   }
@@ -376,14 +376,14 @@ void pre_norm(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
   const T eps = T(s.eps);
   for (int64_t h = 0; h < s.C / s.dk; ++h) {  // Eq. 2, one head at a time
     T *qk = b.tmp.data(), *qq = qk + P, *kk = qq + P;
-    std::fill(b.tmp.begin(), b.tmp.end(), T(0));
-    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
+    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {  // the head's first channel starts the sums
       const T* q = b.qkv.data() + qrow(s, c) * P;
       const T* k = q + s.Cg * P;
+      const bool first = c == h * s.dk;
       for (int64_t p = 0; p < P; ++p) {
-        qk[p] += q[p] * k[p];
-        qq[p] += q[p] * q[p];
-        kk[p] += k[p] * k[p];
+        qk[p] = (first ? T(0) : qk[p]) + q[p] * k[p];
+        qq[p] = (first ? T(0) : qq[p]) + q[p] * q[p];
+        kk[p] = (first ? T(0) : kk[p]) + k[p] * k[p];
       }
     }
     T *score = b.score.data() + h * P, *ratio = b.ratio.data() + h * P;
@@ -433,8 +433,8 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
   // Eq. 6 (grad of T overwrites buf.Tt), then Eq. 5 (grad of Zh in g_z)
   gn_backward(buf.Tt.data(), g_g2w, g_g2b, g_tau.data(), buf.Tt.data(), s.C, P, s.G, buf.mean2.data(),
               buf.rstd2.data(), w.g2w);
-  std::fill(g_z.begin(), g_z.end(), T(0));
-  grouped_matmul_backward(g_z.data(), g_proj, lanes_proj, proj_t, buf.Tt.data(), buf.Zh.data(), s.G, s.Cg, s.Cg, P);
+  grouped_matmul_backward(g_z.data(), g_proj, lanes_proj, proj_t, buf.Tt.data(), buf.Zh.data(), s.G, s.Cg, s.Cg, P,
+                          false);
   // Eq. 4: grad of Zh -> grad of Z (in g_tau)
   gn_backward(g_tau.data(), g_g1w, g_g1b, g_z.data(), buf.Z.data(), s.C, P, s.NG, buf.mean1.data(),
               buf.rstd1.data(), w.g1w);
@@ -444,11 +444,11 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
   const T eps_t = T(s.eps);
   for (int64_t h = 0; h < s.C / s.dk; ++h) {
     T *g_score = buf.tmp.data(), *coef_q = g_score + P, *coef_k = coef_q + P;
-    std::fill(g_score, g_score + P, T(0));
-    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
+    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {  // the head's first channel starts the sum
       const T* v = buf.qkv.data() + (qrow(s, c) + 2 * s.Cg) * P;
       const T* ga = g_z.data() + c * P;
-      for (int64_t p = 0; p < P; ++p) g_score[p] += ga[p] * v[p];
+      const bool first = c == h * s.dk;
+      for (int64_t p = 0; p < P; ++p) g_score[p] = (first ? T(0) : g_score[p]) + ga[p] * v[p];
     }
     const T *score = buf.score.data() + h * P, *ratio = buf.ratio.data() + h * P;
     const T *qn = buf.qn.data() + h * P, *kn = buf.kn.data() + h * P;
@@ -475,7 +475,7 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
       }
     }
   }
-  grouped_matmul_backward(gx, g_qkv, lanes_qkv, qkv_t, g_qkvb.data(), xb, s.G, 3 * s.Cg, s.Cg, P);
+  grouped_matmul_backward(gx, g_qkv, lanes_qkv, qkv_t, g_qkvb.data(), xb, s.G, 3 * s.Cg, s.Cg, P, true);
 }
 
 Shape make_shape(const at::Tensor& x, const at::Tensor& dw, int64_t groups, int64_t head_dim, int64_t norm_groups,
