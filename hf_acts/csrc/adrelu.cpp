@@ -353,7 +353,8 @@ void gn_backward(T* grad_in, double* grad_gamma, double* grad_beta, const T* gra
   }
 }
 
-// Per-thread buffers for one sample.
+// Per-thread buffers for one sample; tau and the gradients only for the backward (the forward applies Eq. 6 inside
+// the max of Eq. 1).
 template <typename T>
 struct Buffers {
   std::vector<T> qkv, score, ratio, qn, kn, A, Z, Zh, Tt, tau, tmp, masks, g_tau, g_z, g_qkv;

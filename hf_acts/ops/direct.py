@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch._library.custom_ops import CustomOpDef
+from torch.library import CustomOpDef
 
 # op -> its kernels by device type: (forward, backward)
 KERNELS: dict[CustomOpDef, tuple[dict[str, Callable], dict[str, Callable]]] = {}
