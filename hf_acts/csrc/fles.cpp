@@ -148,9 +148,9 @@ void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho, i
       });
 }
 
-// sum_a[c] += sum g rho(u) x, sum_d[c] += sum g rho'(u) x^2 over units [u0, u1) of one sample.
-// The backward's first pass: the coefficient sums, and dx's part that needs no sum, g k_ve (rho(u) + u rho'(u)),
-// into `first` (laid out like x, in the compute type), so that rho is evaluated once per element in the backward.
+// The backward's first pass over units [u0, u1) of one sample: sum_a[c] += sum g rho(u) x, sum_d[c] += sum g rho'(u)
+// x^2, and dx's part that needs no sum, g k_ve (rho(u) + u rho'(u)), into `first` (laid out like x, in the compute
+// type), so that rho is evaluated once per element in the backward.
 template <int64_t G, typename S, typename T = compute_t<S>>
 void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ve, const T* ho, T* first, T* sum_a,
                       T* sum_d, int64_t u0, int64_t u1) {
@@ -191,6 +191,8 @@ void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ve, cons
       });
 }
 
+// The MLP's backward for one sample, from the coefficient sums to d pos = d m / denom (written over sum_a):
+// d pre2 = [d k_ve, d k_ho] (1 - t^2), d pre1 = (w2^T d pre2) [h > 0], d m = w1^T d pre1.
 template <typename T>
 void sample_mlp_backward(const Layout& l, const T* w1, const T* w2, const T* denom, const T* h, const T* t,
                          const T* ve, T* sum_a, const T* sum_d, T* d_pre1, T* d_pre2) {
@@ -240,6 +242,7 @@ void sample_input_grad(const Layout& l, const S* x, const T* first, S* gx, const
       });
 }
 
+// k_ve = 1 + t[:C], k_ho = 1 + t[C:] of one sample.
 template <typename T>
 void coefficients(const Layout& l, const T* t, T* ve, T* ho) {
   for (int64_t c = 0; c < l.C; ++c) {
@@ -380,7 +383,8 @@ std::vector<at::Tensor> backward(const at::Tensor& g, const at::Tensor& x, const
       at::parallel_for(0, l.B, split ? l.B : 1, [&](int64_t b0, int64_t b1) {
         std::vector<T> ve(l.C), ho(l.C), sum_a(l.C), sum_d(l.C);
         // dx's first term: in gx itself for float32/64, else in a float buffer (uninitialised: it is written first)
-        const auto first_buffer = std::is_same_v<scalar_t, T> ? nullptr : std::make_unique_for_overwrite<T[]>(l.sample());
+        const auto first_buffer =
+            std::is_same_v<scalar_t, T> ? nullptr : std::make_unique_for_overwrite<T[]>(l.sample());
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t off = b * l.sample();
           const scalar_t *xb = xp + off, *gb = gp + off;

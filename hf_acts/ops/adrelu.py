@@ -15,9 +15,9 @@ from . import _cpp, direct
 from .fles_math import in_compute_dtype  # one rule for the C++ kernels: float64 stays, the rest runs in float32
 
 
-def _adrelu_cpu(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, proj: Tensor, norm_w: Tensor,
-           norm_b: Tensor, groups: int, head_dim: int, norm_groups: int, eps: float, eps_dw: float, eps_norm: float
-           ) -> Tensor:
+def _adrelu_cpu(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, proj: Tensor,
+                norm_w: Tensor, norm_b: Tensor, groups: int, head_dim: int, norm_groups: int, eps: float, eps_dw: float,
+                eps_norm: float) -> Tensor:
     """``max(x, tau)``, ``tau = GN(conv1x1_g(GN(DW(sigmoid(<Qn, Kn>) V))))`` (Eqs. 1-6)."""
     params = in_compute_dtype(x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b)
     config = (groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
@@ -54,8 +54,8 @@ def _(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, 
 
 
 def _adrelu_backward_cpu(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor,
-                    proj: Tensor, norm_w: Tensor, norm_b: Tensor, groups: int, head_dim: int, norm_groups: int,
-                    eps: float, eps_dw: float, eps_norm: float) -> list[Tensor]:
+                         proj: Tensor, norm_w: Tensor, norm_b: Tensor, groups: int, head_dim: int, norm_groups: int,
+                         eps: float, eps_dw: float, eps_norm: float) -> list[Tensor]:
     """``[dx, d qkv, d dw, d norm_dw_w, d norm_dw_b, d proj, d norm_w, d norm_b]`` (recomputing the forward)."""
     weights = [qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b]
     params = in_compute_dtype(x, *weights)
