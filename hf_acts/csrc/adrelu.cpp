@@ -78,32 +78,44 @@ void matmul_rows(T* out, const T* w, const T* in, int64_t n_out, int64_t n_in, i
   }
 }
 
-// grad_w[o, i] += sum_p a[o, p] b[i, p]. Micro-kernel: a 4x4 block of grad_w as 16 vector accumulators, added
-// lane by lane into `lanes` ((n_out * n_in, kLanes), summed once per thread by flush_lanes), no horizontal sums.
+// grad_w[o, i] += sum_p a[o, p] b[i, p]. Micro-kernel: a kRows x kGradCols block of grad_w in one vector register
+// per entry (kGradLanes floats: the target's register width), added lane by lane into `lanes` ((n_out * n_in,
+// kGradLanes), summed once per thread by flush_lanes), no horizontal sums. The block leaves registers for the rows it
+// loads: 8 accumulators + 6 loaded rows of AVX2's 16, 16 + 8 of AVX-512's 32. (A 4 x 4 block of 16 floats, 32 AVX2
+// registers, kept its sums on the stack: a load and a store beside every FMA.)
+#if defined(__AVX512F__)
+constexpr int64_t kGradLanes = 16, kGradCols = 4;
+#elif defined(__AVX__)
+constexpr int64_t kGradLanes = 8, kGradCols = 2;
+#else
+constexpr int64_t kGradLanes = 4, kGradCols = 2;
+#endif
+
 template <typename T>
 void matmul_rows_grad(double* grad_w, T* lanes, const T* a, const T* b, int64_t n_out, int64_t n_in, int64_t P) {
-  const int64_t P_main = P / kLanes * kLanes, o_main = n_out / kRows * kRows, i_main = n_in / kRows * kRows;
+  constexpr int64_t L = kGradLanes, Cb = kGradCols;
+  const int64_t P_main = P / L * L, o_main = n_out / kRows * kRows, i_main = n_in / Cb * Cb;
   for (int64_t o0 = 0; o0 < o_main; o0 += kRows)
-    for (int64_t i0 = 0; i0 < i_main; i0 += kRows) {
-      T acc[kRows][kRows][kLanes] = {};
-      for (int64_t p0 = 0; p0 < P_main; p0 += kLanes)
+    for (int64_t i0 = 0; i0 < i_main; i0 += Cb) {
+      T acc[kRows][Cb][L] = {};
+      for (int64_t p0 = 0; p0 < P_main; p0 += L)
         for (int64_t r = 0; r < kRows; ++r)
-          for (int64_t t = 0; t < kRows; ++t) {
+          for (int64_t t = 0; t < Cb; ++t) {
             const T *ar = a + (o0 + r) * P + p0, *bt = b + (i0 + t) * P + p0;
 #pragma omp simd
-            for (int64_t q = 0; q < kLanes; ++q) acc[r][t][q] += ar[q] * bt[q];
+            for (int64_t q = 0; q < L; ++q) acc[r][t][q] += ar[q] * bt[q];
           }
       for (int64_t r = 0; r < kRows; ++r)
-        for (int64_t t = 0; t < kRows; ++t) {
-          T* lane = lanes + ((o0 + r) * n_in + i0 + t) * kLanes;
+        for (int64_t t = 0; t < Cb; ++t) {
+          T* lane = lanes + ((o0 + r) * n_in + i0 + t) * L;
 #pragma omp simd
-          for (int64_t q = 0; q < kLanes; ++q) lane[q] += acc[r][t][q];
+          for (int64_t q = 0; q < L; ++q) lane[q] += acc[r][t][q];
           T sum = 0;
           for (int64_t p = P_main; p < P; ++p) sum += a[(o0 + r) * P + p] * b[(i0 + t) * P + p];
           grad_w[(o0 + r) * n_in + i0 + t] += sum;
         }
     }
-  for (int64_t o = 0; o < n_out; ++o)  // entries outside the 4x4 blocks
+  for (int64_t o = 0; o < n_out; ++o)  // entries outside the blocks
     for (int64_t i = (o < o_main ? i_main : 0); i < n_in; ++i) {
       const T *ar = a + o * P, *bi = b + i * P;
       T sum = 0;
@@ -115,8 +127,8 @@ void matmul_rows_grad(double* grad_w, T* lanes, const T* a, const T* b, int64_t 
 
 template <typename T>
 void flush_lanes(double* grad_w, std::vector<T>& lanes) {
-  for (size_t k = 0; k < lanes.size() / kLanes; ++k)
-    for (int64_t q = 0; q < kLanes; ++q) grad_w[k] += lanes[k * kLanes + q];
+  for (size_t k = 0; k < lanes.size() / kGradLanes; ++k)
+    for (int64_t q = 0; q < kGradLanes; ++q) grad_w[k] += lanes[k * kGradLanes + q];
   std::fill(lanes.begin(), lanes.end(), T(0));
 }
 
@@ -133,7 +145,7 @@ void grouped_matmul_backward(T* grad_in, double* grad_w, T* lanes, const T* w_t,
                              int64_t groups, int64_t opg, int64_t ipg, int64_t P, bool accumulate) {
   for (int64_t j = 0; j < groups; ++j) {
     matmul_rows(grad_in + j * ipg * P, w_t + j * opg * ipg, grad_out + j * opg * P, ipg, opg, P, accumulate);
-    matmul_rows_grad(grad_w + j * opg * ipg, lanes + j * opg * ipg * kLanes, grad_out + j * opg * P,
+    matmul_rows_grad(grad_w + j * opg * ipg, lanes + j * opg * ipg * kGradLanes, grad_out + j * opg * P,
                      in + j * ipg * P, opg, ipg, P);
   }
 }
@@ -639,7 +651,7 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
       double* g = acc.data() + at::get_thread_num() * offsets.back();
       Buffers<T> buf(us, true);
       // the grouped convs' lane sums, for every group of the parameter (units of any group add into their slice)
-      std::vector<T> lanes_qkv(3 * s.C * s.Cg * kLanes), lanes_proj(s.C * s.Cg * kLanes);
+      std::vector<T> lanes_qkv(3 * s.C * s.Cg * kGradLanes), lanes_proj(s.C * s.Cg * kGradLanes);
       std::vector<T> convert_x, convert_g, convert_gx;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t j = u % per, off = units.element(u);
@@ -650,7 +662,7 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
         T* gxb = out_compute_type(gxp + off, un, convert_gx);
         sample_backward(us, unit_weights(w, units, j), qkv_t.data() + units.param(0, j),
                         proj_t.data() + units.param(4, j), xb, gb, gxb, grads,
-                        lanes_qkv.data() + units.param(0, j) * kLanes, lanes_proj.data() + units.param(4, j) * kLanes,
+                        lanes_qkv.data() + units.param(0, j) * kGradLanes, lanes_proj.data() + units.param(4, j) * kGradLanes,
                         buf);
         write_back(gxp + off, gxb, un);
       }
