@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <numeric>
 #include <type_traits>
@@ -39,19 +40,22 @@ struct Weights {
 // Q, K and V rows of channel c inside the grouped QKV output (group-major, Q|K|V within a group).
 inline int64_t qrow(const Shape& s, int64_t c) { return (c / s.Cg) * 3 * s.Cg + c % s.Cg; }
 
-// out[o] (+)= sum_i w[o, i] in[i] for rows of length P. Micro-kernel: 4 output rows x 16 positions accumulate in
-// registers while the input rows stream through once.
+// out[o] = (accumulate ? out[o] : bias[o] or 0) + sum_i w[o, i] in[i] for rows of length P. Micro-kernel: 4 output
+// rows x 16 positions accumulate in registers while the input rows stream through once.
 constexpr int64_t kRows = 4, kLanes = 16;
 
 template <typename T>
-void matmul_rows(T* out, const T* w, const T* in, int64_t n_out, int64_t n_in, int64_t P, bool accumulate) {
+void matmul_rows(T* out, const T* w, const T* in, int64_t n_out, int64_t n_in, int64_t P, bool accumulate,
+                 const T* bias = nullptr) {
   const int64_t P_main = P / kLanes * kLanes, o_main = n_out / kRows * kRows;
   for (int64_t p0 = 0; p0 < P_main; p0 += kLanes) {
     for (int64_t o0 = 0; o0 < o_main; o0 += kRows) {
       T acc[kRows][kLanes];
-      for (int64_t r = 0; r < kRows; ++r)
+      for (int64_t r = 0; r < kRows; ++r) {
+        const T init = bias ? bias[o0 + r] : T(0);
 #pragma omp simd
-        for (int64_t q = 0; q < kLanes; ++q) acc[r][q] = accumulate ? out[(o0 + r) * P + p0 + q] : T(0);
+        for (int64_t q = 0; q < kLanes; ++q) acc[r][q] = accumulate ? out[(o0 + r) * P + p0 + q] : init;
+      }
       for (int64_t i = 0; i < n_in; ++i) {
         const T* src = in + i * P + p0;
         for (int64_t r = 0; r < kRows; ++r) {
@@ -69,7 +73,7 @@ void matmul_rows(T* out, const T* w, const T* in, int64_t n_out, int64_t n_in, i
   for (int64_t o = 0; o < n_out; ++o) {
     const int64_t p_start = o < o_main ? P_main : 0;
     T* row = out + o * P;
-    if (!accumulate) std::fill(row + p_start, row + P, T(0));
+    if (!accumulate) std::fill(row + p_start, row + P, bias ? bias[o] : T(0));
     for (int64_t i = 0; i < n_in; ++i) {
       const T wi = w[o * n_in + i];
       const T* src = in + i * P;
@@ -183,19 +187,37 @@ std::vector<T> column_masks(const Shape& s) {
   return m;
 }
 
-// A 3x3 depthwise conv reads each channel from a zero-padded copy ((H + 2) x (W + 2), borders written once per
-// buffer), so that all nine taps of an output are summed in registers and written once, with no column masks and no
-// edge cases; other kernel sizes go tap by tap over the flattened plane (one read-modify-write pass per tap).
+// The depthwise conv (Eq. 3) reads each channel from a per-channel buffer that its caller fills row by row, so that
+// the conv's input (the attention output A, the gradient of Z) is made in cache and never written as a plane. For a 3x3
+// kernel the buffer is a zero-padded copy ((H + 2) x (W + 2), borders written once per buffer), so that all nine taps
+// of an output are summed in registers and written once, with no column masks and no edge cases; other kernel sizes
+// use an unpadded buffer and go tap by tap over the flattened plane (one read-modify-write pass per tap).
 inline bool is_3x3(const Shape& s) { return s.KH == 3 && s.KW == 3; }
 
 template <typename T>
 struct Padded {
-  int64_t W, Wp;
-  std::vector<T> a, g;  // the channel's input and (backward) its output gradient; empty for other kernel sizes
+  int64_t W, Wp, x0;  // row length, buffer row length, first image column of a buffer row
+  std::vector<T> a, g;  // the channel's input and (backward) its output gradient
   Padded(const Shape& s, bool backward)
-      : W(s.W), Wp(s.W + 2), a(is_3x3(s) ? (s.H + 2) * (s.W + 2) : 0), g(backward ? a.size() : 0) {}
-  void fill(std::vector<T>& dst, const T* src, int64_t H) const {
-    for (int64_t y = 0; y < H; ++y) std::copy(src + y * W, src + (y + 1) * W, dst.data() + (y + 1) * Wp + 1);
+      : W(s.W), Wp(is_3x3(s) ? s.W + 2 : s.W), x0(is_3x3(s) ? Wp + 1 : 0),
+        a(is_3x3(s) ? (s.H + 2) * (s.W + 2) : s.P), g(backward ? a.size() : 0) {}
+  // dst's image rows = u * v (elementwise, H x W planes)
+  void fill_product(std::vector<T>& dst, const T* u, const T* v, int64_t H) const {
+    for (int64_t y = 0; y < H; ++y) {
+      T* d = dst.data() + x0 + y * Wp;
+      const T *uy = u + y * W, *vy = v + y * W;
+#pragma omp simd
+      for (int64_t x = 0; x < W; ++x) d[x] = uy[x] * vy[x];
+    }
+  }
+  // dst's image rows = a u - b v + c
+  void fill_affine(std::vector<T>& dst, const T* u, const T* v, T a, T b, T c, int64_t H) const {
+    for (int64_t y = 0; y < H; ++y) {
+      T* d = dst.data() + x0 + y * Wp;
+      const T *uy = u + y * W, *vy = v + y * W;
+#pragma omp simd
+      for (int64_t x = 0; x < W; ++x) d[x] = a * uy[x] - b * vy[x] + c;
+    }
   }
   // out[y, x] = sum_(ky, kx) k[ky, kx] src_pad[y + ky, x + kx] over the H image rows, from a padded plane
   void conv(T* out, const T* src_pad, const T* k, int64_t H) const {
@@ -211,43 +233,54 @@ struct Padded {
   }
 };
 
+// sum and sum of squares of n values, in double (the GroupNorm statistics' parts)
 template <typename T>
-void dw_forward(const Shape& s, T* out, const T* in, const T* k, const T* masks, Padded<T>& pad) {
+void sums(const T* in, int64_t n, double* sum, double* sq) {
+  double s = 0, q = 0;
+#pragma omp simd reduction(+ : s, q)
+  for (int64_t i = 0; i < n; ++i) {
+    s += in[i];
+    q += double(in[i]) * in[i];
+  }
+  *sum = s, *sq = q;
+}
+
+// Depthwise conv of channel c's input, which fill(c) has just written into pad.a; out_c's sums into sum[c], sq[c].
+template <typename T, typename Fill>
+void dw_forward(const Shape& s, T* out, const T* k, const T* masks, Padded<T>& pad, double* sum, double* sq,
+                Fill fill) {
   for (int64_t c = 0; c < s.C; ++c) {
-    const T* a = in + c * s.P;
     T* z = out + c * s.P;
     const T* kc = k + c * s.KH * s.KW;
-    if (!pad.a.empty()) {
-      pad.fill(pad.a, a, s.H);
+    fill(c);
+    if (is_3x3(s)) {
       pad.conv(z, pad.a.data(), kc, s.H);
-      continue;
-    }
-    std::fill(z, z + s.P, T(0));
-    dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
-      const T kt = kc[tap];
-      T* zl = z;  // local copies: through the captured references GCC 12 vectorises these loops poorly
-      const T* al = a + off;
+    } else {
+      std::fill(z, z + s.P, T(0));
+      dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
+        const T kt = kc[tap];
+        T* zl = z;  // local copies: through the captured references GCC 12 vectorises these loops poorly
+        const T* al = pad.a.data() + off;
 #pragma omp simd
-      for (int64_t p = p0; p < p1; ++p) zl[p] += kt * al[p] * m[p];
-    });
+        for (int64_t p = p0; p < p1; ++p) zl[p] += kt * al[p] * m[p];
+      });
+    }
+    sums(z, s.P, sum + c, sq + c);
   }
 }
 
-// Depthwise conv backward: grad_in = transposed conv of grad_out; grad_k += correlation of grad_out and in.
-template <typename T>
-void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* grad_out, const T* in, const T* k,
-                 const T* masks, Padded<T>& pad) {
+// Depthwise conv backward for channel c, whose input (pad.a) and output gradient (pad.g) fill(c) has just written:
+// grad_in = transposed conv of the output gradient; grad_k += correlation of the output gradient and the input.
+template <typename T, typename Fill>
+void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* k, const T* masks, Padded<T>& pad, Fill fill) {
   for (int64_t c = 0; c < s.C; ++c) {
-    const T* go = grad_out + c * s.P;
-    const T* a = in + c * s.P;
     T* gi = grad_in + c * s.P;
     const T* kc = k + c * s.KH * s.KW;
     double* gk = grad_k + c * s.KH * s.KW;
-    if (!pad.a.empty()) {
-      pad.fill(pad.a, a, s.H);
-      pad.fill(pad.g, go, s.H);
+    fill(c);
+    const T *pa = pad.a.data(), *pg = pad.g.data();
+    if (is_3x3(s)) {
       const int64_t W = s.W, Wp = pad.Wp;
-      const T *pa = pad.a.data(), *pg = pad.g.data();
       // grad_k[ky, kx] = sum_(y, x) go[y, x] a_pad[y + ky, x + kx]: over the padded plane's image rows, whose zero
       // border columns of pg add nothing (first to last image element: every read stays inside the buffer)
       T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0, s8 = 0;
@@ -274,8 +307,8 @@ void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* grad_out, 
     std::fill(gi, gi + s.P, T(0));
     dw_taps(s, masks, [&](int64_t off, const T* m, int64_t tap, int64_t p0, int64_t p1) {
       const T kt = kc[tap];
-      const T* gol = go;  // local copies, as in dw_forward
-      const T* al = a + off;
+      const T* gol = pg;  // local copies, as in dw_forward
+      const T* al = pa + off;
       T* gil = gi + off;
       T acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -289,20 +322,17 @@ void dw_backward(const Shape& s, T* grad_in, double* grad_k, const T* grad_out, 
   }
 }
 
-// GroupNorm statistics (biased variance, as torch) of `groups` groups of consecutive channels.
-template <typename T>
-void gn_stats(const T* in, int64_t C, int64_t P, int64_t groups, double eps, double* mean, double* rstd) {
-  const int64_t n = C / groups * P;
+// GroupNorm statistics (biased variance, as torch) of `groups` groups of consecutive channels, from the channels'
+// sums (sums()) over their P positions.
+inline void gn_stats(const double* sum, const double* sq, int64_t C, int64_t P, int64_t groups, double eps,
+                     double* mean, double* rstd) {
+  const int64_t cpg = C / groups;
+  const double n = double(cpg * P);
   for (int64_t j = 0; j < groups; ++j) {
-    const T* g = in + j * n;
-    double sum = 0, sq = 0;
-#pragma omp simd reduction(+ : sum, sq)
-    for (int64_t i = 0; i < n; ++i) {
-      sum += g[i];
-      sq += double(g[i]) * g[i];
-    }
-    mean[j] = sum / n;
-    rstd[j] = 1.0 / std::sqrt(std::max(sq / n - mean[j] * mean[j], 0.0) + eps);
+    double s = 0, q = 0;
+    for (int64_t c = j * cpg; c < (j + 1) * cpg; ++c) s += sum[c], q += sq[c];
+    mean[j] = s / n;
+    rstd[j] = 1.0 / std::sqrt(std::max(q / n - mean[j] * mean[j], 0.0) + eps);
   }
 }
 
@@ -317,80 +347,83 @@ Affine<T> gn_affine(int64_t c, int64_t cpg, const double* mean, const double* rs
   return {T(rstd[c / cpg] * gamma[c]), T(beta[c] - mean[c / cpg] * rstd[c / cpg] * gamma[c])};
 }
 
+// GroupNorm backward as a map per channel, grad_in = a grad_out - b in + d, from the channels' sums
+// sg = sum_p grad_out, sgx = sum_p grad_out in; accumulates the gamma / beta gradients.
 template <typename T>
-void gn_apply(T* out, const T* in, int64_t C, int64_t P, int64_t groups, const double* mean, const double* rstd,
-              const T* gamma, const T* beta) {
-  for (int64_t c = 0; c < C; ++c) {
-    const auto [a, b] = gn_affine(c, C / groups, mean, rstd, gamma, beta);
-    const T* src = in + c * P;
-    T* dst = out + c * P;
-    for (int64_t p = 0; p < P; ++p) dst[p] = a * src[p] + b;
-  }
-}
+struct NormGrad {
+  T a, b, d;
+};
 
-// GroupNorm backward: grad_in from grad_out and the pre-norm input; accumulates gamma/beta gradients.
 template <typename T>
-void gn_backward(T* grad_in, double* grad_gamma, double* grad_beta, const T* grad_out, const T* in, int64_t C,
-                 int64_t P, int64_t groups, const double* mean, const double* rstd, const T* gamma) {
+void gn_backward(NormGrad<T>* out, double* grad_gamma, double* grad_beta, const double* sg, const double* sgx,
+                 int64_t C, int64_t P, int64_t groups, const double* mean, const double* rstd, const T* gamma) {
   const int64_t cpg = C / groups;
   const double n = double(cpg * P);
   for (int64_t j = 0; j < groups; ++j) {
     double sum_gxhat = 0, sum_gxhat_xhat = 0;
     for (int64_t c = j * cpg; c < (j + 1) * cpg; ++c) {
-      const T* go = grad_out + c * P;
-      const T* x = in + c * P;
-      double sg = 0, sgx = 0;
-#pragma omp simd reduction(+ : sg, sgx)
-      for (int64_t p = 0; p < P; ++p) {
-        sg += go[p];
-        sgx += double(go[p]) * x[p];
-      }
-      const double gx_hat = (sgx - mean[j] * sg) * rstd[j];  // sum_p g * xhat
-      grad_beta[c] += sg;
+      const double gx_hat = (sgx[c] - mean[j] * sg[c]) * rstd[j];  // sum_p g * xhat
+      grad_beta[c] += sg[c];
       grad_gamma[c] += gx_hat;
-      sum_gxhat += gamma[c] * sg;
+      sum_gxhat += gamma[c] * sg[c];
       sum_gxhat_xhat += gamma[c] * gx_hat;
     }
     // grad_in = rstd * (gamma g - mean(gamma g) - xhat * mean(gamma g xhat))
     const double m1 = sum_gxhat / n, m2 = sum_gxhat_xhat / n;
-    for (int64_t c = j * cpg; c < (j + 1) * cpg; ++c) {
-      const T a = T(rstd[j] * gamma[c]);
-      const T b = T(rstd[j] * m2 * rstd[j]);
-      const T d = T(-rstd[j] * m1 + rstd[j] * m2 * rstd[j] * mean[j]);
-      const T* go = grad_out + c * P;
-      const T* x = in + c * P;
-      T* gi = grad_in + c * P;
-      for (int64_t p = 0; p < P; ++p) gi[p] = a * go[p] - b * x[p] + d;
-    }
+    for (int64_t c = j * cpg; c < (j + 1) * cpg; ++c)
+      out[c] = {T(rstd[j] * gamma[c]), T(rstd[j] * m2 * rstd[j]), T(-rstd[j] * m1 + rstd[j] * m2 * rstd[j] * mean[j])};
   }
 }
 
-// Per-thread buffers for one sample; tau and the gradients only for the backward (the forward applies Eq. 6 inside
-// the max of Eq. 1).
+// Per-thread buffers for one sample. The planes: qkv (3 C x P); Z (Eq. 3's output) and T (Eq. 5's); in the
+// backward, the gradient of Eq. 4's output (Zh) and, once Z, T and it are spent, the gradients of Q, K and V (g_qkv,
+// over the three), and `grad`: the gradient of tau, then of A. Zh, A and tau are never written: Eq. 4 is folded into
+// Eq. 5's weights, A is made channel by channel inside the depthwise conv, and Eq. 6 is applied inside the max of
+// Eq. 1. The planes share one allocation, each starting 128 bytes further past a 4 KiB boundary than the one
+// before: at H*W = 1024 (CIFAR's 32 x 32) rows of different planes would otherwise start at the same offset modulo
+// 4 KiB, where the CPU's check of loads against earlier stores, which compares the low 12 address bits, stalls loads
+// behind unrelated stores (4K aliasing; the attention backward took 14% of the backward at 32 x 32, 8% at 32 x 33).
 template <typename T>
 struct Buffers {
-  std::vector<T> qkv, score, ratio, qn, kn, A, Z, Zh, Tt, tau, tmp, masks, g_tau, g_z, g_qkv;
-  std::vector<double> mean1, rstd1, mean2, rstd2;
+  static constexpr int64_t kPage = 4096 / sizeof(T), kStep = 128 / sizeof(T);
+  int64_t n, row;  // plane size; stride of tmp's three rows
+  std::vector<T> mem, masks, a1, b1, proj_s, proj_b;
+  T *qkv, *Z, *Tt, *g_zh, *g_qkv, *grad, *score, *ratio, *qn, *kn, *tmp;
+  std::vector<double> zsum, zsq, tsum, tsq, sg, sgx, mean1, rstd1, mean2, rstd2;
+  std::vector<NormGrad<T>> ng;
   Padded<T> pad;
   Buffers(const Shape& s, bool backward = false)
-      : qkv(3 * s.C * s.P), score(s.C / s.dk * s.P), ratio(s.C / s.dk * s.P), qn(s.C / s.dk * s.P), kn(s.C / s.dk * s.P), A(s.C * s.P),
-        Z(s.C * s.P), Zh(s.C * s.P), Tt(s.C * s.P), tau(backward ? s.C * s.P : 0), tmp(3 * s.P), mean1(s.NG), rstd1(s.NG),
-        mean2(s.G), rstd2(s.G), masks(is_3x3(s) ? std::vector<T>() : column_masks<T>(s)),
-        g_tau(backward ? s.C * s.P : 0), g_z(backward ? s.C * s.P : 0), g_qkv(backward ? 3 * s.C * s.P : 0),
-        pad(s, backward) {}
+      : n(s.C * s.P), row(s.P + kStep), masks(is_3x3(s) ? std::vector<T>() : column_masks<T>(s)), a1(s.C), b1(s.C),
+        proj_s(s.C * s.Cg), proj_b(s.C), zsum(s.C), zsq(s.C), tsum(s.C), tsq(s.C), sg(s.C), sgx(s.C),
+        mean1(s.NG), rstd1(s.NG), mean2(s.G), rstd2(s.G), ng(s.C), pad(s, backward) {
+    const int64_t heads = s.C / s.dk * s.P;
+    // sizes; Z, T and the gradient of Zh are one region (g_qkv covers it): n + kStep apart
+    const int64_t size[] = {3 * n, (backward ? 3 : 2) * (n + kStep), backward ? n : 0, heads, heads, heads, heads,
+                            3 * row};
+    int64_t total = kPage;
+    for (int64_t k : size) total += (k + kPage) / kPage * kPage + kPage;
+    mem.resize(total);
+    T* next = mem.data() + (kPage - reinterpret_cast<uintptr_t>(mem.data()) / sizeof(T) % kPage) % kPage;
+    T** planes[] = {&qkv, &Z, &grad, &score, &ratio, &qn, &kn, &tmp};
+    for (int k = 0; k < 8; ++k) {
+      *planes[k] = next + k * kStep;
+      next += (size[k] + k * kStep + kPage) / kPage * kPage;
+    }
+    Tt = Z + n + kStep, g_zh = Tt + n + kStep, g_qkv = Z;
+  }
 };
 
 // Eqs. 2-5 and Eq. 6's statistics for one sample: T (Eq. 6's input) in b.Tt, its statistics in b.mean2, b.rstd2;
-// every intermediate stays in `b` for the backward.
+// every intermediate the backward needs stays in `b`.
 template <typename T>
 void pre_norm(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
   const int64_t P = s.P;
-  grouped_matmul(b.qkv.data(), w.qkv, x, s.G, 3 * s.Cg, s.Cg, P);
+  grouped_matmul(b.qkv, w.qkv, x, s.G, 3 * s.Cg, s.Cg, P);
   const T eps = T(s.eps);
-  for (int64_t h = 0; h < s.C / s.dk; ++h) {  // Eq. 2, one head at a time
-    T *qk = b.tmp.data(), *qq = qk + P, *kk = qq + P;
+  for (int64_t h = 0; h < s.C / s.dk; ++h) {  // Eq. 2's score, one head at a time
+    T *qk = b.tmp, *qq = qk + b.row, *kk = qq + b.row;
     for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {  // the head's first channel starts the sums
-      const T* q = b.qkv.data() + qrow(s, c) * P;
+      const T* q = b.qkv + qrow(s, c) * P;
       const T* k = q + s.Cg * P;
       const bool first = c == h * s.dk;
       for (int64_t p = 0; p < P; ++p) {
@@ -399,8 +432,8 @@ void pre_norm(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
         kk[p] = (first ? T(0) : kk[p]) + k[p] * k[p];
       }
     }
-    T *score = b.score.data() + h * P, *ratio = b.ratio.data() + h * P;
-    T *qn = b.qn.data() + h * P, *kn = b.kn.data() + h * P;
+    T *score = b.score + h * P, *ratio = b.ratio + h * P;
+    T *qn = b.qn + h * P, *kn = b.kn + h * P;
 #pragma omp simd
     for (int64_t p = 0; p < P; ++p) {
       qn[p] = std::sqrt(qq[p]);
@@ -408,63 +441,123 @@ void pre_norm(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
       ratio[p] = qk[p] / ((qn[p] + eps) * (kn[p] + eps));
       score[p] = sigmoid_(ratio[p]);
     }
-    for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
-      const T* v = b.qkv.data() + (qrow(s, c) + 2 * s.Cg) * P;
-      T* a = b.A.data() + c * P;
-      for (int64_t p = 0; p < P; ++p) a[p] = score[p] * v[p];
-    }
   }
-  dw_forward(s, b.Z.data(), b.A.data(), w.dw, b.masks.data(), b.pad);  // Eq. 3
-  gn_stats(b.Z.data(), s.C, P, s.NG, s.eps1, b.mean1.data(), b.rstd1.data());  // Eq. 4
-  gn_apply(b.Zh.data(), b.Z.data(), s.C, P, s.NG, b.mean1.data(), b.rstd1.data(), w.g1w, w.g1b);
-  grouped_matmul(b.Tt.data(), w.proj, b.Zh.data(), s.G, s.Cg, s.Cg, P);  // Eq. 5
-  gn_stats(b.Tt.data(), s.C, P, s.G, s.eps2, b.mean2.data(), b.rstd2.data());  // Eq. 6
-}
-
-// tau = f(x) of one sample (Eqs. 2-6), keeping every intermediate in `b` for the backward.
-template <typename T>
-void threshold(const Shape& s, const Weights<T>& w, const T* x, Buffers<T>& b) {
-  pre_norm(s, w, x, b);
-  gn_apply(b.tau.data(), b.Tt.data(), s.C, s.P, s.G, b.mean2.data(), b.rstd2.data(), w.g2w, w.g2b);
+  // Eq. 3 on A = score * V (Eq. 2), made channel by channel
+  dw_forward(s, b.Z, w.dw, b.masks.data(), b.pad, b.zsum.data(), b.zsq.data(), [&](int64_t c) {
+    b.pad.fill_product(b.pad.a, b.score + c / s.dk * P, b.qkv + (qrow(s, c) + 2 * s.Cg) * P, s.H);
+  });
+  gn_stats(b.zsum.data(), b.zsq.data(), s.C, P, s.NG, s.eps1, b.mean1.data(), b.rstd1.data());  // Eq. 4
+  // Eq. 5 of Eq. 4's output a1 Z + b1: T = (W diag(a1)) Z + W b1 per conv group
+  for (int64_t c = 0; c < s.C; ++c) {
+    const auto [a, bb] = gn_affine(c, s.C / s.NG, b.mean1.data(), b.rstd1.data(), w.g1w, w.g1b);
+    b.a1[c] = a, b.b1[c] = bb;
+  }
+  for (int64_t o = 0; o < s.C; ++o) {
+    const int64_t i0 = o / s.Cg * s.Cg;  // the group's first input channel
+    double bias = 0;
+    for (int64_t i = 0; i < s.Cg; ++i) {
+      b.proj_s[o * s.Cg + i] = w.proj[o * s.Cg + i] * b.a1[i0 + i];
+      bias += double(w.proj[o * s.Cg + i]) * b.b1[i0 + i];
+    }
+    b.proj_b[o] = T(bias);
+  }
+  for (int64_t j = 0; j < s.G; ++j) {
+    const int64_t o = j * s.Cg;
+    matmul_rows(b.Tt + o * P, b.proj_s.data() + o * s.Cg, b.Z + o * P, s.Cg, s.Cg, P, false, b.proj_b.data() + o);
+    for (int64_t c = o; c < o + s.Cg; ++c) sums(b.Tt + c * P, P, &b.tsum[c], &b.tsq[c]);  // in cache
+  }
+  gn_stats(b.tsum.data(), b.tsq.data(), s.C, P, s.G, s.eps2, b.mean2.data(), b.rstd2.data());  // Eq. 6
 }
 
 // Gradients of one sample (or unit, see Units): grad_x into gx; parameter gradients added to grads[0..6] (the params'
-// order), the grouped convs' through their lanes (flush_lanes).
+// order), the QKV conv's through its lanes (flush_lanes). The proj conv's weight gradient, sum_p g_T Zh^T with
+// Zh = a1 Z + b1 (Eq. 4), is a1 (sum_p g_T Z^T) + b1 (sum_p g_T): the sample's sums go through proj_sum and
+// proj_lanes (zero on entry, left zero).
 template <typename T>
 void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const T* proj_t, const T* xb, const T* gy,
-                     T* gx, double* const* grads, T* lanes_qkv, T* lanes_proj, Buffers<T>& buf) {
-  const int64_t n = s.C * s.P, P = s.P;
+                     T* gx, double* const* grads, T* lanes_qkv, double* proj_sum, std::vector<T>& proj_lanes,
+                     Buffers<T>& buf) {
+  const int64_t P = s.P;
   double *g_qkv = grads[0], *g_dw = grads[1], *g_g1w = grads[2], *g_g1b = grads[3], *g_proj = grads[4],
          *g_g2w = grads[5], *g_g2b = grads[6];
-  std::vector<T>&g_tau = buf.g_tau, &g_z = buf.g_z, &g_qkvb = buf.g_qkv;
-  threshold(s, w, xb, buf);
-  for (int64_t i = 0; i < n; ++i) {  // Eq. 1: the gradient goes to x where x > tau, else to tau
-    const bool above = xb[i] > buf.tau[i];
-    gx[i] = above ? gy[i] : T(0);
-    g_tau[i] = above ? T(0) : gy[i];
+  pre_norm(s, w, xb, buf);
+  T *Z = buf.Z, *Tt = buf.Tt, *g_zh = buf.g_zh, *g_tau = buf.grad;
+  // Eq. 1: the gradient goes to x where x > tau, else to tau = a T + b (Eq. 6, never written); with the sums of
+  // Eq. 6's backward
+  for (int64_t c = 0; c < s.C; ++c) {
+    const auto [a, b] = gn_affine(c, s.C / s.G, buf.mean2.data(), buf.rstd2.data(), w.g2w, w.g2b);
+    const int64_t o = c * P;
+    const T *xc = xb + o, *gc = gy + o, *tc = Tt + o;
+    T *gxc = gx + o, *gtc = g_tau + o;
+    double sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+    for (int64_t p = 0; p < P; ++p) {
+      const bool above = xc[p] > a * tc[p] + b;
+      const T gt = above ? T(0) : gc[p];
+      gxc[p] = above ? gc[p] : T(0);
+      gtc[p] = gt;
+      sg += gt;
+      sgx += double(gt) * tc[p];
+    }
+    buf.sg[c] = sg, buf.sgx[c] = sgx;
   }
-  // Eq. 6 (grad of T overwrites buf.Tt), then Eq. 5 (grad of Zh in g_z)
-  gn_backward(buf.Tt.data(), g_g2w, g_g2b, g_tau.data(), buf.Tt.data(), s.C, P, s.G, buf.mean2.data(),
+  gn_backward(buf.ng.data(), g_g2w, g_g2b, buf.sg.data(), buf.sgx.data(), s.C, P, s.G, buf.mean2.data(),
               buf.rstd2.data(), w.g2w);
-  grouped_matmul_backward(g_z.data(), g_proj, lanes_proj, proj_t, buf.Tt.data(), buf.Zh.data(), s.G, s.Cg, s.Cg, P,
-                          false);
-  // Eq. 4: grad of Zh -> grad of Z (in g_tau)
-  gn_backward(g_tau.data(), g_g1w, g_g1b, g_z.data(), buf.Z.data(), s.C, P, s.NG, buf.mean1.data(),
+  for (int64_t c = 0; c < s.C; ++c) {  // the gradient of T overwrites T
+    const auto [a, b, d] = buf.ng[c];
+    T *tc = Tt + c * P;
+    const T* gtc = g_tau + c * P;
+#pragma omp simd
+    for (int64_t p = 0; p < P; ++p) tc[p] = a * gtc[p] - b * tc[p] + d;
+    buf.sg[c] = a * buf.sg[c] - b * buf.tsum[c] + double(P) * d;  // sum_p g_T, from the sums already at hand
+  }
+  // Eq. 5: gradient of Zh = W^T g_T; the weight gradient through Z, scaled at the flush
+  grouped_matmul_backward(g_zh, proj_sum, proj_lanes.data(), proj_t, Tt, Z, s.G, s.Cg, s.Cg, P, false);
+  for (int64_t o = 0; o < s.C; ++o) {
+    const int64_t i0 = o / s.Cg * s.Cg;
+    for (int64_t i = 0; i < s.Cg; ++i) {
+      const int64_t e = o * s.Cg + i;
+      double sum = proj_sum[e];
+      for (int64_t q = 0; q < kGradLanes; ++q) sum += proj_lanes[e * kGradLanes + q];
+      g_proj[e] += buf.a1[i0 + i] * sum + buf.b1[i0 + i] * buf.sg[o];
+      proj_sum[e] = 0;
+    }
+  }
+  std::fill(proj_lanes.begin(), proj_lanes.end(), T(0));
+  // Eq. 4's backward sums
+  for (int64_t c = 0; c < s.C; ++c) {
+    const T *gc = g_zh + c * P, *zc = Z + c * P;
+    double sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+    for (int64_t p = 0; p < P; ++p) {
+      sg += gc[p];
+      sgx += double(gc[p]) * zc[p];
+    }
+    buf.sg[c] = sg, buf.sgx[c] = sgx;
+  }
+  gn_backward(buf.ng.data(), g_g1w, g_g1b, buf.sg.data(), buf.sgx.data(), s.C, P, s.NG, buf.mean1.data(),
               buf.rstd1.data(), w.g1w);
-  // Eq. 3: grad of Z -> grad of A (in g_z), depthwise weight gradient
-  dw_backward(s, g_z.data(), g_dw, g_tau.data(), buf.A.data(), w.dw, buf.masks.data(), buf.pad);
-  // Eq. 2: grad of A -> grads of Q, K, V
+  // Eq. 3: the gradient of A (into buf.grad) from the gradient of Z (Eq. 4's backward, made channel by channel) and A
+  T* g_a = buf.grad;
+  dw_backward(s, g_a, g_dw, w.dw, buf.masks.data(), buf.pad, [&](int64_t c) {
+    const auto [a, b, d] = buf.ng[c];
+    buf.pad.fill_affine(buf.pad.g, g_zh + c * P, Z + c * P, a, b, d, s.H);
+    buf.pad.fill_product(buf.pad.a, buf.score + c / s.dk * P, buf.qkv + (qrow(s, c) + 2 * s.Cg) * P,
+                         s.H);
+  });
+  // Eq. 2: grad of A -> grads of Q, K, V (over Z, T and the gradient of Zh, which are spent)
+  T* g_qkvb = buf.g_qkv;
   const T eps_t = T(s.eps);
   for (int64_t h = 0; h < s.C / s.dk; ++h) {
-    T *g_score = buf.tmp.data(), *coef_q = g_score + P, *coef_k = coef_q + P;
+    T *g_score = buf.tmp, *coef_q = g_score + buf.row, *coef_k = coef_q + buf.row;
     for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {  // the head's first channel starts the sum
-      const T* v = buf.qkv.data() + (qrow(s, c) + 2 * s.Cg) * P;
-      const T* ga = g_z.data() + c * P;
+      const T* v = buf.qkv + (qrow(s, c) + 2 * s.Cg) * P;
+      const T* ga = g_a + c * P;
       const bool first = c == h * s.dk;
       for (int64_t p = 0; p < P; ++p) g_score[p] = (first ? T(0) : g_score[p]) + ga[p] * v[p];
     }
-    const T *score = buf.score.data() + h * P, *ratio = buf.ratio.data() + h * P;
-    const T *qn = buf.qn.data() + h * P, *kn = buf.kn.data() + h * P;
+    const T *score = buf.score + h * P, *ratio = buf.ratio + h * P;
+    const T *qn = buf.qn + h * P, *kn = buf.kn + h * P;
     // r = qk / ((|q| + eps)(|k| + eps)): dr/dq = k / den - r q / (|q| (|q| + eps)), same for k
 #pragma omp simd
     for (int64_t p = 0; p < P; ++p) {
@@ -477,9 +570,9 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
     }
     for (int64_t c = h * s.dk; c < (h + 1) * s.dk; ++c) {
       const int64_t rq = qrow(s, c);
-      const T *q = buf.qkv.data() + rq * P, *k = q + s.Cg * P;
-      const T* ga = g_z.data() + c * P;
-      T *gq = g_qkvb.data() + rq * P, *gk = gq + s.Cg * P, *gv = gk + s.Cg * P;
+      const T *q = buf.qkv + rq * P, *k = q + s.Cg * P;
+      const T* ga = g_a + c * P;
+      T *gq = g_qkvb + rq * P, *gk = gq + s.Cg * P, *gv = gk + s.Cg * P;
 #pragma omp simd
       for (int64_t p = 0; p < P; ++p) {
         gq[p] = g_score[p] * k[p] + coef_q[p] * q[p];
@@ -488,7 +581,7 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
       }
     }
   }
-  grouped_matmul_backward(gx, g_qkv, lanes_qkv, qkv_t, g_qkvb.data(), xb, s.G, 3 * s.Cg, s.Cg, P, true);
+  grouped_matmul_backward(gx, g_qkv, lanes_qkv, qkv_t, g_qkvb, xb, s.G, 3 * s.Cg, s.Cg, P, true);
 }
 
 Shape make_shape(const at::Tensor& x, const at::Tensor& dw, int64_t groups, int64_t head_dim, int64_t norm_groups,
@@ -616,7 +709,7 @@ at::Tensor adrelu_forward(const at::Tensor& x, const std::vector<at::Tensor>& pa
         const T* xb = in_compute_type(xp + off, un, convert);
         const Weights<T> uw = unit_weights(w, units, u % per);
         pre_norm(us, uw, xb, buf);
-        store_norm_max(yp + off, xb, buf.Tt.data(), us, buf.mean2.data(), buf.rstd2.data(), uw.g2w, uw.g2b);
+        store_norm_max(yp + off, xb, buf.Tt, us, buf.mean2.data(), buf.rstd2.data(), uw.g2w, uw.g2b);
       }
     });
   });
@@ -650,8 +743,10 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
       TORCH_CHECK(at::get_thread_num() < nthreads, "adrelu: unexpected thread id");
       double* g = acc.data() + at::get_thread_num() * offsets.back();
       Buffers<T> buf(us, true);
-      // the grouped convs' lane sums, for every group of the parameter (units of any group add into their slice)
-      std::vector<T> lanes_qkv(3 * s.C * s.Cg * kGradLanes), lanes_proj(s.C * s.Cg * kGradLanes);
+      // the QKV conv's lane sums, for every group of the parameter (units of any group add into their slice); the
+      // proj conv's, one unit's (scaled per sample: see sample_backward)
+      std::vector<T> lanes_qkv(3 * s.C * s.Cg * kGradLanes), proj_lanes(us.C * us.Cg * kGradLanes);
+      std::vector<double> proj_sum(us.C * us.Cg);
       std::vector<T> convert_x, convert_g, convert_gx;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t j = u % per, off = units.element(u);
@@ -662,12 +757,10 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
         T* gxb = out_compute_type(gxp + off, un, convert_gx);
         sample_backward(us, unit_weights(w, units, j), qkv_t.data() + units.param(0, j),
                         proj_t.data() + units.param(4, j), xb, gb, gxb, grads,
-                        lanes_qkv.data() + units.param(0, j) * kGradLanes, lanes_proj.data() + units.param(4, j) * kGradLanes,
-                        buf);
+                        lanes_qkv.data() + units.param(0, j) * kGradLanes, proj_sum.data(), proj_lanes, buf);
         write_back(gxp + off, gxb, un);
       }
       flush_lanes(g + offsets[0], lanes_qkv);
-      flush_lanes(g + offsets[4], lanes_proj);
     });
   });
   std::vector<at::Tensor> grads{grad_x};
