@@ -605,9 +605,10 @@ Weights<T> weights(const std::vector<at::Tensor>& p) {
 // (channels, H*W) slice of the sample, with its own slices of every parameter (all stored group-major). Running such
 // units rather than whole samples gives batches smaller than the thread count (batch-1 inference) parallel work, and
 // each unit a working set that is a fraction of a sample's. Where the batch alone fills the threads and a sample's
-// intermediates (about a dozen float planes) fit in about an L2 cache, whole samples stay the units: splitting them
-// there cost 1-5% (2-core Zen 3 VM, (128, 16, 32, 32)) and gained nothing at (128, 32, 16, 16) or (128, 64, 8, 8),
-// while at (8, 64, 128, 128) it gained 7-14%.
+// planes (counted as 12: the backward's 7 and its maps x, grad_y, grad_x, with room) fit in about an L2 cache, whole
+// samples stay the units: splitting them there cost 1-5% (2-core Zen 3 VM, (128, 16, 32, 32); 5% again after the
+// backward dropped from 13 planes to 7) and gained nothing at (128, 32, 16, 16) or (128, 64, 8, 8), while at
+// (8, 64, 128, 128) it gained 7-14%.
 struct Units {
   Shape unit;          // the shape each unit runs with
   int64_t per_sample;  // units per sample
