@@ -342,10 +342,22 @@ def off_init_(model: nn.Module, shift: float = 0.01) -> nn.Module:
     return model
 
 
+def model_flops(model: nn.Module, *inputs: Any) -> int:
+    """Matmul and convolution FLOPs of one forward, as torch's ``FlopCounterMode`` counts them (the hf-acts ops run
+    their plain formulas under it; elementwise work is not counted). For GEMM-bound models the ratio of two such
+    counts is about the least time ratio to expect."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return counter.get_total_flops()
+
+
 def bench_inference(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """Eval-mode latency under ``torch.inference_mode`` (no autograd bookkeeping: the ops save nothing there) of the
     zoo models against their bases at 224 px, batch 1 and 32 (quick: 1 and 8, two groups), and the tiny dynActGLU
-    Llama's ``generate`` throughput against SwiGLU's (greedy, fixed length)."""
+    Llama's ``generate`` throughput against SwiGLU's (greedy, fixed length). Image rows also give the model's
+    matmul + conv FLOPs against its base's (``flops_vs_base``, per image)."""
     import timm
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -353,19 +365,23 @@ def bench_inference(quick: bool = False, device: str = "cpu") -> list[dict[str, 
     batches, reps = ((1, 8), 3) if quick else ((1, 32), 7)
     rows: list[dict[str, Any]] = []
 
-    def compare(group: str, models: dict[str, Callable[[], Any]], batch: int, units: int, unit: str) -> None:
+    def compare(group: str, models: dict[str, Callable[[], Any]], batch: int, units: int, unit: str,
+                flops: dict[str, int] | None = None) -> None:
         with torch.inference_mode():
             times = interleaved_medians({k: synced(fn, device) for k, fn in models.items()}, reps)
         base = next(iter(times.values()))
         rows.extend({"group": group, "model": k, "batch": batch, "ms": t * 1e3, "vs_base": t / base,
-                     unit: units / t} for k, t in times.items())
+                     unit: units / t, **({"flops_vs_base": flops[k] / flops[next(iter(flops))]} if flops else {})}
+                    for k, t in times.items())
 
     for base, variants in groups.items():
         models = {name: off_init_(timm.create_model(name)).eval().to(device) for name in (base, *variants)}
+        one = torch.randn(1, 3, 224, 224, device=device)
+        flops = {k: model_flops(m, one) for k, m in models.items()}
         for batch in batches:
             x = torch.randn(batch, 3, 224, 224, device=device)
             compare(f"{base} (224px)", {k: (lambda m=m: m(x)) for k, m in models.items()}, batch,  # noqa: B023
-                    batch, "images_per_s")
+                    batch, "images_per_s", flops)
     prompt, new = (8, 8) if quick else (16, 32)
     lms = {mlp: off_init_(AutoModelForCausalLM.from_config(AutoConfig.for_model(
         "hf_acts_llama", vocab_size=1024, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
@@ -386,7 +402,7 @@ TABLES = {
                     ("fwd_vs_base", "fwd_bwd_vs_base", "fwd_bwd_vs_floor", "fwd_bwd_vs_plain", "saved_bytes_vs_base")),
     "models": (("group", "model"), ("step_ms", "vs_base", "saved_mb", "saved_vs_base", "tokens_per_s",
                                     "ms_per_kpixel")),
-    "inference": (("group", "model", "batch"), ("ms", "vs_base", "images_per_s", "tokens_per_s")),
+    "inference": (("group", "model", "batch"), ("ms", "vs_base", "flops_vs_base", "images_per_s", "tokens_per_s")),
 }
 
 

@@ -30,6 +30,8 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     assert saved["resnet8_cifar"] < saved["resnet8_cifar_adrelu"] < saved["resnet8_cifar_dyrelu"]
     inference = {(r["model"], r["batch"]) for r in result["inference"]}
     assert {("resnet18_adrelu", 1), ("vit_tiny_patch16_224_fles", 8), ("dynactglu", 8)} <= inference
+    flops = {r["model"]: r["flops_vs_base"] for r in result["inference"] if "flops_vs_base" in r}
+    assert flops["resnet18"] == 1.0 and flops["resnet18_adrelu"] > 1.0
     table = (tmp_path / "results.md").read_text()
     assert "| activation |" in table and "### Inference" in table and " (" in table  # ranges over the two runs
     assert (tmp_path / "activations.png").stat().st_size > 0
@@ -52,6 +54,16 @@ def test_rows_whose_base_was_disturbed_are_measured_again():
     c = rows[2]
     assert c["base_retries"] == 2 and c["fwd_bwd_base_ms"] == 10.1 and c["fwd_bwd_vs_base"] == 2.1
     assert [r["base_retries"] for r in rows] == [0, 0, 2, 0]
+
+
+def test_model_flops_counts_the_activations_convolutions():
+    """ADReLU(16) on a 8 x 8 map: QKV conv 2 * 48 * 4 * 64, depthwise 2 * 16 * 9 * 64, proj 2 * 16 * 4 * 64 (groups
+    of 4 channels); the attention and the norms are elementwise and not counted."""
+    from hf_acts import ADReLU
+
+    x = torch.randn(1, 16, 8, 8)
+    assert bench.model_flops(ADReLU(16), x) == 2 * 64 * (48 * 4 + 16 * 9 + 16 * 4)
+    assert bench.model_flops(torch.nn.ReLU(), x) == 0
 
 
 def test_off_init_moves_only_the_activations():
