@@ -126,6 +126,9 @@ def test_the_fused_kernel_is_built_and_is_the_default():
     ((1, 32, 6, 6), {"groups": 4, "head_dim": 8}),  # one sample, four units
     ((3, 32, 5, 5), {"groups": 4, "head_dim": 4, "norm_groups": 8}),  # two GroupNorm groups inside each unit
     ((2, 32, 5, 6), {"groups": 8, "head_dim": 8}),  # heads straddle two conv groups: units of one head each
+    # at most 100 positions and 8+ channels per group: the weight gradients' short-row path; 9 channels per group
+    # leave QKV rows (27) and proj rows (9) beyond its blocks of 4
+    ((2, 18, 5, 5), {"groups": 2, "head_dim": 9}),
     ((2, 20, 16), {"groups": 2, "head_dim": 8}),  # tokens, 3x3 kernel (middle row)
     ((2, 20, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
 ])
