@@ -14,8 +14,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <type_traits>
 #include <vector>
