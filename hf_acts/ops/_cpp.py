@@ -56,6 +56,13 @@ def _build_tag() -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
+def compile_flags() -> list[str]:
+    """The compiler flags of every kernel build in this process."""
+    # -fno-trapping-math: without it GCC 12 vectorises none of the select-and-exp loops (the ReLU-family selects and
+    # the inlined exp), 5-7x slower on a Zen 3 VM; nothing here reads floating-point flags
+    return ["-O3", *target_flags(), "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+
+
 def load(name: str) -> ModuleType | None:
     """The compiled extension ``csrc/<name>.cpp``, or None (with one warning) where it cannot be built."""
     if name not in _modules:
@@ -70,10 +77,7 @@ def load(name: str) -> ModuleType | None:
         try:
             _modules[name] = build(
                 name=f"hf_acts_{name}_{_build_tag()}", sources=[str(CSRC / f"{name}.cpp")],
-                # -fno-trapping-math: without it GCC 12 vectorises none of the select-and-exp loops (the ReLU-family
-                # selects and the inlined exp), 5-7x slower on a Zen 3 VM; nothing here reads floating-point flags
-                extra_cflags=["-O3", *target_flags(), "-fno-math-errno", "-fno-trapping-math", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
+                extra_cflags=compile_flags(), extra_ldflags=["-fopenmp"],
                 verbose=False,
             )
         except Exception as e:  # noqa: BLE001 - any build failure: the plain PyTorch path is always correct
