@@ -130,46 +130,24 @@ void matmul_rows_grad(double* grad_w, T* lanes, const T* a, const T* b, int64_t 
 }
 
 // The same sums for short rows (few positions: the lanes' flush and the blocks' set-up cost about as much as the
-// products): b transposed into bt (P x ni, ni = n_in rounded up to kLanes, zero beyond n_in), so that kRows rows of
-// grad_w accumulate kLanes entries wide in registers over all P, and each sum is complete (added to grad_w directly).
+// products): b transposed into bt (P x ni, ni = n_in rounded up to kLanes, zero beyond n_in) makes them a product
+// matmul_rows computes, out = a bt with a as its weights, kLanes entries of a grad_w row wide in registers over all P;
+// each sum is complete (added to grad_w directly, no lanes).
 // Backward time against the lanes alone (2-core Zen 3 VM, same process): 8 x 8 maps 0.84-0.93 (16, 32 channels per
 // group), 10 x 10 0.97, 12 x 12 1.08, 16 x 16 1.16-1.42; at 4 channels per group the padded lanes would be mostly zero.
 inline bool short_rows(int64_t P, int64_t n_in) { return P <= 100 && n_in >= 8; }
 
 template <typename T>
-void matmul_rows_grad_short(double* grad_w, std::vector<T>& bt, const T* a, const T* b, int64_t n_out, int64_t n_in,
-                            int64_t P) {
-  const int64_t ni = (n_in + kLanes - 1) / kLanes * kLanes, o_main = n_out / kRows * kRows;
-  bt.resize(P * ni);
-  T* t = bt.data();
+void matmul_rows_grad_short(double* grad_w, std::vector<T>& scratch, const T* a, const T* b, int64_t n_out,
+                            int64_t n_in, int64_t P) {
+  const int64_t ni = (n_in + kLanes - 1) / kLanes * kLanes;
+  scratch.resize((P + n_out) * ni);
+  T *bt = scratch.data(), *out = bt + P * ni;
   for (int64_t i = 0; i < ni; ++i)
-    for (int64_t p = 0; p < P; ++p) t[p * ni + i] = i < n_in ? b[i * P + p] : T(0);
-  for (int64_t i0 = 0; i0 < ni; i0 += kLanes) {
-    const int64_t width = std::min(kLanes, n_in - i0);
-    for (int64_t o0 = 0; o0 < o_main; o0 += kRows) {
-      T acc[kRows][kLanes] = {};
-      for (int64_t p = 0; p < P; ++p) {
-        const T* tp = t + p * ni + i0;
-        for (int64_t r = 0; r < kRows; ++r) {
-          const T ar = a[(o0 + r) * P + p];
-#pragma omp simd
-          for (int64_t q = 0; q < kLanes; ++q) acc[r][q] += ar * tp[q];
-        }
-      }
-      for (int64_t r = 0; r < kRows; ++r)
-        for (int64_t q = 0; q < width; ++q) grad_w[(o0 + r) * n_in + i0 + q] += acc[r][q];
-    }
-    for (int64_t o = o_main; o < n_out; ++o) {  // rows beyond the last block of kRows
-      T acc[kLanes] = {};
-      for (int64_t p = 0; p < P; ++p) {
-        const T ar = a[o * P + p];
-        const T* tp = t + p * ni + i0;
-#pragma omp simd
-        for (int64_t q = 0; q < kLanes; ++q) acc[q] += ar * tp[q];
-      }
-      for (int64_t q = 0; q < width; ++q) grad_w[o * n_in + i0 + q] += acc[q];
-    }
-  }
+    for (int64_t p = 0; p < P; ++p) bt[p * ni + i] = i < n_in ? b[i * P + p] : T(0);
+  matmul_rows(out, a, bt, n_out, P, ni, false);
+  for (int64_t o = 0; o < n_out; ++o)
+    for (int64_t i = 0; i < n_in; ++i) grad_w[o * n_in + i] += out[o * ni + i];
 }
 
 template <typename T>
@@ -188,13 +166,13 @@ void grouped_matmul(T* out, const T* w, const T* in, int64_t groups, int64_t opg
 
 // Its backward: grad_in (+)= w^T grad_out (w_t: w transposed per group), grad_w += grad_out in^T.
 template <typename T>
-void grouped_matmul_backward(T* grad_in, double* grad_w, T* lanes, std::vector<T>& bt, const T* w_t,
+void grouped_matmul_backward(T* grad_in, double* grad_w, T* lanes, std::vector<T>& scratch, const T* w_t,
                              const T* grad_out, const T* in, int64_t groups, int64_t opg, int64_t ipg, int64_t P,
                              bool accumulate) {
   for (int64_t j = 0; j < groups; ++j) {
     matmul_rows(grad_in + j * ipg * P, w_t + j * opg * ipg, grad_out + j * opg * P, ipg, opg, P, accumulate);
     if (short_rows(P, ipg))
-      matmul_rows_grad_short(grad_w + j * opg * ipg, bt, grad_out + j * opg * P, in + j * ipg * P, opg, ipg, P);
+      matmul_rows_grad_short(grad_w + j * opg * ipg, scratch, grad_out + j * opg * P, in + j * ipg * P, opg, ipg, P);
     else
       matmul_rows_grad(grad_w + j * opg * ipg, lanes + j * opg * ipg * kGradLanes, grad_out + j * opg * P,
                        in + j * ipg * P, opg, ipg, P);
@@ -434,7 +412,7 @@ template <typename T>
 struct Buffers {
   static constexpr int64_t kPage = 4096 / sizeof(T), kStep = 128 / sizeof(T);
   int64_t n, row;  // plane size; stride of tmp's three rows
-  std::vector<T> mem, masks, a1, b1, proj_s, proj_b, bt;
+  std::vector<T> mem, masks, a1, b1, proj_s, proj_b, scratch;
   T *qkv, *Z, *Tt, *g_zh, *g_qkv, *grad, *score, *ratio, *qn, *kn, *tmp;
   std::vector<double> zsum, zsq, tsum, tsq, sg, sgx, mean1, rstd1, mean2, rstd2;
   std::vector<NormGrad<T>> ng;
@@ -559,7 +537,7 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
     buf.sg[c] = a * buf.sg[c] - b * buf.tsum[c] + double(P) * d;  // sum_p g_T, from the sums already at hand
   }
   // Eq. 5: gradient of Zh = W^T g_T; the weight gradient through Z, scaled at the flush
-  grouped_matmul_backward(g_zh, proj_sum, proj_lanes.data(), buf.bt, proj_t, Tt, Z, s.G, s.Cg, s.Cg, P, false);
+  grouped_matmul_backward(g_zh, proj_sum, proj_lanes.data(), buf.scratch, proj_t, Tt, Z, s.G, s.Cg, s.Cg, P, false);
   const bool lanes_used = !short_rows(P, s.Cg);
   for (int64_t o = 0; o < s.C; ++o) {
     const int64_t i0 = o / s.Cg * s.Cg;
@@ -630,7 +608,7 @@ void sample_backward(const Shape& s, const Weights<T>& w, const T* qkv_t, const 
       }
     }
   }
-  grouped_matmul_backward(gx, g_qkv, lanes_qkv, buf.bt, qkv_t, g_qkvb, xb, s.G, 3 * s.Cg, s.Cg, P, true);
+  grouped_matmul_backward(gx, g_qkv, lanes_qkv, buf.scratch, qkv_t, g_qkvb, xb, s.G, 3 * s.Cg, s.Cg, P, true);
 }
 
 Shape make_shape(const at::Tensor& x, const at::Tensor& dw, int64_t groups, int64_t head_dim, int64_t norm_groups,
