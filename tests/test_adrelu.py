@@ -1,6 +1,8 @@
 """ADReLU against a loop-by-loop transcription of Eqs. 1-6."""
 
+import contextlib
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -8,6 +10,8 @@ import torch.nn.functional as F
 from conftest import assert_fused_equals_plain, ran_op, randomize_
 
 from hf_acts import ADReLU
+from hf_acts.ops import adrelu as adrelu_op
+from hf_acts.ops import direct
 
 
 def grouped_1x1(weight: torch.Tensor, x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -129,6 +133,10 @@ def test_the_fused_kernel_is_built_and_is_the_default():
     # at most 100 positions and 8+ channels per group: the weight gradients' short-row path; 9 channels per group
     # leave QKV rows (27) and proj rows (9) beyond its blocks of 4
     ((2, 18, 5, 5), {"groups": 2, "head_dim": 9}),
+    # the convs' micro-kernel takes 6 output rows at a time: 7 channels per group leave 3 QKV rows and 1 proj row
+    # beyond its blocks, 5 leave 3 and 5; 25 and 20 positions leave 9 and 4 beyond its strips of 16 (AVX2)
+    ((2, 14, 5, 5), {"groups": 2, "head_dim": 7}),
+    ((2, 20, 4, 5), {"groups": 4, "head_dim": 5}),
     ((2, 20, 16), {"groups": 2, "head_dim": 8}),  # tokens, 3x3 kernel (middle row)
     ((2, 20, 16), {"groups": 2, "head_dim": 8, "spatial_dims": 1}),  # tokens, 1x3 kernel
 ])
@@ -150,6 +158,45 @@ def test_fused_path_matches_the_plain_path_with_all_gradients(monkeypatch, shape
 def test_the_kernel_runs_where_it_wins(channels, shape, fused):
     y = ADReLU(channels)(torch.randn(*shape, requires_grad=True))
     assert ran_op(y, "adrelu") is fused
+
+
+def test_wide_groups_without_a_backward_match_the_plain_path(monkeypatch):
+    """136 channels per group (the kernel runs them in inference only), 35 positions: float64 against the plain
+    formulas."""
+    from hf_acts.ops import dispatch
+
+    m = randomize_(ADReLU(272, groups=2, head_dim=8)).double().eval()
+    x = torch.randn(2, 272, 5, 7, dtype=torch.float64)
+    outputs = []
+    for fused in (True, False):
+        monkeypatch.setattr(dispatch, "FUSED", fused)
+        with torch.inference_mode():
+            outputs.append(m(x))
+    torch.testing.assert_close(*outputs)
+
+
+@pytest.mark.parametrize("channels,shape,fused", [
+    (512, (2, 512, 4, 4), True), (2048, (1, 2048, 7, 7), True),  # wide groups: no backward, no recomputation
+    (512, (2, 512, 3, 3), False),  # fewer than 16 positions
+])
+def test_without_a_backward_the_kernel_runs_at_every_width(monkeypatch, channels, shape, fused):
+    forward_kernels = direct.KERNELS[adrelu_op.adrelu][0]
+    calls = []
+    monkeypatch.setitem(forward_kernels, "cpu", lambda *a, k=forward_kernels["cpu"]: calls.append(1) or k(*a))
+
+    def ran(context: Any) -> bool:
+        calls.clear()
+        with context:
+            m(torch.randn(*shape))
+        return bool(calls)
+
+    m = ADReLU(channels)
+    assert ran(torch.inference_mode()) is fused
+    assert ran(torch.no_grad()) is fused
+    # grad enabled and trainable parameters: a backward may follow (for the parameters) though x needs none
+    assert ran(contextlib.nullcontext()) is False
+    m.requires_grad_(False)
+    assert ran(contextlib.nullcontext()) is fused
 
 
 def test_fused_path_gradcheck_including_parameters():

@@ -52,8 +52,9 @@ constexpr int64_t kVec = 4;
 // out[o] = (accumulate ? out[o] : bias[o] or 0) + sum_i w[o, i] in[i] for rows of length P. Micro-kernel: kRows
 // output rows x kLanes positions (two vector registers per row) accumulate in registers while the input rows stream
 // through once: 12 independent sums keep both FMA pipes busy through the FMA latency, and with the two loaded input
-// registers and the broadcast weight they fit AVX2's 16 registers. (4 rows, 8 sums, ran at half the speed on a Zen 3
-// VM: 30 against 63 GFLOP/s on one thread, a (768 x 256) x (256 x 192) product; MKL's sgemm 66.)
+// registers and the broadcast weight they fit AVX2's 16 registers. One thread of a Zen 3 VM, GFLOP/s of
+// (768 x 256) x (256 x P) products, this kernel / the earlier 4 rows x 16 positions with a scalar loop for the last
+// positions / MKL's sgemm: P = 192 63 / 40 / -, P = 196 58 / 25 / 66; (1536 x 512) x (512 x 49) 50 / 14 / 47.
 constexpr int64_t kRows = 6, kLanes = 2 * kVec;
 
 // R <= kRows rows of out (row stride ldo) over kLanes positions of the input rows (row stride ldi).
@@ -101,7 +102,7 @@ void matmul_rows(T* out, const T* w, const T* in, int64_t n_out, int64_t n_in, i
   for (int64_t p0 = 0; p0 < P_main; p0 += kLanes) matmul_strip(out + p0, P, w, n_out, n_in, in + p0, P, accumulate, bias);
   if (tail == 0) return;
   // The last positions (fewer than kLanes) run through the same micro-kernel on zero-padded copies of their
-  // columns: at 7 x 7 they are a fifth of the work, which a scalar loop took longer over than all the rest.
+  // columns (a scalar loop over the last 4 of 196 positions took as long as the first 192).
   thread_local std::vector<T> pad;
   pad.assign((n_in + n_out) * kLanes, T(0));
   T *pin = pad.data(), *pout = pin + n_in * kLanes;
@@ -158,8 +159,9 @@ void matmul_rows_grad(double* grad_w, T* lanes, const T* a, const T* b, int64_t 
 // matmul_rows computes, out = a bt with a as its weights, kLanes entries of a grad_w row wide in registers over all P;
 // each sum is complete (added to grad_w directly, no lanes).
 // Backward time against the lanes alone (2-core Zen 3 VM, same process): 8 x 8 maps 0.84-0.93 (16, 32 channels per
-// group), 10 x 10 0.97, 12 x 12 1.08, 16 x 16 1.16-1.42; at 4 channels per group the padded lanes would be mostly zero.
-inline bool short_rows(int64_t P, int64_t n_in) { return P <= 100 && n_in >= 8; }
+// group), 10 x 10 0.97, 12 x 12 1.08, 16 x 16 1.16-1.42 (with the 6-row matmul_rows, at every P: 16 x 16 1.36 at 8
+// channels per group, 64 x 64 1.06 at 16). At most half of the padded entries are zero (n_in >= kLanes / 2).
+inline bool short_rows(int64_t P, int64_t n_in) { return P <= 100 && n_in >= kLanes / 2; }
 
 template <typename T>
 void matmul_rows_grad_short(double* grad_w, std::vector<T>& scratch, const T* a, const T* b, int64_t n_out,
@@ -796,8 +798,9 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
       double* g = acc.data() + at::get_thread_num() * offsets.back();
       Buffers<T> buf(us, true);
       // the QKV conv's lane sums, for every group of the parameter (units of any group add into their slice); the
-      // proj conv's, one unit's (scaled per sample: see sample_backward)
-      std::vector<T> lanes_qkv(3 * s.C * s.Cg * kGradLanes), proj_lanes(us.C * us.Cg * kGradLanes);
+      // proj conv's, one unit's (scaled per sample: see sample_backward); none where the short-row path sums
+      const int64_t lanes = short_rows(us.P, s.Cg) ? 0 : kGradLanes;
+      std::vector<T> lanes_qkv(3 * s.C * s.Cg * lanes), proj_lanes(us.C * us.Cg * lanes);
       std::vector<double> proj_sum(us.C * us.Cg);
       std::vector<T> convert_x, convert_g, convert_gx;
       for (int64_t u = u0; u < u1; ++u) {
@@ -809,7 +812,7 @@ std::vector<at::Tensor> adrelu_backward(const at::Tensor& grad_y, const at::Tens
         T* gxb = out_compute_type(gxp + off, un, convert_gx);
         sample_backward(us, unit_weights(w, units, j), qkv_t.data() + units.param(0, j),
                         proj_t.data() + units.param(4, j), xb, gb, gxb, grads,
-                        lanes_qkv.data() + units.param(0, j) * kGradLanes, proj_sum.data(), proj_lanes, buf);
+                        lanes_qkv.data() + units.param(0, j) * lanes, proj_sum.data(), proj_lanes, buf);
         write_back(gxp + off, gxb, un);
       }
       flush_lanes(g + offsets[0], lanes_qkv);
