@@ -206,17 +206,23 @@ def test_cpu_kernels_target_atens_instruction_set(monkeypatch, machine, capabili
 @pytest.mark.slow
 def test_cpu_kernels_built_for_an_older_instruction_set_match_the_plain_formula(tmp_path):
     """ATEN_CPU_CAPABILITY=default: the kernels build for x86-64-v2 (SSE4.2) in a fresh cache and agree with the
-    plain formulas, as on a CPU without AVX."""
+    plain formulas, as on a CPU without AVX (ADReLU's register blocks are sized per instruction set)."""
     code = """
 import torch
-from hf_acts import DynActivation, FleS
+from hf_acts import ADReLU, DynActivation, FleS
 from hf_acts.ops import _cpp, dispatch
 assert _cpp.target_flags()[0] == "-march=x86-64-v2", _cpp.target_flags()
 torch.manual_seed(0)
 fles = FleS(16)
 torch.nn.init.normal_(fles.fc2.weight, std=0.3)
+# ADReLU in float64 (its tolerance stays float64's): 12 channels per group, 81 positions, so the 1x1 convs' 6-row
+# blocks and 8-position strips (SSE) both leave a remainder
+adrelu = ADReLU(24, groups=2, head_dim=4).double()
+for p in adrelu.parameters():
+    torch.nn.init.normal_(p, mean=float(p.mean()), std=0.3)
 for module, x in ((DynActivation("silu", alpha_init=1.2, beta_init=0.3), torch.randn(3, 16, 9, 9)),
-                  (fles, torch.randn(3, 16, 9, 9)), (fles, torch.randn(3, 10, 16))):
+                  (fles, torch.randn(3, 16, 9, 9)), (fles, torch.randn(3, 10, 16)),
+                  (adrelu, torch.randn(3, 24, 9, 9, dtype=torch.float64))):
     outs = []
     for fused in (True, False):
         dispatch.FUSED = fused
@@ -225,8 +231,11 @@ for module, x in ((DynActivation("silu", alpha_init=1.2, beta_init=0.3), torch.r
         y.backward(torch.ones_like(y))
         outs.append((y, xg.grad))
     for got, want in zip(*outs):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-assert _cpp.load("pointwise") is not None and _cpp.load("fles") is not None
+        if got.dtype == torch.float64:
+            torch.testing.assert_close(got, want)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+assert all(_cpp.load(kernel) is not None for kernel in ("pointwise", "fles", "adrelu"))
 print("ok")
 """
     if platform.machine() != "x86_64":
