@@ -145,19 +145,23 @@ def _glu_rows(x: torch.Tensor) -> dict[str, tuple[Callable, Callable]]:
     return {"dynactglu_gate": (lambda g: glu.gated(g, up), lambda g: F.silu(g) * up)}
 
 
-def _measure(fn: Callable, ref: Callable, plain: Callable | None, x: torch.Tensor, floor: float, reps: int
-             ) -> dict[str, float]:
-    """Forward and forward+backward times of ``fn``, its base ``ref`` and (eager) its plain formula, timed in
-    alternation; ratios to the base, to the memory floor and to the plain formula."""
+def _measure(fn: Callable, ref: Callable, plain: Callable | None, x: torch.Tensor, reps: int) -> dict[str, float]:
+    """Forward and forward+backward times of ``fn``, its base ``ref``, the memory floor (``out.copy_(x)``) and (eager)
+    its plain formula, timed in alternation; ratios to the base, to the floor and to the plain formula. The floor is
+    timed beside each row, not once per shape: on a shared VM the memory bandwidth moves between minutes while the
+    compute-bound kernels do not (session 12: one shape's floor 1.6-3.9 ms over three runs, dynActivation steady at
+    9.5-9.9 ms)."""
+    out = torch.empty_like(x)
     row: dict[str, float] = {}
     for backward in (False, True):
         key = "fwd_bwd" if backward else "fwd"
-        fns = {"act": _step(fn, x, backward), "base": _step(ref, x, backward)}
+        fns = {"act": _step(fn, x, backward), "base": _step(ref, x, backward),
+               "floor": synced(lambda: out.copy_(x), x.device.type)}
         if plain is not None:
             fns["plain"] = _step(plain, x, backward)
         t = interleaved_medians(fns, reps)
-        row.update({f"{key}_ms": t["act"] * 1e3, f"{key}_base_ms": t["base"] * 1e3,
-                    f"{key}_vs_base": t["act"] / t["base"], f"{key}_vs_floor": t["act"] / floor})
+        row.update({f"{key}_ms": t["act"] * 1e3, f"{key}_base_ms": t["base"] * 1e3, "floor_ms": t["floor"] * 1e3,
+                    f"{key}_vs_base": t["act"] / t["base"], f"{key}_vs_floor": t["act"] / t["floor"]})
         if plain is not None:
             row[f"{key}_vs_plain"] = t["act"] / t["plain"]
     return row
@@ -203,8 +207,6 @@ def bench_activations(quick: bool = False, device: str = "cpu", compiled: bool |
         for shape_name, shape in shapes.items():
             for dtype in dtypes if mode == "eager" else [torch.float32]:
                 x = torch.randn(shape, dtype=dtype, device=device)
-                out = torch.empty_like(x)
-                floor = median_time(synced(lambda: out.copy_(x), device), reps)  # noqa: B023
                 pairs = {}
                 for name, (base, kwargs) in BASES.items():
                     act = create_activation(name, channels=x.shape[-1] if x.ndim == 3 else x.shape[1], **kwargs)
@@ -222,13 +224,13 @@ def bench_activations(quick: bool = False, device: str = "cpu", compiled: bool |
                 group = []
                 for name, (act, ref) in pairs.items():
                     row = {"activation": name, "base": BASES[name][0] if name in BASES else "swiglu",
-                           "shape": shape_name, "dtype": str(dtype)[6:], "mode": mode, "floor_ms": floor * 1e3,
-                           **_measure(*fns[name], x, floor, reps)}
+                           "shape": shape_name, "dtype": str(dtype)[6:], "mode": mode,
+                           **_measure(*fns[name], x, reps)}
                     xg = x.detach().requires_grad_()
                     row["saved_bytes_vs_base"] = saved_bytes(lambda: act(xg)) / max(  # noqa: B023
                         saved_bytes(lambda: ref(xg)), 1)  # noqa: B023
                     group.append(row)
-                _remeasure_outliers(group, lambda name: _measure(*fns[name], x, floor, reps))  # noqa: B023
+                _remeasure_outliers(group, lambda name: _measure(*fns[name], x, reps))  # noqa: B023
                 rows += group
     return rows
 

@@ -37,6 +37,22 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     assert (tmp_path / "activations.png").stat().st_size > 0
 
 
+def test_each_row_divides_by_the_floor_timed_in_its_own_loop(monkeypatch):
+    """The copy_ floor is timed beside the activation and its base (the VM's memory bandwidth moves between rows),
+    and each ratio divides medians of one loop."""
+    loops = []
+
+    def fake_medians(fns, reps):
+        loops.append(set(fns))
+        return {"act": 3e-3, "base": 2e-3, "floor": 1e-3 if len(loops) == 1 else 0.5e-3, "plain": 6e-3}
+
+    monkeypatch.setattr(bench, "interleaved_medians", fake_medians)
+    row = bench._measure(torch.relu, torch.relu, torch.relu, torch.randn(4, 4), reps=3)
+    assert loops == [{"act", "base", "floor", "plain"}] * 2
+    assert row["fwd_vs_floor"] == 3.0 and row["fwd_bwd_vs_floor"] == 6.0 and row["floor_ms"] == 0.5
+    assert row["fwd_bwd_vs_base"] == 1.5 and row["fwd_bwd_vs_plain"] == 0.5
+
+
 def test_summarize_gives_the_median_and_range_over_runs():
     runs = [[{"model": "a", "vs_base": v, "note": "x"}] for v in (1.5, 1.2, 1.3)]
     assert bench.summarize(runs, ("model",), ("vs_base", "missing")) == [{"model": "a", "vs_base": "1.30 (1.20-1.50)"}]
