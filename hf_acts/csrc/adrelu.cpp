@@ -99,7 +99,8 @@ template <typename T>
 void matmul_rows(T* out, const T* w, const T* in, int64_t n_out, int64_t n_in, int64_t P, bool accumulate,
                  const T* bias = nullptr) {
   const int64_t P_main = P / kLanes * kLanes, tail = P - P_main;
-  for (int64_t p0 = 0; p0 < P_main; p0 += kLanes) matmul_strip(out + p0, P, w, n_out, n_in, in + p0, P, accumulate, bias);
+  for (int64_t p0 = 0; p0 < P_main; p0 += kLanes)
+    matmul_strip(out + p0, P, w, n_out, n_in, in + p0, P, accumulate, bias);
   if (tail == 0) return;
   // The last positions (fewer than kLanes) run through the same micro-kernel on zero-padded copies of their
   // columns (a scalar loop over the last 4 of 196 positions took as long as the first 192).
