@@ -126,3 +126,20 @@ def test_fused_path_bfloat16(monkeypatch):
     monkeypatch.setattr(dispatch, "FUSED", False)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y, m(x), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("shape", [(4, 250, 16), (4, 16, 50, 5)])
+def test_gelu_base_kernel_in_float32_at_init_is_gelu_to_float_accuracy(shape):
+    """At init (k_ve = k_ho = 1 exactly, and no gradient reaches the statistics through fc2's zero weight) the float32
+    kernel is GELU. Its normal CDF and density (Abramowitz & Stegun 7.1.26 sharing one exp, csrc/vec_math.h) stay
+    within float accuracy of float64 over [-12, 12]; a wrong coefficient shows up at 1e-5."""
+    x = torch.linspace(-12, 12, math.prod(shape)).reshape(shape)
+    xf = x.clone().requires_grad_()
+    y = FleS(16, base="gelu")(xf)
+    y.backward(torch.ones_like(y))
+    assert ran_op(y, "fles")
+    xd = x.double().requires_grad_()
+    ref = xd * normal_cdf(xd)
+    ref.backward(torch.ones_like(ref))
+    assert (y.double() - ref).abs().max() <= 1e-6
+    assert (xf.grad.double() - xd.grad).abs().max() <= 5e-7

@@ -30,8 +30,6 @@ using namespace hf_acts;
 
 enum Gate : int64_t { kSigmoid = 0, kNormalCdf = 1 };
 
-constexpr double kSqrt1_2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
-
 template <int64_t G, typename T>
 inline T gate(T u, T* grad) {
   if constexpr (G == kSigmoid) {
@@ -39,8 +37,9 @@ inline T gate(T u, T* grad) {
     *grad = s * (T(1) - s);
     return s;
   } else {
-    *grad = T(kInvSqrt2Pi) * exp_(T(-0.5) * u * u);
-    return T(0.5) * (T(1) + erf_(u * T(kSqrt1_2)));
+    const auto [cdf, pdf] = normal_cdf_pdf(u);
+    *grad = pdf;
+    return cdf;
   }
 }
 

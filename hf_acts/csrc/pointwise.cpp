@@ -25,7 +25,6 @@ using namespace hf_acts;
 
 enum Base : int64_t { kRelu = 0, kLeakyRelu, kSilu, kGelu, kGeluTanh, kMish };
 
-constexpr double kSqrt1_2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
 constexpr double kSqrt2OverPi = 0.79788456080286535588, kTanhCoef = 0.044715;
 
 // base(x) and base'(x), for compute type T; returned by value (no addressed locals: they stop `omp simd` from
@@ -45,8 +44,8 @@ inline ValueGrad<T> base_fn(T x) {
     const T s = sigmoid_(x);
     return {x * s, s * (T(1) + x * (T(1) - s))};
   } else if constexpr (B == kGelu) {
-    const T cdf = T(0.5) * (T(1) + erf_(x * T(kSqrt1_2)));
-    return {x * cdf, cdf + x * T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x)};
+    const auto [cdf, pdf] = normal_cdf_pdf(x);
+    return {x * cdf, cdf + x * pdf};
   } else if constexpr (B == kGeluTanh) {
     const T t = tanh_(T(kSqrt2OverPi) * (x + T(kTanhCoef) * x * x * x));
     return {T(0.5) * x * (T(1) + t),
