@@ -114,8 +114,10 @@ void sample_mlp(const Layout& l, const T* w1, const T* b1, const T* w2, const T*
     const T* w = w2 + k * l.H;
     T acc = b2[k];
     for (int64_t j = 0; j < l.H; ++j) acc += w[j] * h[j];
-    t[k] = std::tanh(acc);
+    t[k] = acc;
   }
+#pragma omp simd
+  for (int64_t k = 0; k < 2 * l.C; ++k) t[k] = tanh_(t[k]);  // a separate loop: libmvec's vector tanh
 }
 
 template <int64_t G, typename S, typename T = compute_t<S>>
