@@ -1,0 +1,156 @@
+"""A CPU kernel (ADReLU's or FleS') against an older revision's, in one process, calls alternating (kernel changes
+are judged this way: the VM's speed moves between runs by more than one change does).
+
+    python scripts/bench_kernel_ab.py --against <git revision> [--kernel fles] [--dtype bfloat16] [--steps]
+
+Kernel rows: forward and backward medians, this tree's kernel / the revision's, and the largest difference of the
+outputs (relative to the largest value); ADReLU at CIFAR ResNet and ImageNet shapes, FleS at ViT-Tiny's tokens (GELU
+and SiLU) and two image shapes. ``--steps`` adds training steps (forward + backward + AdamW) with each kernel against
+the base model's, alternating: ResNet-8/32 CIFAR (batch 128) for ADReLU, ViT-Tiny (batch 16) for FleS. Both kernels
+are built with this process's flags (``hf_acts.ops._cpp``); the revision's kernel must take the same arguments
+(ADReLU: session 8 on; FleS: session 10 on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.cpp_extension import load
+
+from hf_acts import ADReLU, FleS
+from hf_acts.bench import _ce, interleaved_medians, steady_allocator, train_step
+from hf_acts.ops import _cpp
+from hf_acts.ops import adrelu as adrelu_op
+from hf_acts.ops import fles as fles_op
+from hf_acts.ops.fles_math import inner_positions
+from hf_acts.ops.ids import FLES_GATES
+
+ADRELU_SHAPES = [(128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8), (8, 64, 64, 64), (1, 64, 56, 56)]
+FLES_CASES = [((16, 197, 768), "gelu"), ((16, 197, 768), "silu"), ((32, 64, 56, 56), "silu"),
+              ((128, 64, 32, 32), "silu")]
+
+
+def build_at(revision: str, kernel: str) -> types.ModuleType:
+    """The revision's ``csrc/<kernel>.cpp`` (with its headers), compiled as this process compiles its own."""
+    root = Path(__file__).resolve().parent.parent
+    sha = subprocess.run(["git", "rev-parse", "--short", revision], cwd=root, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    src = Path(tempfile.mkdtemp(prefix=f"{kernel}_{sha}_"))
+    files = subprocess.run(["git", "ls-tree", "--name-only", sha, "hf_acts/csrc/"], cwd=root, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for path in files:
+        if path.endswith((".cpp", ".h")):
+            text = subprocess.run(["git", "show", f"{sha}:{path}"], cwd=root, check=True, capture_output=True,
+                                  text=True).stdout
+            (src / Path(path).name).write_text(text)
+    return load(name=f"hf_acts_{kernel}_at_{sha}", sources=[str(src / f"{kernel}.cpp")],
+                extra_cflags=_cpp.compile_flags(), extra_ldflags=["-fopenmp"])
+
+
+def report(label: str, outs: list[tuple[torch.Tensor, ...]], t: dict[str, float]) -> None:
+    diff = max(((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
+               for a, b in zip(*outs, strict=True))
+    print(f"{label}: forward {t['new f'] * 1e3:.2f} / {t['old f'] * 1e3:.2f} ms = {t['new f'] / t['old f']:.2f}, "
+          f"backward {t['new b'] * 1e3:.2f} / {t['old b'] * 1e3:.2f} ms = {t['new b'] / t['old b']:.2f}; "
+          f"largest difference {diff:.1e}", flush=True)
+
+
+def adrelu_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype, reps: int) -> None:
+    for shape in ADRELU_SHAPES:
+        act = ADReLU(shape[1])
+        with torch.no_grad():
+            for p in act.parameters():
+                p.add_(torch.randn_like(p), alpha=0.1)  # off the init
+        params, config = act.parameters_and_config()
+        params = [p.detach().float().contiguous() for p in params]
+        x, g = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+        outs = [(m.forward(x, params, *config), *m.backward(g, x, params, *config)) for m in (new, old)]
+        t = interleaved_medians({
+            "new f": lambda: new.forward(x, params, *config), "old f": lambda: old.forward(x, params, *config),  # noqa: B023
+            "new b": lambda: new.backward(g, x, params, *config),  # noqa: B023
+            "old b": lambda: old.backward(g, x, params, *config)}, reps, warmup=3)  # noqa: B023
+        report(f"{shape} {str(dtype)[6:]}", outs, t)
+
+
+def fles_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype, reps: int) -> None:
+    for shape, base in FLES_CASES:
+        act = FleS(shape[-1] if len(shape) == 3 else shape[1], base=base)
+        with torch.no_grad():
+            act.fc2.weight.normal_(0, 0.3)  # off the init (k = 1 there)
+        w1, b1, w2, b2 = (p.detach().float().contiguous() for p in (act.fc1.weight, act.fc1.bias, act.fc2.weight,
+                                                                     act.fc2.bias))
+        x, g = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+        config = (FLES_GATES[base], inner_positions(x))
+        _, _, denom, h, t = new.forward(x, w1, b1, w2, b2, *config, act.eps)
+        outs = [(*m.forward(x, w1, b1, w2, b2, *config, act.eps), *m.backward(g, x, w1, w2, denom, h, t, *config))
+                for m in (new, old)]
+        times = interleaved_medians({
+            "new f": lambda: new.forward(x, w1, b1, w2, b2, *config, act.eps),  # noqa: B023
+            "old f": lambda: old.forward(x, w1, b1, w2, b2, *config, act.eps),  # noqa: B023
+            "new b": lambda: new.backward(g, x, w1, w2, denom, h, t, *config),  # noqa: B023
+            "old b": lambda: old.backward(g, x, w1, w2, denom, h, t, *config)}, reps, warmup=3)  # noqa: B023
+        report(f"{shape} {base} {str(dtype)[6:]}", outs, times)
+
+
+def using(op_module: types.ModuleType, name: str, kernel: types.ModuleType, step: Callable[[], None]
+          ) -> Callable[[], None]:
+    """``step`` with ``op_module`` loading ``kernel`` for ``csrc/<name>.cpp``."""
+    shim = types.SimpleNamespace(load=lambda n: kernel if n == name else _cpp.load(n))
+
+    def run() -> None:
+        op_module._cpp = shim
+        try:
+            step()
+        finally:
+            op_module._cpp = _cpp
+    return run
+
+
+STEPS = {  # kernel: (op module, [(label, base model, hf-acts model, batch)])
+    "adrelu": (adrelu_op, [(f"ResNet-{d} CIFAR", f"resnet{d}_cifar", f"resnet{d}_cifar_adrelu", 128) for d in (8, 32)]),
+    "fles": (fles_op, [("ViT-Tiny 224px", "vit_tiny_patch16_224", "vit_tiny_patch16_224_fles", 16)]),
+}
+
+
+def step_rows(kernel: str, new: types.ModuleType, old: types.ModuleType, reps: int) -> None:
+    import timm
+
+    op_module, cases = STEPS[kernel]
+    for label, base, model_name, batch_size in cases:
+        size = 32 if "cifar" in base else 224
+        batch = (torch.randn(batch_size, 3, size, size), torch.randint(0, 100, (batch_size,)))
+        fns = {"base": train_step(timm.create_model(base, num_classes=100), batch, _ce)}
+        for which, built in (("new", new), ("old", old)):
+            torch.manual_seed(0)
+            model = timm.create_model(model_name, num_classes=100)
+            fns[which] = using(op_module, kernel, built, train_step(model, batch, _ce))
+        t = interleaved_medians(fns, reps)
+        print(f"{label} step: {model_name} / {base} {t['new'] / t['base']:.3f} (this tree), "
+              f"{t['old'] / t['base']:.3f} (revision); base {t['base'] * 1e3:.0f} ms", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", required=True, help="git revision whose kernel to compare with")
+    parser.add_argument("--kernel", default="adrelu", choices=["adrelu", "fles"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--steps", action="store_true", help="also training steps (ResNet-8/32 CIFAR or ViT-Tiny)")
+    parser.add_argument("--reps", type=int, default=25)
+    args = parser.parse_args()
+    steady_allocator()
+    torch.manual_seed(0)
+    new, old = _cpp.load(args.kernel), build_at(args.against, args.kernel)
+    rows = adrelu_rows if args.kernel == "adrelu" else fles_rows
+    rows(new, old, getattr(torch, args.dtype), args.reps)
+    if args.steps:
+        step_rows(args.kernel, new, old, max(args.reps // 2, 8))
+
+
+if __name__ == "__main__":
+    main()
