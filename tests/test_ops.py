@@ -349,3 +349,17 @@ def test_jit_trace_records_the_op_not_the_fast_paths_constant():
         traced = torch.jit.trace(module, torch.randn(2, 3))
         x = torch.randn(4, 3)
         torch.testing.assert_close(traced(x), module(x))
+
+
+def test_fles_fast_path_without_autograd_equals_the_op_and_training_runs_the_op():
+    """FleS keeps its own autograd (it saves its intermediates): only calls that need no gradient take the kernel
+    directly, bit for bit the op's output; with a gradient the op and its registered backward run."""
+    module = randomize_(FleS(16, base="gelu"), 0.3)
+    x = torch.randn(2, 5, 16)
+    params = (module.fc1.weight, module.fc1.bias, module.fc2.weight, module.fc2.bias)
+    with torch.inference_mode():
+        assert _dispatched(lambda: module(x)) == []
+        torch.testing.assert_close(module(x), fles_op.fles(x, *params, "gelu", module.eps)[0], rtol=0, atol=0)
+    xg = x.clone().requires_grad_()
+    assert "hf_acts::fles_backward" in _dispatched(lambda: module(xg).sum().backward())
+    assert ran_op(module(xg), "fles")

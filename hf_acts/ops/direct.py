@@ -46,6 +46,12 @@ def register(op: CustomOpDef, backward_op: CustomOpDef, forward: dict[str, Calla
     KERNELS[op] = (forward, backward)
 
 
+def register_forward(op: CustomOpDef, forward: dict[str, Callable]) -> None:
+    """The forward kernels of an op that keeps its own autograd (FleS saves its small intermediates, not only its
+    inputs): :func:`run` calls them where no gradient is needed and runs the op itself where one is."""
+    KERNELS[op] = (forward, {})
+
+
 class _Direct(torch.autograd.Function):
     """An op's own forward and backward kernels under a plain ``autograd.Function``: the same arithmetic as the op
     and its registered autograd, without the dispatcher and ``torch.library``'s autograd wrapper around each call."""
@@ -66,16 +72,16 @@ class _Direct(torch.autograd.Function):
         return None, *_input_grads(ctx, ctx.backward(grad, *ctx.saved_tensors, *ctx.extra))
 
 
-def run(op: CustomOpDef, *args: Any) -> Tensor:
+def run(op: CustomOpDef, *args: Any) -> Any:
     """``op(*args)`` in eager mode without its dispatch: the op's forward kernel directly where no autograd is needed
-    (``torch.inference_mode`` / ``no_grad``, or nothing requires grad), else its kernels under :class:`_Direct`; the
-    op itself under ``torch.compile``, ``torch.jit.trace``, for tensor subclasses and on devices it has no kernel
-    for."""
+    (``torch.inference_mode`` / ``no_grad``, or nothing requires grad), else its kernels under :class:`_Direct` (the
+    op itself for ops registered with :func:`register_forward`); the op itself under ``torch.compile``,
+    ``torch.jit.trace``, for tensor subclasses and on devices it has no kernel for."""
     tensors = [a for a in args if isinstance(a, Tensor)]
     forward = KERNELS[op][0].get(tensors[0].device.type)
     if (forward is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
             or any(type(t) not in (Tensor, torch.nn.Parameter) for t in tensors)):
         return op(*args)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _Direct.apply(op, *args)
+        return _Direct.apply(op, *args) if KERNELS[op][1] else op(*args)
     return forward(*args)

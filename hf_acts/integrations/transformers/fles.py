@@ -11,10 +11,10 @@ from torch import nn
 from ._base import LazyChannels
 
 try:  # absolute: transformers copies relative imports beside the file
-    from hf_acts.ops import dispatch
+    from hf_acts.ops import direct, dispatch
     from hf_acts.ops import fles as fles_op
 except ImportError:  # a copy beside a checkpoint (trust_remote_code) without hf-acts installed: the plain formula
-    dispatch = fles_op = None
+    direct = dispatch = fles_op = None
 
 GATES = ("silu", "gelu")
 
@@ -106,8 +106,8 @@ class FleS(LazyChannels):
             # coefficient MLP on (B, 2C) matrices is the whole cost, and autograd runs it faster than the manual
             # backward
             if x.ndim > 2 and not self.proto and dispatch is not None and dispatch.fused(x, "fles"):
-                return fles_op.fles(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.base,
-                                    self.eps)[0]
+                return direct.run(fles_op.fles, x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                                  self.base, self.eps)[0]
         k_ve, k_ho = self.coefficients(x)
         return k_ve * gate(k_ho * x, self.base) * x
 
