@@ -53,9 +53,19 @@ def build_at(revision: str, kernel: str) -> types.ModuleType:
                 extra_cflags=_cpp.compile_flags(), extra_ldflags=["-fopenmp"])
 
 
-def report(label: str, outs: list[tuple[torch.Tensor, ...]], t: dict[str, float]) -> None:
+def compare(label: str, new: types.ModuleType, old: types.ModuleType, forward_args: tuple, backward_args: tuple,
+            reps: int) -> None:
+    """Prints both kernels' forward and backward medians (calls alternating), their ratios, and the largest
+    difference of their outputs relative to the largest value."""
+    def outputs(m: types.ModuleType) -> tuple[torch.Tensor, ...]:
+        y = m.forward(*forward_args)
+        return (*(y if isinstance(y, (list, tuple)) else (y,)), *m.backward(*backward_args))
+
     diff = max(((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
-               for a, b in zip(*outs, strict=True))
+               for a, b in zip(outputs(new), outputs(old), strict=True))
+    t = interleaved_medians({"new f": lambda: new.forward(*forward_args), "old f": lambda: old.forward(*forward_args),
+                             "new b": lambda: new.backward(*backward_args),
+                             "old b": lambda: old.backward(*backward_args)}, reps, warmup=3)
     print(f"{label}: forward {t['new f'] * 1e3:.2f} / {t['old f'] * 1e3:.2f} ms = {t['new f'] / t['old f']:.2f}, "
           f"backward {t['new b'] * 1e3:.2f} / {t['old b'] * 1e3:.2f} ms = {t['new b'] / t['old b']:.2f}; "
           f"largest difference {diff:.1e}", flush=True)
@@ -70,12 +80,7 @@ def adrelu_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype
         params, config = act.parameters_and_config()
         params = [p.detach().float().contiguous() for p in params]
         x, g = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
-        outs = [(m.forward(x, params, *config), *m.backward(g, x, params, *config)) for m in (new, old)]
-        t = interleaved_medians({
-            "new f": lambda: new.forward(x, params, *config), "old f": lambda: old.forward(x, params, *config),  # noqa: B023
-            "new b": lambda: new.backward(g, x, params, *config),  # noqa: B023
-            "old b": lambda: old.backward(g, x, params, *config)}, reps, warmup=3)  # noqa: B023
-        report(f"{shape} {str(dtype)[6:]}", outs, t)
+        compare(f"{shape} {str(dtype)[6:]}", new, old, (x, params, *config), (g, x, params, *config), reps)
 
 
 def fles_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype, reps: int) -> None:
@@ -87,15 +92,10 @@ def fles_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype, 
                                                                      act.fc2.bias))
         x, g = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
         config = (FLES_GATES[base], inner_positions(x))
-        _, _, denom, h, t = new.forward(x, w1, b1, w2, b2, *config, act.eps)
-        outs = [(*m.forward(x, w1, b1, w2, b2, *config, act.eps), *m.backward(g, x, w1, w2, denom, h, t, *config))
-                for m in (new, old)]
-        times = interleaved_medians({
-            "new f": lambda: new.forward(x, w1, b1, w2, b2, *config, act.eps),  # noqa: B023
-            "old f": lambda: old.forward(x, w1, b1, w2, b2, *config, act.eps),  # noqa: B023
-            "new b": lambda: new.backward(g, x, w1, w2, denom, h, t, *config),  # noqa: B023
-            "old b": lambda: old.backward(g, x, w1, w2, denom, h, t, *config)}, reps, warmup=3)  # noqa: B023
-        report(f"{shape} {base} {str(dtype)[6:]}", outs, times)
+        forward_args = (x, w1, b1, w2, b2, *config, act.eps)
+        _, _, denom, h, t = new.forward(*forward_args)  # the intermediates both backwards take
+        compare(f"{shape} {base} {str(dtype)[6:]}", new, old, forward_args, (g, x, w1, w2, denom, h, t, *config),
+                reps)
 
 
 def using(op_module: types.ModuleType, name: str, kernel: types.ModuleType, step: Callable[[], None]
@@ -112,9 +112,10 @@ def using(op_module: types.ModuleType, name: str, kernel: types.ModuleType, step
     return run
 
 
-STEPS = {  # kernel: (op module, [(label, base model, hf-acts model, batch)])
-    "adrelu": (adrelu_op, [(f"ResNet-{d} CIFAR", f"resnet{d}_cifar", f"resnet{d}_cifar_adrelu", 128) for d in (8, 32)]),
-    "fles": (fles_op, [("ViT-Tiny 224px", "vit_tiny_patch16_224", "vit_tiny_patch16_224_fles", 16)]),
+STEPS = {  # kernel: (op module, [(label, base model, hf-acts model, batch, image size)])
+    "adrelu": (adrelu_op, [(f"ResNet-{d} CIFAR", f"resnet{d}_cifar", f"resnet{d}_cifar_adrelu", 128, 32)
+                           for d in (8, 32)]),
+    "fles": (fles_op, [("ViT-Tiny 224px", "vit_tiny_patch16_224", "vit_tiny_patch16_224_fles", 16, 224)]),
 }
 
 
@@ -122,8 +123,7 @@ def step_rows(kernel: str, new: types.ModuleType, old: types.ModuleType, reps: i
     import timm
 
     op_module, cases = STEPS[kernel]
-    for label, base, model_name, batch_size in cases:
-        size = 32 if "cifar" in base else 224
+    for label, base, model_name, batch_size, size in cases:
         batch = (torch.randn(batch_size, 3, size, size), torch.randint(0, 100, (batch_size,)))
         fns = {"base": train_step(timm.create_model(base, num_classes=100), batch, _ce)}
         for which, built in (("new", new), ("old", old)):

@@ -78,10 +78,11 @@ def run(op: CustomOpDef, *args: Any) -> Any:
     op itself for ops registered with :func:`register_forward`); the op itself under ``torch.compile``,
     ``torch.jit.trace``, for tensor subclasses and on devices it has no kernel for."""
     tensors = [a for a in args if isinstance(a, Tensor)]
-    forward = KERNELS[op][0].get(tensors[0].device.type)
+    forward_kernels, backward_kernels = KERNELS[op]
+    forward = forward_kernels.get(tensors[0].device.type)
     if (forward is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
             or any(type(t) not in (Tensor, torch.nn.Parameter) for t in tensors)):
         return op(*args)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _Direct.apply(op, *args) if KERNELS[op][1] else op(*args)
+        return _Direct.apply(op, *args) if backward_kernels else op(*args)
     return forward(*args)
