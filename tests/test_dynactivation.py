@@ -121,6 +121,36 @@ def test_dynactglu_fused_gate_product_matches_the_formula(base, channels, dtype)
         torch.testing.assert_close(got.grad.double() / scale, want.grad / scale, **tol)
 
 
+@pytest.mark.parametrize("channels", [1, 6])
+def test_dynactglu_fused_gate_product_on_strided_4d_inputs(channels):
+    """The CPU kernel takes the gate and up as they are laid out (no per-call view): per-channel coefficients on the
+    last dim of a 4-D tensor, and transposed (non-contiguous) inputs, give the formula, in shape."""
+    from hf_acts.ops import pointwise
+
+    gate, up = (torch.randn(2, 6, 3, 4, dtype=torch.float64).transpose(1, 3).requires_grad_() for _ in range(2))
+    alpha = torch.linspace(0.7, 1.4, channels, dtype=torch.float64, requires_grad=True)
+    beta = torch.linspace(-0.3, 0.4, channels, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 4, 3, 6, dtype=torch.float64)
+    y = pointwise.dynact_glu(gate, up, alpha, beta, "silu")
+    ref = (F.silu(gate) * (alpha - beta) + beta * gate) * up
+    assert y.shape == gate.shape
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad(y, (gate, up, alpha, beta), grad)
+    want = torch.autograd.grad(ref, (gate, up, alpha, beta), grad)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_dynact_kernel_refuses_coefficients_of_two_dtypes():
+    """The C++ kernel reads alpha and beta in their own dtype: two dtypes are a clear error, not a misread."""
+    from hf_acts.ops import pointwise
+
+    x = torch.randn(2, 3, 8)
+    with pytest.raises(RuntimeError, match="one dtype"):
+        pointwise.dynact(x, torch.full((1,), 1.2), torch.full((1,), 0.1, dtype=torch.float64), "silu")
+
+
 def test_dynactglu_fused_gate_product_gradcheck():
     from hf_acts.ops import pointwise
 

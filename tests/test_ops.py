@@ -363,3 +363,12 @@ def test_fles_fast_path_without_autograd_equals_the_op_and_training_runs_the_op(
     xg = x.clone().requires_grad_()
     assert "hf_acts::fles_backward" in _dispatched(lambda: module(xg).sum().backward())
     assert ran_op(module(xg), "fles")
+
+
+def test_fast_path_needs_an_ops_tensors_first():
+    """``direct.run`` takes an op's tensors as its leading arguments (counted once from the schema): an op with a
+    non-tensor argument before a tensor one is refused at registration, not misread at a call."""
+    op = torch.library.custom_op("hf_acts_test::scaled", mutates_args=(), schema="(float scale, Tensor x) -> Tensor")(
+        lambda scale, x: x * scale)
+    with pytest.raises(TypeError, match="tensors first"):
+        direct.register_forward(op, {"cpu": lambda scale, x: x * scale})

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 from torch.library import CustomOpDef
 
-# op -> its kernels by device type: (forward, backward)
-KERNELS: dict[CustomOpDef, tuple[dict[str, Callable], dict[str, Callable]]] = {}
+# op -> its kernels by device type (forward, backward) and its number of tensor arguments
+KERNELS: dict[CustomOpDef, tuple[dict[str, Callable], dict[str, Callable], int]] = {}
+PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
 def _save_inputs(ctx: Any, inputs: tuple) -> None:
@@ -43,13 +44,23 @@ def register(op: CustomOpDef, backward_op: CustomOpDef, forward: dict[str, Calla
     the kernels behind ``op`` and ``backward_op`` by device type."""
     op.register_autograd(lambda ctx, grad: _input_grads(ctx, backward_op(grad, *ctx.saved_tensors, *ctx.extra)),
                          setup_context=lambda ctx, inputs, output: _save_inputs(ctx, inputs))
-    KERNELS[op] = (forward, backward)
+    KERNELS[op] = (forward, backward, _tensor_count(op))
 
 
 def register_forward(op: CustomOpDef, forward: dict[str, Callable]) -> None:
     """The forward kernels of an op that keeps its own autograd (FleS saves its small intermediates, not only its
     inputs): :func:`run` calls them where no gradient is needed and runs the op itself where one is."""
-    KERNELS[op] = (forward, {})
+    KERNELS[op] = (forward, {}, _tensor_count(op))
+
+
+def _tensor_count(op: CustomOpDef) -> int:
+    """The number of tensor arguments of ``op``, read once from its schema rather than on every call; they must come
+    first (the signature convention above)."""
+    kinds = [isinstance(a.type, torch._C.TensorType) for a in op._opoverload._schema.arguments]
+    count = sum(kinds)
+    if not all(kinds[:count]):
+        raise TypeError(f"{op._qualname}: an op with an eager fast path takes its tensors first")
+    return count
 
 
 class _Direct(torch.autograd.Function):
@@ -77,11 +88,11 @@ def run(op: CustomOpDef, *args: Any) -> Any:
     (``torch.inference_mode`` / ``no_grad``, or nothing requires grad), else its kernels under :class:`_Direct` (the
     op itself for ops registered with :func:`register_forward`); the op itself under ``torch.compile``,
     ``torch.jit.trace``, for tensor subclasses and on devices it has no kernel for."""
-    tensors = [a for a in args if isinstance(a, Tensor)]
-    forward_kernels, backward_kernels = KERNELS[op]
-    forward = forward_kernels.get(tensors[0].device.type)
+    forward_kernels, backward_kernels, count = KERNELS[op]
+    tensors = args[:count]
+    forward = forward_kernels.get("cpu" if args[0].is_cpu else args[0].device.type)  # .is_cpu: no device string
     if (forward is None or torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or any(type(t) not in (Tensor, torch.nn.Parameter) for t in tensors)):
+            or any(type(t) not in PLAIN_TYPES for t in tensors)):
         return op(*args)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _Direct.apply(op, *args) if backward_kernels else op(*args)
