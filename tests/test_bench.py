@@ -39,18 +39,29 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
 
 def test_each_row_divides_by_the_floor_timed_in_its_own_loop(monkeypatch):
     """The copy_ floor is timed beside the activation and its base (the VM's memory bandwidth moves between rows),
-    and each ratio divides medians of one loop."""
+    and each ratio divides times of one loop."""
     loops = []
 
-    def fake_medians(fns, reps):
+    def fake_times(fns, reps):
         loops.append(set(fns))
-        return {"act": 3e-3, "base": 2e-3, "floor": 1e-3 if len(loops) == 1 else 0.5e-3, "plain": 6e-3}
+        floor = 1e-3 if len(loops) == 1 else 0.5e-3
+        return {k: [v] * reps for k, v in {"act": 3e-3, "base": 2e-3, "floor": floor, "plain": 6e-3}.items()}
 
-    monkeypatch.setattr(bench, "interleaved_medians", fake_medians)
+    monkeypatch.setattr(bench, "interleaved_times", fake_times)
     row = bench._measure(torch.relu, torch.relu, torch.relu, torch.randn(4, 4), reps=3)
     assert loops == [{"act", "base", "floor", "plain"}] * 2
     assert row["fwd_vs_floor"] == 3.0 and row["fwd_bwd_vs_floor"] == 6.0 and row["floor_ms"] == 0.5
     assert row["fwd_bwd_vs_base"] == 1.5 and row["fwd_bwd_vs_plain"] == 0.5
+
+
+def test_a_ratio_is_the_median_of_ratios_within_rounds():
+    """A slowdown between two calls of one round moves that round's ratio, not the result; a ratio of the two
+    medians would take its numerator from the slow rounds and its denominator from the fast ones."""
+    times = {"base": [1.0, 1.0, 2.0, 2.0, 1.0], "act": [1.5, 3.0, 3.0, 3.0, 1.5]}  # round 2: slowed after base ran
+    assert bench.paired_ratio(times, "act", "base") == 1.5
+    assert bench.paired_ratio(times, "base", "base") == 1.0
+    with pytest.raises(ValueError):
+        bench.paired_ratio({"base": [1.0, 2.0], "act": [1.0]}, "act", "base")
 
 
 def test_summarize_gives_the_median_and_range_over_runs():
