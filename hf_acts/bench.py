@@ -495,14 +495,21 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", d
                          "models": bench_models(quick, device), "inference": bench_inference(quick, device)})
     result = {"machine": {**machine(device), "steady_allocator": steady}, "quick": quick, "runs": len(all_runs),
               **all_runs[-1], "all_runs": all_runs}
+    write_report(result, out)
+    return result
+
+
+def write_report(result: dict[str, Any], out: Path) -> None:
+    """``results.json``, ``results.md`` (median and range over the runs) and ``activations.png`` in ``out`` from a
+    :func:`run_benchmarks` result; prints the tables."""
+    all_runs, m = result["all_runs"], result["machine"]
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    m = result["machine"]
     table = "\n\n".join([
         f"Machine: {m['gpu'] or m['cpu']} (ATen {m['isa']}; {' '.join(m['cpu_flags'])}), {m['threads']} CPU "
         f"threads, torch {m['torch']}, device "
-        f"{m['device']}. {len(all_runs)} full run(s): median (range over the runs). Within a run, medians of "
-        f"alternating repeats; ratios divide times measured in the same run; freed memory kept by malloc: "
-        f"{m['steady_allocator']}.",
+        f"{m['device']}. {len(all_runs)} full run(s): median (range over the runs). Within a run, times are medians "
+        f"of alternating rounds and each ratio is the median of the ratios within a round; freed memory kept by "
+        f"malloc: {m['steady_allocator']}.",
         "### Activations (ratio to the native base, to a copy_ memory floor and to the activation's own plain "
         "formula)",
         summary_table("activations", [r["activations"] for r in all_runs]),
@@ -514,7 +521,6 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", d
     (out / "results.md").write_text(table + "\n")
     _plot(result["activations"], out / "activations.png")
     print(table)
-    return result
 
 
 def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]]:
