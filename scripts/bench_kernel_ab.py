@@ -14,6 +14,7 @@ are built with this process's flags (``hf_acts.ops._cpp``); the revision's kerne
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import tempfile
 import types
@@ -24,7 +25,7 @@ import torch
 from torch.utils.cpp_extension import load
 
 from hf_acts import ADReLU, FleS
-from hf_acts.bench import _ce, interleaved_medians, steady_allocator, train_step
+from hf_acts.bench import _ce, interleaved_times, paired_ratio, steady_allocator, train_step
 from hf_acts.ops import _cpp
 from hf_acts.ops import adrelu as adrelu_op
 from hf_acts.ops import fles as fles_op
@@ -55,20 +56,22 @@ def build_at(revision: str, kernel: str) -> types.ModuleType:
 
 def compare(label: str, new: types.ModuleType, old: types.ModuleType, forward_args: tuple, backward_args: tuple,
             reps: int) -> None:
-    """Prints both kernels' forward and backward medians (calls alternating), their ratios, and the largest
-    difference of their outputs relative to the largest value."""
+    """Prints both kernels' forward and backward medians (calls alternating), their ratios (medians of the ratios
+    within a round), and the largest difference of their outputs relative to the largest value."""
     def outputs(m: types.ModuleType) -> tuple[torch.Tensor, ...]:
         y = m.forward(*forward_args)
         return (*(y if isinstance(y, (list, tuple)) else (y,)), *m.backward(*backward_args))
 
     diff = max(((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
                for a, b in zip(outputs(new), outputs(old), strict=True))
-    t = interleaved_medians({"new f": lambda: new.forward(*forward_args), "old f": lambda: old.forward(*forward_args),
-                             "new b": lambda: new.backward(*backward_args),
-                             "old b": lambda: old.backward(*backward_args)}, reps, warmup=3)
-    print(f"{label}: forward {t['new f'] * 1e3:.2f} / {t['old f'] * 1e3:.2f} ms = {t['new f'] / t['old f']:.2f}, "
-          f"backward {t['new b'] * 1e3:.2f} / {t['old b'] * 1e3:.2f} ms = {t['new b'] / t['old b']:.2f}; "
-          f"largest difference {diff:.1e}", flush=True)
+    times = interleaved_times({"new f": lambda: new.forward(*forward_args),
+                               "old f": lambda: old.forward(*forward_args),
+                               "new b": lambda: new.backward(*backward_args),
+                               "old b": lambda: old.backward(*backward_args)}, reps, warmup=3)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{label}: forward {t['new f'] * 1e3:.2f} / {t['old f'] * 1e3:.2f} ms = "
+          f"{paired_ratio(times, 'new f', 'old f'):.2f}, backward {t['new b'] * 1e3:.2f} / {t['old b'] * 1e3:.2f} ms = "
+          f"{paired_ratio(times, 'new b', 'old b'):.2f}; largest difference {diff:.1e}", flush=True)
 
 
 def adrelu_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype, reps: int) -> None:
@@ -130,9 +133,10 @@ def step_rows(kernel: str, new: types.ModuleType, old: types.ModuleType, reps: i
             torch.manual_seed(0)
             model = timm.create_model(model_name, num_classes=100)
             fns[which] = using(op_module, kernel, built, train_step(model, batch, _ce))
-        t = interleaved_medians(fns, reps)
-        print(f"{label} step: {model_name} / {base} {t['new'] / t['base']:.3f} (this tree), "
-              f"{t['old'] / t['base']:.3f} (revision); base {t['base'] * 1e3:.0f} ms", flush=True)
+        times = interleaved_times(fns, reps)
+        print(f"{label} step: {model_name} / {base} {paired_ratio(times, 'new', 'base'):.3f} (this tree), "
+              f"{paired_ratio(times, 'old', 'base'):.3f} (revision); base "
+              f"{statistics.median(times['base']) * 1e3:.0f} ms", flush=True)
 
 
 def main() -> None:
