@@ -93,6 +93,15 @@ def test_fused_path_equals_the_plain_path_in_float64(monkeypatch, base, shape):
     assert_fused_equals_plain(monkeypatch, randomize_(FleS(16, base=base), 0.3), shape)
 
 
+@pytest.mark.parametrize("shape", [(2, 600, 3, 3), (2, 5, 600)])
+def test_fused_path_equals_the_plain_path_with_a_wide_coefficient_mlp(monkeypatch, shape):
+    """600 channels: a hidden width of 18 (600 // 32), so the kernel's vectorised dot products over the hidden units
+    have whole vectors and a remainder, in float64 as the plain path."""
+    m = randomize_(FleS(600), 0.3)
+    assert m.fc1.out_features == 18
+    assert_fused_equals_plain(monkeypatch, m, shape)
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("shape", [(1, 16, 64, 64), (2, 4500, 16)])  # several tasks of 32K elements
 def test_fused_path_with_fewer_samples_than_threads(monkeypatch, threads, shape):

@@ -110,11 +110,14 @@ void sample_mlp(const Layout& l, const T* w1, const T* b1, const T* w2, const T*
     acc += b1[j];
     h[j] = acc > T(0) ? acc : T(0);
   }
+  // The 2C dot products vectorised: without the reduction clause each ran one scalar add chain, two thirds of a
+  // (1, 2048, 7, 7) forward at batch 1 (0.64x of that forward's time with it).
   for (int64_t k = 0; k < 2 * l.C; ++k) {
     const T* w = w2 + k * l.H;
-    T acc = b2[k];
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
     for (int64_t j = 0; j < l.H; ++j) acc += w[j] * h[j];
-    t[k] = acc;
+    t[k] = acc + b2[k];
   }
 #pragma omp simd
   for (int64_t k = 0; k < 2 * l.C; ++k) t[k] = tanh_(t[k]);  // a separate loop: libmvec's vector tanh
