@@ -4,12 +4,13 @@ tensors show the per-call host overhead (op dispatch, kernel launches), large on
 
 import argparse
 import json
+import statistics
 
 import torch
 import torch.nn.functional as F
 
 from hf_acts import DynActGLU, DynActivation, SwishBeta
-from hf_acts.bench import _step, interleaved_medians, machine
+from hf_acts.bench import _step, interleaved_times, machine, paired_ratio
 
 
 def main() -> None:
@@ -27,11 +28,11 @@ def main() -> None:
         fns = {"silu": F.silu, "dynact": DynActivation("silu", 1.1, 0.1).to(args.device),
                "swish_beta": SwishBeta(1.1).to(args.device), "swiglu_product": lambda g, up=up: F.silu(g) * up,
                "dynactglu_product": lambda g, up=up, glu=glu: glu.gated(g, up)}
-        times = interleaved_medians({k: _step(f, x, True) for k, f in fns.items()}, reps=21)
-        row = {"numel": numel, **{f"{k}_us": v * 1e6 for k, v in times.items()}}
-        row.update({"dynact_vs_silu": times["dynact"] / times["silu"],
-                    "swish_beta_vs_silu": times["swish_beta"] / times["silu"],
-                    "dynactglu_vs_swiglu": times["dynactglu_product"] / times["swiglu_product"]})
+        times = interleaved_times({k: _step(f, x, True) for k, f in fns.items()}, reps=21)
+        row = {"numel": numel, **{f"{k}_us": statistics.median(v) * 1e6 for k, v in times.items()}}
+        row.update({"dynact_vs_silu": paired_ratio(times, "dynact", "silu"),
+                    "swish_beta_vs_silu": paired_ratio(times, "swish_beta", "silu"),
+                    "dynactglu_vs_swiglu": paired_ratio(times, "dynactglu_product", "swiglu_product")})
         rows.append(row)
         print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()})
     if args.output:
