@@ -160,7 +160,7 @@ def _measure(fn: Callable, ref: Callable, plain: Callable | None, x: torch.Tenso
         if plain is not None:
             fns["plain"] = _step(plain, x, backward)
         times = interleaved_times(fns, reps)
-        t = {k: statistics.median(v) for k, v in times.items()}
+        t = medians(times)
         row.update({f"{key}_ms": t["act"] * 1e3, f"{key}_base_ms": t["base"] * 1e3, "floor_ms": t["floor"] * 1e3,
                     f"{key}_vs_base": paired_ratio(times, "act", "base"),
                     f"{key}_vs_floor": paired_ratio(times, "act", "floor")})
@@ -265,9 +265,14 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], reps: int, warmup: int 
     return times
 
 
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each function's median time over :func:`interleaved_times`' rounds."""
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def interleaved_medians(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 2) -> dict[str, float]:
-    """Median time of each function over :func:`interleaved_times`' rounds."""
-    return {k: statistics.median(v) for k, v in interleaved_times(fns, reps, warmup).items()}
+    """:func:`medians` of :func:`interleaved_times`."""
+    return medians(interleaved_times(fns, reps, warmup))
 
 
 def paired_ratio(times: dict[str, list[float]], key: str, base: str) -> float:
@@ -304,8 +309,7 @@ def bench_models(quick: bool = False, device: str = "cpu") -> list[dict[str, Any
         times = interleaved_times({label: train_step(m, inputs, loss_fn) for label, m in models.items()}, reps)
         saved = {label: saved_bytes(lambda m=m: loss_fn(m, inputs)) for label, m in models.items()}
         base, base_saved = next(iter(times)), next(iter(saved.values()))
-        for label, samples in times.items():
-            t = statistics.median(samples)
+        for label, t in medians(times).items():
             row = {"group": group, "model": label, "step_ms": t * 1e3, "vs_base": paired_ratio(times, label, base),
                    "saved_mb": saved[label] / 2**20, "saved_vs_base": saved[label] / base_saved}
             if units:
@@ -390,8 +394,7 @@ def bench_inference(quick: bool = False, device: str = "cpu") -> list[dict[str, 
         with torch.inference_mode():
             times = interleaved_times({k: synced(fn, device) for k, fn in models.items()}, rounds)
         base = next(iter(times))
-        for k, samples in times.items():
-            t = statistics.median(samples)
+        for k, t in medians(times).items():
             rows.append({"group": group, "model": k, "batch": batch, "ms": t * 1e3,
                          "vs_base": paired_ratio(times, k, base), unit: units / t,
                          **({"flops_vs_base": flops[k] / flops[base]} if flops else {})})

@@ -10,13 +10,22 @@ cache is keyed on the flags, so both builds coexist). Ratios divide times measur
 
 import argparse
 import json
-import statistics
 
 import timm
 import torch
 import torch.nn.functional as F
 
-from hf_acts.bench import SHAPES, _ce, _step, interleaved_times, machine, paired_ratio, steady_allocator, train_step
+from hf_acts.bench import (
+    SHAPES,
+    _ce,
+    _step,
+    interleaved_times,
+    machine,
+    medians,
+    paired_ratio,
+    steady_allocator,
+    train_step,
+)
 from hf_acts.ops import _cpp
 from hf_acts.registry import create_activation
 
@@ -47,17 +56,16 @@ def main() -> None:
                 fns["adrelu"] = create_activation("adrelu", channels=ch)
             fns = {k: f.to(dtype=dtype) if isinstance(f, torch.nn.Module) else f for k, f in fns.items()}
             times = interleaved_times({k: _step(f, x, True) for k, f in fns.items()}, args.reps)
-            for name, samples in times.items():
+            for name, t in medians(times).items():
                 base = "relu" if name == "adrelu" else "silu"
-                rows.append({"what": name, "shape": shape_name, "dtype": str(dtype)[6:],
-                             "fwd_bwd_ms": statistics.median(samples) * 1e3,
+                rows.append({"what": name, "shape": shape_name, "dtype": str(dtype)[6:], "fwd_bwd_ms": t * 1e3,
                              "vs_base": paired_ratio(times, name, base)})
             print(shape_name, str(dtype)[6:], {r["what"]: round(r["vs_base"], 2) for r in rows[-len(times):]},
                   flush=True)
     cifar = (torch.randn(128, 3, 32, 32), torch.randint(0, 100, (128,)))
     models = {v: timm.create_model(v, num_classes=100) for v in ("resnet8_cifar", "resnet8_cifar_adrelu")}
     times = interleaved_times({k: train_step(m, cifar, _ce) for k, m in models.items()}, 8)
-    rows.append({"what": "resnet8_cifar_adrelu step", "step_ms": statistics.median(times["resnet8_cifar_adrelu"]) * 1e3,
+    rows.append({"what": "resnet8_cifar_adrelu step", "step_ms": medians(times)["resnet8_cifar_adrelu"] * 1e3,
                  "vs_base": paired_ratio(times, "resnet8_cifar_adrelu", "resnet8_cifar")})
     print("resnet8 step ratio", round(rows[-1]["vs_base"], 3), flush=True)
     if args.output:

@@ -4,13 +4,12 @@ tensors show the per-call host overhead (op dispatch, kernel launches), large on
 
 import argparse
 import json
-import statistics
 
 import torch
 import torch.nn.functional as F
 
 from hf_acts import DynActGLU, DynActivation, SwishBeta
-from hf_acts.bench import _step, interleaved_times, machine, paired_ratio
+from hf_acts.bench import _step, interleaved_times, machine, medians, paired_ratio
 
 
 def main() -> None:
@@ -29,7 +28,7 @@ def main() -> None:
                "swish_beta": SwishBeta(1.1).to(args.device), "swiglu_product": lambda g, up=up: F.silu(g) * up,
                "dynactglu_product": lambda g, up=up, glu=glu: glu.gated(g, up)}
         times = interleaved_times({k: _step(f, x, True) for k, f in fns.items()}, reps=21)
-        row = {"numel": numel, **{f"{k}_us": statistics.median(v) * 1e6 for k, v in times.items()}}
+        row = {"numel": numel, **{f"{k}_us": t * 1e6 for k, t in medians(times).items()}}
         row.update({"dynact_vs_silu": paired_ratio(times, "dynact", "silu"),
                     "swish_beta_vs_silu": paired_ratio(times, "swish_beta", "silu"),
                     "dynactglu_vs_swiglu": paired_ratio(times, "dynactglu_product", "swiglu_product")})

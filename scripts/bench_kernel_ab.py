@@ -14,7 +14,6 @@ are built with this process's flags (``hf_acts.ops._cpp``); the revision's kerne
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import tempfile
 import types
@@ -25,7 +24,7 @@ import torch
 from torch.utils.cpp_extension import load
 
 from hf_acts import ADReLU, FleS
-from hf_acts.bench import _ce, interleaved_times, paired_ratio, steady_allocator, train_step
+from hf_acts.bench import _ce, interleaved_times, medians, paired_ratio, steady_allocator, train_step
 from hf_acts.ops import _cpp
 from hf_acts.ops import adrelu as adrelu_op
 from hf_acts.ops import fles as fles_op
@@ -69,7 +68,7 @@ def compare(label: str, new: types.ModuleType, old: types.ModuleType, forward_ar
                                "old f": lambda: old.forward(*forward_args),
                                "new b": lambda: new.backward(*backward_args),
                                "old b": lambda: old.backward(*backward_args)}, reps, warmup=3)
-    t = {k: statistics.median(v) for k, v in times.items()}
+    t = medians(times)
     print(f"{label}: forward {t['new f'] * 1e3:.2f} / {t['old f'] * 1e3:.2f} ms = "
           f"{paired_ratio(times, 'new f', 'old f'):.2f}, backward {t['new b'] * 1e3:.2f} / {t['old b'] * 1e3:.2f} ms = "
           f"{paired_ratio(times, 'new b', 'old b'):.2f}; largest difference {diff:.1e}", flush=True)
@@ -137,7 +136,7 @@ def step_rows(kernel: str, new: types.ModuleType, old: types.ModuleType, reps: i
         times = interleaved_times(fns, reps)
         print(f"{label} step: {model_name} / {base} {paired_ratio(times, 'new', 'base'):.3f} (this tree), "
               f"{paired_ratio(times, 'old', 'base'):.3f} (revision); base "
-              f"{statistics.median(times['base']) * 1e3:.0f} ms", flush=True)
+              f"{medians(times)['base'] * 1e3:.0f} ms", flush=True)
 
 
 def main() -> None:
