@@ -1,14 +1,15 @@
-"""A CPU kernel (ADReLU's or FleS') against an older revision's, in one process, calls alternating (kernel changes
-are judged this way: the VM's speed moves between runs by more than one change does).
+"""A CPU kernel (ADReLU's, FleS' or the pointwise one) against an older revision's, in one process, calls alternating
+(kernel changes are judged this way: the VM's speed moves between runs by more than one change does).
 
     python scripts/bench_kernel_ab.py --against <git revision> [--kernel fles] [--dtype bfloat16] [--steps]
 
 Kernel rows: forward and backward medians, this tree's kernel / the revision's, and the largest difference of the
 outputs (relative to the largest value); ADReLU at CIFAR ResNet and ImageNet shapes, FleS at ViT-Tiny's tokens (GELU
-and SiLU) and two image shapes. ``--steps`` adds training steps (forward + backward + AdamW) with each kernel against
+and SiLU) and image shapes, the pointwise kernel (dynActivation, Swish-beta, dynActGLU's gate product) at the
+benchmark's CNN and LLM shapes. ``--steps`` adds training steps (forward + backward + AdamW) with each kernel against
 the base model's, alternating: ResNet-8/32 CIFAR (batch 128) for ADReLU, ViT-Tiny (batch 16) for FleS. Both kernels
 are built with this process's flags (``hf_acts.ops._cpp``); the revision's kernel must take the same arguments
-(ADReLU: session 8 on; FleS: session 10 on).
+(ADReLU: session 8 on; FleS: session 10 on; pointwise: session 14 on).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from hf_acts.ops import _cpp
 from hf_acts.ops import adrelu as adrelu_op
 from hf_acts.ops import fles as fles_op
 from hf_acts.ops.fles_math import inner_positions
-from hf_acts.ops.ids import FLES_GATES
+from hf_acts.ops.ids import FLES_GATES, POINTWISE_OPS
 
 ADRELU_SHAPES = [(128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8), (8, 64, 64, 64), (1, 64, 56, 56)]
 FLES_CASES = [((16, 197, 768), "gelu"), ((16, 197, 768), "silu"), ((32, 64, 56, 56), "silu"),
               ((128, 64, 32, 32), "silu"), ((1, 2048, 7, 7), "silu"), ((32, 2048, 7, 7), "silu")]  # + ResNet-50's
 # last stage at batch 1 and 32, where the coefficient MLP (2048 -> 64 -> 4096 per sample) is most of the work
+POINTWISE_CASES = [((128, 64, 32, 32), "silu", False), ((1, 4096, 1376), "silu", False),
+                   ((128, 64, 32, 32), "gelu", False), ((128, 64, 32, 32), "swish_beta", False),
+                   ((1, 4096, 1376), "silu", True)]  # (shape, op, dynActGLU's gate product), one coefficient pair
 
 
 def build_at(revision: str, kernel: str) -> types.ModuleType:
@@ -101,6 +105,16 @@ def fles_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype, 
                 reps)
 
 
+def pointwise_rows(new: types.ModuleType, old: types.ModuleType, dtype: torch.dtype, reps: int) -> None:
+    for shape, op, gated in POINTWISE_CASES:
+        c0, c1 = torch.tensor([1.2]), torch.tensor([0.3])  # off the init (alpha = 1, beta = 0)
+        x, g = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+        up = (torch.randn(shape).to(dtype),) if gated else ()
+        config = (c0, c1, POINTWISE_OPS[op], x.numel(), *up)  # one pair: the whole tensor is one span
+        compare(f"{shape} {op}{' gate product' if gated else ''} {str(dtype)[6:]}", new, old, (x, *config),
+                (g, x, *config), reps)
+
+
 def using(op_module: types.ModuleType, name: str, kernel: types.ModuleType, step: Callable[[], None]
           ) -> Callable[[], None]:
     """``step`` with ``op_module`` loading ``kernel`` for ``csrc/<name>.cpp``."""
@@ -142,17 +156,18 @@ def step_rows(kernel: str, new: types.ModuleType, old: types.ModuleType, reps: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", required=True, help="git revision whose kernel to compare with")
-    parser.add_argument("--kernel", default="adrelu", choices=["adrelu", "fles"])
+    parser.add_argument("--kernel", default="adrelu", choices=["adrelu", "fles", "pointwise"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--steps", action="store_true", help="also training steps (ResNet-8/32 CIFAR or ViT-Tiny)")
+    parser.add_argument("--steps", action="store_true",
+                        help="also training steps (ResNet-8/32 CIFAR or ViT-Tiny; not for the pointwise kernel)")
     parser.add_argument("--reps", type=int, default=25)
     args = parser.parse_args()
     steady_allocator()
     torch.manual_seed(0)
     new, old = _cpp.load(args.kernel), build_at(args.against, args.kernel)
-    rows = adrelu_rows if args.kernel == "adrelu" else fles_rows
+    rows = {"adrelu": adrelu_rows, "fles": fles_rows, "pointwise": pointwise_rows}[args.kernel]
     rows(new, old, getattr(torch, args.dtype), args.reps)
-    if args.steps:
+    if args.steps and args.kernel in STEPS:
         step_rows(args.kernel, new, old, max(args.reps // 2, 8))
 
 

@@ -43,6 +43,16 @@ inline T gate(T u, T* grad) {
   }
 }
 
+// scale rho(u) for the forward: the sigmoid's product folded into its one division
+template <int64_t G, typename T>
+inline T scaled_gate(T u, T scale) {
+  if constexpr (G == kSigmoid) {
+    return scale / (T(1) + exp_(-u));
+  } else {
+    return scale * normal_cdf_pdf(u).cdf;
+  }
+}
+
 struct Layout {
   int64_t B, R, C, I, H;  // H: the MLP's hidden width
   int64_t sample() const { return R * C * I; }
@@ -134,8 +144,7 @@ void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho, i
 #pragma omp simd
         for (int64_t i = 0; i < len; ++i) {
           const T v = load(xs, i);
-          T unused;
-          store(ys, i, a * gate<G>(h * v, &unused) * v);
+          store(ys, i, scaled_gate<G>(h * v, a * v));
         }
       },
       [&](int64_t off) {
@@ -146,8 +155,7 @@ void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho, i
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
           const T v = load(xs, c);
-          T unused;
-          store(ys, c, vl[c] * gate<G>(hl[c] * v, &unused) * v);
+          store(ys, c, scaled_gate<G>(hl[c] * v, vl[c] * v));
         }
       });
 }

@@ -41,8 +41,8 @@ inline ValueGrad<T> base_fn(T x) {
   } else if constexpr (B == kLeakyRelu) {
     return {x > T(0) ? x : T(0.01) * x, x > T(0) ? T(1) : T(0.01)};
   } else if constexpr (B == kSilu) {
-    const T s = sigmoid_(x);
-    return {x * s, s * (T(1) + x * (T(1) - s))};
+    const T s = sigmoid_(x), f = x * s;
+    return {f, f * (T(1) - s) + s};  // s (1 + x (1 - s)), one dependent operation shorter
   } else if constexpr (B == kGelu) {
     const auto [cdf, pdf] = normal_cdf_pdf(x);
     return {x * cdf, cdf + x * pdf};
@@ -56,27 +56,40 @@ inline ValueGrad<T> base_fn(T x) {
   }
 }
 
-// An op: forward(v, p, q) and backward(v, g, p, q, &s0, &s1) -> dx, with p, q the channel's two coefficients and
-// s0, s1 this element's terms of the two sums.
+// An op: forward(v, p, q), the forward pass's f(v); value(v, p, q), the same f(v) from the terms backward computes
+// (the gated product's backward takes f(v) and f'(v) of one sigmoid); backward(v, g, p, q, &s0, &s1) -> dx, with p, q
+// the channel's two coefficients and s0, s1 this element's terms of the two sums.
 template <int64_t Base>
 struct DynAct {  // p = alpha - beta, q = beta; sums g base(x) and g x
   template <typename T>
-  static T forward(T v, T p, T q) {
+  static T value(T v, T p, T q) {
     return base_fn<Base>(v).f * p + q * v;
+  }
+  template <typename T>
+  static T forward(T v, T p, T q) {
+    if constexpr (Base == kSilu) {  // silu(v) p = p v / (1 + exp(-v)): one division, no product with the sigmoid
+      return p * v / (T(1) + exp_(-v)) + q * v;
+    } else {
+      return value(v, p, q);
+    }
   }
   template <typename T>
   static T backward(T v, T g, T p, T q, T* s0, T* s1) {
     const auto [f, d] = base_fn<Base>(v);
     *s0 = g * f;
     *s1 = g * v;
-    return g * (p * d + q);
+    return (g * p) * d + g * q;  // g (p d + q), with g p and g q off the chain through d
   }
 };
 
 struct Swish {  // p = beta; sum g x^2 sigmoid'(beta x)
   template <typename T>
-  static T forward(T v, T p, T) {
+  static T value(T v, T p, T) {
     return v * sigmoid_(p * v);
+  }
+  template <typename T>
+  static T forward(T v, T p, T) {
+    return v / (T(1) + exp_(-p * v));  // v sigmoid(p v) in one division
   }
   template <typename T>
   static T backward(T v, T g, T p, T, T* s0, T* s1) {
@@ -107,7 +120,7 @@ template <typename Op, bool Glu, typename S, typename T = compute_t<S>>
 inline T gated_grad(T v, const S* g, const S* up, S* gup, int64_t i, T p, T q) {
   if constexpr (Glu) {
     const T gi = load(g, i);
-    store(gup, i, gi * Op::forward(v, p, q));
+    store(gup, i, gi * Op::value(v, p, q));
     return gi * load(up, i);
   } else {
     return load(g, i);
