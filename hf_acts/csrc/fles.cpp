@@ -43,11 +43,11 @@ inline T gate(T u, T* grad) {
   }
 }
 
-// scale rho(u) for the forward: the sigmoid's product folded into its one division
+// scale rho(u) for the forward (the sigmoid as one division)
 template <int64_t G, typename T>
 inline T scaled_gate(T u, T scale) {
   if constexpr (G == kSigmoid) {
-    return scale / (T(1) + exp_(-u));
+    return scaled_sigmoid_(u, scale);
   } else {
     return scale * normal_cdf_pdf(u).cdf;
   }

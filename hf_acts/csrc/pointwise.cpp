@@ -67,8 +67,8 @@ struct DynAct {  // p = alpha - beta, q = beta; sums g base(x) and g x
   }
   template <typename T>
   static T forward(T v, T p, T q) {
-    if constexpr (Base == kSilu) {  // silu(v) p = p v / (1 + exp(-v)): one division, no product with the sigmoid
-      return p * v / (T(1) + exp_(-v)) + q * v;
+    if constexpr (Base == kSilu) {  // silu(v) p = (p v) sigmoid(v)
+      return scaled_sigmoid_(v, p * v) + q * v;
     } else {
       return value(v, p, q);
     }
@@ -89,7 +89,7 @@ struct Swish {  // p = beta; sum g x^2 sigmoid'(beta x)
   }
   template <typename T>
   static T forward(T v, T p, T) {
-    return v / (T(1) + exp_(-p * v));  // v sigmoid(p v) in one division
+    return scaled_sigmoid_(p * v, v);
   }
   template <typename T>
   static T backward(T v, T g, T p, T, T* s0, T* s1) {

@@ -85,9 +85,15 @@ inline CdfPdf<double> normal_cdf_pdf(double u) {
   return {0.5 * (1.0 + ::erf(u * kSqrt1_2)), kInvSqrt2Pi * ::exp(-0.5 * u * u)};
 }
 
+// scale sigmoid(v) as one division (no product with the sigmoid after it: one dependent operation shorter)
+template <typename T>
+inline T scaled_sigmoid_(T v, T scale) {
+  return scale / (T(1) + exp_(-v));
+}
+
 template <typename T>
 inline T sigmoid_(T v) {
-  return T(1) / (T(1) + exp_(-v));
+  return scaled_sigmoid_(v, T(1));
 }
 
 template <typename S>
