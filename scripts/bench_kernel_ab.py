@@ -8,13 +8,15 @@ outputs (relative to the largest value); ADReLU at CIFAR ResNet and ImageNet sha
 and SiLU) and image shapes, the pointwise kernel (dynActivation, Swish-beta, dynActGLU's gate product) at the
 benchmark's CNN and LLM shapes. ``--steps`` adds training steps (forward + backward + AdamW) with each kernel against
 the base model's, alternating: ResNet-8/32 CIFAR (batch 128) for ADReLU, ViT-Tiny (batch 16) for FleS. Both kernels
-are built with this process's flags (``hf_acts.ops._cpp``); the revision's kernel must take the same arguments
+are built with this process's flags (``hf_acts.ops._cpp``), or with ``--revision-flags`` the revision's kernel with the
+revision's own ``compile_flags`` (to judge a change of flags); the revision's kernel must take the same arguments
 (ADReLU: session 8 on; FleS: session 10 on; pointwise: session 14 on).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import subprocess
 import tempfile
 import types
@@ -36,26 +38,45 @@ ADRELU_SHAPES = [(128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8), (8, 64, 
 FLES_CASES = [((16, 197, 768), "gelu"), ((16, 197, 768), "silu"), ((32, 64, 56, 56), "silu"),
               ((128, 64, 32, 32), "silu"), ((1, 2048, 7, 7), "silu"), ((32, 2048, 7, 7), "silu")]  # + ResNet-50's
 # last stage at batch 1 and 32, where the coefficient MLP (2048 -> 64 -> 4096 per sample) is most of the work
+ROOT = Path(__file__).resolve().parent.parent
 POINTWISE_CASES = [((128, 64, 32, 32), "silu", False), ((1, 4096, 1376), "silu", False),
                    ((128, 64, 32, 32), "gelu", False), ((128, 64, 32, 32), "swish_beta", False),
                    ((1, 4096, 1376), "silu", True)]  # (shape, op, dynActGLU's gate product), one coefficient pair
 
 
-def build_at(revision: str, kernel: str) -> types.ModuleType:
-    """The revision's ``csrc/<kernel>.cpp`` (with its headers), compiled as this process compiles its own."""
-    root = Path(__file__).resolve().parent.parent
-    sha = subprocess.run(["git", "rev-parse", "--short", revision], cwd=root, check=True, capture_output=True,
+def git_show(sha: str, path: str) -> str:
+    return subprocess.run(["git", "show", f"{sha}:{path}"], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def revision_flags(sha: str, kernel: str) -> list[str]:
+    """The kernel's compiler flags in the revision's ``hf_acts/ops/_cpp.py``."""
+    path = Path(tempfile.mkdtemp(prefix=f"cpp_{sha}_")) / "_cpp.py"
+    path.write_text(git_show(sha, "hf_acts/ops/_cpp.py"))
+    spec = importlib.util.spec_from_file_location(f"_cpp_at_{sha}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.compile_flags(kernel)
+    except TypeError:  # before session 16, one set of flags for every kernel
+        return module.compile_flags()
+
+
+def build_at(revision: str, kernel: str, own_flags: bool = False) -> types.ModuleType:
+    """The revision's ``csrc/<kernel>.cpp`` (with its headers), compiled as this process compiles its own, or with
+    ``own_flags`` as the revision compiled it."""
+    sha = subprocess.run(["git", "rev-parse", "--short", revision], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout.strip()
     src = Path(tempfile.mkdtemp(prefix=f"{kernel}_{sha}_"))
-    files = subprocess.run(["git", "ls-tree", "--name-only", sha, "hf_acts/csrc/"], cwd=root, check=True,
+    files = subprocess.run(["git", "ls-tree", "--name-only", sha, "hf_acts/csrc/"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
     for path in files:
         if path.endswith((".cpp", ".h")):
-            text = subprocess.run(["git", "show", f"{sha}:{path}"], cwd=root, check=True, capture_output=True,
-                                  text=True).stdout
-            (src / Path(path).name).write_text(text)
-    return load(name=f"hf_acts_{kernel}_at_{sha}", sources=[str(src / f"{kernel}.cpp")],
-                extra_cflags=_cpp.compile_flags(), extra_ldflags=["-fopenmp"])
+            (src / Path(path).name).write_text(git_show(sha, path))
+    flags = revision_flags(sha, kernel) if own_flags else _cpp.compile_flags(kernel)
+    print(f"revision {sha} built with {flags}", flush=True)
+    return load(name=f"hf_acts_{kernel}_at_{sha}", sources=[str(src / f"{kernel}.cpp")], extra_cflags=flags,
+                extra_ldflags=["-fopenmp"])
 
 
 def compare(label: str, new: types.ModuleType, old: types.ModuleType, forward_args: tuple, backward_args: tuple,
@@ -160,11 +181,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--steps", action="store_true",
                         help="also training steps (ResNet-8/32 CIFAR or ViT-Tiny; not for the pointwise kernel)")
+    parser.add_argument("--revision-flags", action="store_true",
+                        help="build the revision's kernel with the revision's own compiler flags")
     parser.add_argument("--reps", type=int, default=25)
     args = parser.parse_args()
     steady_allocator()
     torch.manual_seed(0)
-    new, old = _cpp.load(args.kernel), build_at(args.against, args.kernel)
+    new, old = _cpp.load(args.kernel), build_at(args.against, args.kernel, args.revision_flags)
     rows = {"adrelu": adrelu_rows, "fles": fles_rows, "pointwise": pointwise_rows}[args.kernel]
     rows(new, old, getattr(torch, args.dtype), args.reps)
     if args.steps and args.kernel in STEPS:

@@ -120,6 +120,38 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     torch.testing.assert_close(torch.from_numpy(got), model(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("make,shape,op", [
+    *[(lambda b=b: DynActivation(b, alpha_init=1.2, beta_init=0.3), (2, 6, 5, 5), "dynact")
+      for b in ("relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish")],
+    (lambda: SwishBeta(beta_init=1.5, per_channel=True, channels=6), (2, 6, 5, 5), "swish_beta"),
+    (lambda: randomize_(DynActGLU(6, 8), 0.3), (2, 7, 6), "dynact_glu"),
+    (lambda: randomize_(FleS(6), 0.3), (2, 6, 5, 5), "fles"),
+    (lambda: randomize_(FleS(6, base="gelu"), 0.3), (2, 7, 6), "fles"),
+    (lambda: randomize_(ADReLU(16), 0.3), (2, 16, 5, 5), "adrelu"),
+])
+def test_cpu_kernels_give_nan_where_the_plain_formula_does(make, shape, op):
+    """A NaN input gives NaN in the same outputs and input gradients as the plain formula (the kernels' exp has no
+    NaN select of its own: csrc/vec_math.h), and inputs of +-100, beyond exp's range, give the same finite values."""
+    module = make()
+    x = torch.randn(shape)
+    x.view(-1)[[3, 7, 11]] = torch.tensor([float("nan"), 100.0, -100.0])
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        xg = x.clone().requires_grad_()
+        y = module(xg)
+        y.backward(torch.ones_like(y))
+        return y, xg.grad
+
+    y, gx = run()
+    assert ran_op(y, op)
+    with dispatch.plain_formulas():
+        y_ref, gx_ref = run()
+    assert y.isnan().any()
+    for got, want in ((y, y_ref), (gx, gx_ref)):
+        assert torch.equal(got.isnan(), want.isnan())
+        torch.testing.assert_close(got.detach().nan_to_num(), want.detach().nan_to_num(), rtol=1e-4, atol=1e-4)
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("make,shape,op", [

@@ -124,6 +124,31 @@ def test_fles(base, shape, dtype):
         torch.testing.assert_close(got.double() / scale, want / scale, **TOL[dtype])
 
 
+@pytest.mark.parametrize("kernel", ["dynact_relu", "fles"])
+def test_nan_inputs_give_nan_where_the_plain_formula_does(kernel):
+    """A NaN input passes the ReLUs as in torch.relu and its backward (dynActivation's relu base; FleS' positive
+    statistics, whose sample then turns NaN), so the outputs and input gradients are NaN where the plain formula's
+    are."""
+    x = torch.randn(2, 6, 5, 7)
+    x[0, 2, 1, 3] = float("nan")
+    x, grad = x.to(TRITON_DEVICE), torch.randn(2, 6, 5, 7, device=TRITON_DEVICE)
+    if kernel == "fles":
+        params = [(torch.randn(*s) * 0.3).to(TRITON_DEVICE) for s in ((8, 6), (8,), (12, 8), (12,))]
+        y, m, denom, h, t = fles_math.fles_forward(x, *params, "silu", 1e-6, triton_fles)
+        gx = fles_math.fles_backward_with(grad, x, *params, m, denom, h, t, "silu", triton_fles)[0]
+        ref, (rx, *_) = _reference(lambda x, *p: _fles_plain(x, *p, "silu"), x, *params, grad=grad)
+    else:
+        alpha, beta = torch.randn(2, 6, device=TRITON_DEVICE)
+        y = pointwise.dynact_triton(x, alpha, beta, "relu")
+        gx = pointwise.dynact_backward_triton(grad, x, alpha, beta, "relu")[0]
+        ref, (rx, _, _) = _reference(lambda x, a, b: dynact_formula(x, _view(a, x), _view(b, x), "relu"), x, alpha,
+                                     beta, grad=grad)
+    assert y.isnan().any()
+    for got, want in ((y, ref), (gx, rx)):
+        assert torch.equal(got.isnan(), want.isnan())
+        _close(got.nan_to_num(), want.nan_to_num(), torch.float32)
+
+
 def test_the_coefficient_gradients_are_deterministic():
     """Two-stage sums, no atomics: the same inputs give bit-identical alpha/beta gradients."""
     x, grad = torch.randn(2, 7, 33, 40, device=TRITON_DEVICE), torch.randn(2, 7, 33, 40, device=TRITON_DEVICE)

@@ -37,11 +37,15 @@ inline To bit_cast_(From from) {
 // degree-4 minimax fit (scripts/fit_exp_polynomial.py). Largest error 0.66 ulp over the normal range, as with the
 // degree-5 Cephes p it replaced, and one dependent multiply-add shorter, which these latency-bound loops feel. The
 // compiler vectorises it in place, cheaper than a libmvec call in the hot loops. Arguments below -87.3 give the
-// smallest normal float instead of a denormal or 0; NaN stays NaN.
+// smallest normal float instead of a denormal or 0. NaN stays NaN with no select of its own: the clamps compare
+// the bound against v, so a NaN (all comparisons false) passes both and propagates through the arithmetic.
+// 2^n comes from the bits of t = x log2(e) + 1.5 2^23, whose low mantissa bits hold n once rounded: no float-to-int
+// conversion (undefined for NaN).
 inline float exp_(float v) {
-  const float lo = v > -87.3365447f ? v : -87.3365447f;  // ternaries, not std::min/max: no addressed locals,
-  const float x = lo < 88.7228394f ? lo : 88.7228394f;    // which would stop `omp simd` from vectorising
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest, without a libm call
+  const float lo = -87.3365447f > v ? -87.3365447f : v;  // ternaries, not std::min/max: no addressed locals,
+  const float x = 88.7228394f < lo ? 88.7228394f : lo;   // which would stop `omp simd` from vectorising
+  const float t = x * 1.44269504088896341f + 12582912.0f;  // round to nearest, without a libm call
+  const float n = t - 12582912.0f;
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.3814612757e-3f;
   p = p * r + 8.3687100559e-3f;
@@ -49,8 +53,7 @@ inline float exp_(float v) {
   p = p * r + 1.6666521132e-1f;
   p = p * r + 4.9999994040e-1f;
   p = p * (r * r) + r + 1.0f;
-  const float scaled = p * bit_cast_<float>(uint32_t(int32_t(n) + 127) << 23);
-  return v != v ? v : scaled;
+  return p * bit_cast_<float>((bit_cast_<uint32_t>(t) + 127u) << 23);
 }
 inline double exp_(double v) { return ::exp(v); }
 inline float tanh_(float v) { return ::tanhf(v); }

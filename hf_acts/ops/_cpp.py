@@ -16,6 +16,7 @@ Which ops call them, and when, is decided in :mod:`hf_acts.ops.dispatch`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import platform
@@ -56,11 +57,26 @@ def _build_tag() -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
-def compile_flags() -> list[str]:
-    """The compiler flags of every kernel build in this process."""
+@functools.cache
+def _compiler_is_gcc() -> bool:
+    from torch.utils.cpp_extension import check_compiler_is_gcc, get_cxx_compiler
+
+    return check_compiler_is_gcc(get_cxx_compiler())
+
+
+# GCC's partial redundancy elimination and jump threading see that the inlined exp's clamps select constants and
+# rebuild each clamp as compares, mask logic and blends after the polynomial (9 vector instructions where two
+# compare-and-blend clamps take 4). The pointwise and FleS loops are bound by those instructions (README, "How"); the
+# ADReLU kernel, whose time is in its matmul and depthwise loops, ran 3-10% slower without these passes.
+GCC_EXP_FLAGS = {"pointwise": ["-fno-tree-pre", "-fno-thread-jumps"], "fles": ["-fno-tree-pre", "-fno-thread-jumps"]}
+
+
+def compile_flags(name: str) -> list[str]:
+    """The compiler flags of kernel ``csrc/<name>.cpp``'s build in this process."""
     # -fno-trapping-math: without it GCC 12 vectorises none of the select-and-exp loops (the ReLU-family selects and
     # the inlined exp), 5-7x slower on a Zen 3 VM; nothing here reads floating-point flags
-    return ["-O3", *target_flags(), "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+    flags = ["-O3", *target_flags(), "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+    return flags + GCC_EXP_FLAGS.get(name, []) if _compiler_is_gcc() else flags
 
 
 def load(name: str) -> ModuleType | None:
@@ -77,7 +93,7 @@ def load(name: str) -> ModuleType | None:
         try:
             _modules[name] = build(
                 name=f"hf_acts_{name}_{_build_tag()}", sources=[str(CSRC / f"{name}.cpp")],
-                extra_cflags=compile_flags(), extra_ldflags=["-fopenmp"],
+                extra_cflags=compile_flags(name), extra_ldflags=["-fopenmp"],
                 verbose=False,
             )
         except Exception as e:  # noqa: BLE001 - any build failure: the plain PyTorch path is always correct

@@ -50,7 +50,7 @@ def stats_kernel(x_ptr, pos_ptr, count_ptr, P, C, IMAGES: tl.constexpr, BLOCK_P:
     for p0 in range(0, P, BLOCK_P):
         c, mask, offs = _offsets(b, p0, c0, P, C, IMAGES, BLOCK_P, BLOCK_C)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        pos += tl.sum(tl.maximum(x, 0.0), axis=0)
+        pos += tl.sum(tl.where(x <= 0, 0.0, x), axis=0)  # relu with NaN kept, as torch.relu
         count += tl.sum(tl.where(x > 0, 1.0, 0.0), axis=0)
     c = c0 + tl.arange(0, BLOCK_C)
     tl.store(pos_ptr + b * C + c, pos, mask=c < C)
@@ -103,7 +103,7 @@ def input_grad_kernel(g_ptr, x_ptr, gx_ptr, kve_ptr, kho_ptr, dpos_ptr, P, C, GA
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     u = kho * x
     rho, drho = _gate(u, GATE)
-    gx = g * kve * (rho + u * drho) + tl.where(x > 0, dpos, 0.0)
+    gx = g * kve * (rho + u * drho) + tl.where(x <= 0, 0.0, dpos)
     tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
 
 

@@ -36,8 +36,8 @@ def _tanh(z):
 def _base_and_grad(x, OP: tl.constexpr, p):
     """``(base(x), base'(x))`` in float32; Swish-beta (OP == SWISH) uses ``p = beta``."""
     if OP == RELU:
-        f = tl.where(x > 0, x, 0.0)
-        d = tl.where(x > 0, 1.0, 0.0)
+        f = tl.where(x <= 0, 0.0, x)  # NaN passes, as in torch.relu and its backward
+        d = tl.where(x <= 0, 0.0, 1.0)
     elif OP == LEAKY_RELU:
         f = tl.where(x > 0, x, 0.01 * x)
         d = tl.where(x > 0, 1.0, 0.01)
