@@ -35,7 +35,7 @@ inline To bit_cast_(From from) {
 
 // float exp inlined: Cephes-style range reduction, then exp(r) = 1 + r + r^2 p(r) on |r| <= ln 2 / 2 with p a
 // degree-4 minimax fit (scripts/fit_exp_polynomial.py). Largest error 0.66 ulp over the normal range, as with the
-// degree-5 Cephes p it replaced, and one dependent multiply-add shorter, which these latency-bound loops feel. The
+// degree-5 Cephes p it replaced, and one dependent multiply-add shorter, which these loops feel. The
 // compiler vectorises it in place, cheaper than a libmvec call in the hot loops. Arguments below -87.3 give the
 // smallest normal float instead of a denormal or 0. NaN stays NaN with no select of its own: the clamps compare
 // the bound against v, so a NaN (all comparisons false) passes both and propagates through the arithmetic.

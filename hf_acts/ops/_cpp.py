@@ -68,7 +68,7 @@ def _compiler_is_gcc() -> bool:
 # rebuild each clamp as compares, mask logic and blends after the polynomial (9 vector instructions where two
 # compare-and-blend clamps take 4). The pointwise and FleS loops are bound by those instructions (README, "How"); the
 # ADReLU kernel, whose time is in its matmul and depthwise loops, ran 3-10% slower without these passes.
-GCC_EXP_FLAGS = {"pointwise": ["-fno-tree-pre", "-fno-thread-jumps"], "fles": ["-fno-tree-pre", "-fno-thread-jumps"]}
+GCC_EXP_FLAGS = dict.fromkeys(("pointwise", "fles"), ["-fno-tree-pre", "-fno-thread-jumps"])
 
 
 def compile_flags(name: str) -> list[str]:
