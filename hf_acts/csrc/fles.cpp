@@ -9,8 +9,8 @@
 //             the MLP's backward to d m, then dx = that term + [x > 0] d m / denom (2 reads + 1 write, no rho)
 // The weight gradients (two (hidden, C)-sized products over the batch) are left to PyTorch.
 // x is viewed as (B, R, C, I): images (B, 1, C, H*W), tokens (B, N, C, 1); coefficients and statistics are (B, C).
-// Loads and stores in x's dtype, arithmetic in float (double for double). ReLUs and their masks test v <= 0, not
-// v > 0, so that a NaN passes as in torch.relu and its backward: a NaN input makes its sample's output NaN.
+// Loads and stores in x's dtype, arithmetic in float (double for double). The ReLUs let a NaN pass (relu_ in
+// vec_math.h), as torch.relu does: a NaN input makes its sample's output NaN.
 // The loops index local pointers (xs = x + off): through the pointers the lambdas capture by reference, GCC 12
 // vectorised the reductions over H*W spans so poorly that they ran 3-15x slower (float32 and bfloat16).
 #include <torch/extension.h>
@@ -85,7 +85,7 @@ void sample_stats(const Layout& l, const S* x, T* pos, T* count, int64_t u0, int
 #pragma omp simd reduction(+ : p, n)
         for (int64_t i = 0; i < len; ++i) {
           const T v = load(xs, i);
-          p += v <= T(0) ? T(0) : v;
+          p += relu_(v);
           n += v > T(0) ? T(1) : T(0);
         }
         pos[c] += p;
@@ -98,7 +98,7 @@ void sample_stats(const Layout& l, const S* x, T* pos, T* count, int64_t u0, int
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
           const T v = load(xs, c);
-          p[c] += v <= T(0) ? T(0) : v;
+          p[c] += relu_(v);
           n[c] += v > T(0) ? T(1) : T(0);
         }
       });
@@ -119,7 +119,7 @@ void sample_mlp(const Layout& l, const T* w1, const T* b1, const T* w2, const T*
 #pragma omp simd reduction(+ : acc)
     for (int64_t c = 0; c < l.C; ++c) acc += w[c] * m[c];
     acc += b1[j];
-    h[j] = acc <= T(0) ? T(0) : acc;
+    h[j] = relu_(acc);
   }
   // The 2C dot products vectorised: without the reduction clause each ran one scalar add chain, two thirds of a
   // (1, 2048, 7, 7) forward at batch 1 (0.64x of that forward's time with it).
@@ -219,7 +219,7 @@ void sample_mlp_backward(const Layout& l, const T* w1, const T* w2, const T* den
     const T d = d_pre2[k];
     for (int64_t j = 0; j < l.H; ++j) d_pre1[j] += d * w[j];
   }
-  for (int64_t j = 0; j < l.H; ++j) d_pre1[j] = h[j] <= T(0) ? T(0) : d_pre1[j];
+  for (int64_t j = 0; j < l.H; ++j) d_pre1[j] = relu_grad_(h[j], d_pre1[j]);
   T* dpos = sum_a;
   std::fill(dpos, dpos + l.C, T(0));
   for (int64_t j = 0; j < l.H; ++j) {
@@ -242,7 +242,7 @@ void sample_input_grad(const Layout& l, const S* x, const T* first, S* gx, const
         const T* fs = first + off;
         S* out = gx + off;
 #pragma omp simd
-        for (int64_t i = 0; i < len; ++i) store(out, i, fs[i] + (load(xs, i) <= 0 ? T(0) : d));
+        for (int64_t i = 0; i < len; ++i) store(out, i, fs[i] + relu_grad_(load(xs, i), d));
       },
       [&](int64_t off) {
         const S* xs = x + off;
@@ -251,7 +251,7 @@ void sample_input_grad(const Layout& l, const S* x, const T* first, S* gx, const
         const T* dl = dpos;
         const int64_t C = l.C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) store(out, c, fs[c] + (load(xs, c) <= 0 ? T(0) : dl[c]));
+        for (int64_t c = 0; c < C; ++c) store(out, c, fs[c] + relu_grad_(load(xs, c), dl[c]));
       });
 }
 

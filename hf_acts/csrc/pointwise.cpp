@@ -36,8 +36,8 @@ struct ValueGrad {
 
 template <int64_t B, typename T>
 inline ValueGrad<T> base_fn(T x) {
-  if constexpr (B == kRelu) {  // x <= 0, not x > 0: NaN passes as in torch.relu and its backward
-    return {x <= T(0) ? T(0) : x, x <= T(0) ? T(0) : T(1)};
+  if constexpr (B == kRelu) {
+    return {relu_(x), relu_grad_(x, T(1))};
   } else if constexpr (B == kLeakyRelu) {
     return {x > T(0) ? x : T(0.01) * x, x > T(0) ? T(1) : T(0.01)};
   } else if constexpr (B == kSilu) {

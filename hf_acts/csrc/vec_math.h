@@ -88,6 +88,17 @@ inline CdfPdf<double> normal_cdf_pdf(double u) {
   return {0.5 * (1.0 + ::erf(u * kSqrt1_2)), kInvSqrt2Pi * ::exp(-0.5 * u * u)};
 }
 
+// relu(v) and g relu'(v) as torch.relu and its backward give them: the tests read v <= 0, not v > 0, so that a NaN
+// passes (relu(NaN) = NaN, and the gradient flows through it)
+template <typename T>
+inline T relu_(T v) {
+  return v <= T(0) ? T(0) : v;
+}
+template <typename T>
+inline T relu_grad_(T v, T g) {
+  return v <= T(0) ? T(0) : g;
+}
+
 // scale sigmoid(v) as one division (no product with the sigmoid after it: one dependent operation shorter)
 template <typename T>
 inline T scaled_sigmoid_(T v, T scale) {
