@@ -61,7 +61,7 @@ constexpr int64_t kRows = 6, kLanes = 2 * kVec;
 // its sums in these, its loops over rows unrolled, so that they live in registers: written as arrays of T under
 // `omp simd`, GCC 12 kept them on the stack and copied them out in 16-byte moves, which at 4 inputs per conv group
 // (ResNet-32's 16 channels) took about as long as the products (this kernel against that one, same process, five
-// shapes, two runs: 0.90-0.97 of its forward time, 0.92-1.00 of its backward).
+// shapes, four runs: 0.90-0.97 of its forward time, 0.92-1.05 of its backward).
 template <typename T>
 struct Reg {
   typedef T type __attribute__((vector_size(kVec * sizeof(T))));
