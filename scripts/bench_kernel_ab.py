@@ -34,19 +34,23 @@ from hf_acts.ops import fles as fles_op
 from hf_acts.ops.fles_math import inner_positions
 from hf_acts.ops.ids import FLES_GATES, POINTWISE_OPS
 
+ROOT = Path(__file__).resolve().parent.parent
 ADRELU_SHAPES = [(128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8), (8, 64, 64, 64), (1, 64, 56, 56)]
 FLES_CASES = [((16, 197, 768), "gelu"), ((16, 197, 768), "silu"), ((32, 64, 56, 56), "silu"),
               ((128, 64, 32, 32), "silu"), ((1, 2048, 7, 7), "silu"), ((32, 2048, 7, 7), "silu")]  # + ResNet-50's
 # last stage at batch 1 and 32, where the coefficient MLP (2048 -> 64 -> 4096 per sample) is most of the work
-ROOT = Path(__file__).resolve().parent.parent
 POINTWISE_CASES = [((128, 64, 32, 32), "silu", False), ((1, 4096, 1376), "silu", False),
                    ((128, 64, 32, 32), "gelu", False), ((128, 64, 32, 32), "swish_beta", False),
                    ((1, 4096, 1376), "silu", True)]  # (shape, op, dynActGLU's gate product), one coefficient pair
 
 
+def git(*args: str) -> str:
+    """The output of ``git *args`` in this repository."""
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
 def git_show(sha: str, path: str) -> str:
-    return subprocess.run(["git", "show", f"{sha}:{path}"], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout
+    return git("show", f"{sha}:{path}")
 
 
 def revision_flags(sha: str, kernel: str) -> list[str]:
@@ -65,11 +69,9 @@ def revision_flags(sha: str, kernel: str) -> list[str]:
 def build_at(revision: str, kernel: str, own_flags: bool = False) -> types.ModuleType:
     """The revision's ``csrc/<kernel>.cpp`` (with its headers), compiled as this process compiles its own, or with
     ``own_flags`` as the revision compiled it."""
-    sha = subprocess.run(["git", "rev-parse", "--short", revision], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()
+    sha = git("rev-parse", "--short", revision).strip()
     src = Path(tempfile.mkdtemp(prefix=f"{kernel}_{sha}_"))
-    files = subprocess.run(["git", "ls-tree", "--name-only", sha, "hf_acts/csrc/"], cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout.split()
+    files = git("ls-tree", "--name-only", sha, "hf_acts/csrc/").split()
     for path in files:
         if path.endswith((".cpp", ".h")):
             (src / Path(path).name).write_text(git_show(sha, path))
