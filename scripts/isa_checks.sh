@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The CPU kernels on an x86 host under its own instruction set and as an AVX2-only CPU would run them
 # (ATEN_CPU_CAPABILITY=avx2: ATen dispatches to AVX2 and hf-acts builds for x86-64-v3): the kernel tests against the
-# plain formulas, the activation benchmark and the training-step benchmark. Every part runs on two physical cores of
-# its own (OMP_NUM_THREADS=2), all six side by side: a machine with 12+ cores keeps them apart.
+# plain formulas, and the activation, training-step and inference benchmarks. Every kernel is built for both targets
+# first, all builds at once. Then each benchmark runs on two physical cores of its own (OMP_NUM_THREADS=2), all six
+# side by side, while the kernel tests of both targets run one after the other on a seventh pair: a machine with 14+
+# cores keeps them apart, and on 16 the last pair is left for other work (scripts/gpu_checks.sh on a GPU machine).
 # Usage: scripts/isa_checks.sh OUTPUT_DIR [SECONDS]   (SECONDS: a time limit for each part, default 1800)
 # Runs from a checkout with PYTHONPATH (no install needed where torch, timm and transformers are present).
 set -uo pipefail
@@ -19,27 +21,35 @@ pair() { echo "${cores[$(( 2 * $1 % ${#cores[@]} ))]},${cores[$(( (2 * $1 + 1) %
 native=$($py -c "import torch; print(torch.backends.cpu.get_cpu_capability())")
 isas=("$native:")
 [ "$native" != AVX2 ] && isas+=("avx2-emulated:avx2")
-slot=0
+as_isa() {  # as_isa CAPABILITY COMMAND...: the command under that ATen capability ('' for the host's own)
+    local cap=$1; shift
+    if [ -n "$cap" ]; then ATEN_CPU_CAPABILITY=$cap "$@"; else "$@"; fi
+}
 for entry in "${isas[@]}"; do
-    name=${entry%%:*} cap=${entry#*:} dir="$out/${entry%%:*}"
+    dir="$out/${entry%%:*}"
     mkdir -p "$dir"
-    (
-        [ -n "$cap" ] && export ATEN_CPU_CAPABILITY=$cap
-        $py -c "import torch; from hf_acts.ops import _cpp; print('ATen', torch.backends.cpu.get_cpu_capability(), \
-_cpp.target_flags()); [_cpp.load(k) for k in ('pointwise', 'fles', 'adrelu')]" > "$dir/build.log" 2>&1
-        timeout "$limit" taskset -c "$(pair $slot)" $py -m pytest -q -p no:cacheprovider -m "not slow" \
-            tests/test_ops.py tests/test_fles.py tests/test_adrelu.py tests/test_dynactivation.py \
-            > "$dir/tests.log" 2>&1 &
-        timeout "$limit" taskset -c "$(pair $((slot + 1)))" $py scripts/bench_activations.py --no-compile \
-            --output-dir "$dir" > "$dir/bench_activations.log" 2>&1 &
-        timeout "$limit" taskset -c "$(pair $((slot + 2)))" $py scripts/bench_models.py --output-dir "$dir" \
-            > "$dir/bench_models.log" 2>&1 &
-        wait
-    ) &
-    slot=$((slot + 3))
+    for kernel in pointwise fles adrelu; do
+        as_isa "${entry#*:}" $py -c "import torch; from hf_acts.ops import _cpp; print('ATen', \
+torch.backends.cpu.get_cpu_capability(), _cpp.target_flags()); _cpp.load('$kernel')" > "$dir/build_$kernel.log" 2>&1 &
+    done
+done
+wait
+slot=1
+for entry in "${isas[@]}"; do
+    cap=${entry#*:} dir="$out/${entry%%:*}"
+    for bench in activations models inference; do
+        as_isa "$cap" timeout "$limit" taskset -c "$(pair $slot)" $py "scripts/bench_$bench.py" --no-compile \
+            --output-dir "$dir" > "$dir/bench_$bench.log" 2>&1 &
+        slot=$((slot + 1))
+    done
+done
+for entry in "${isas[@]}"; do
+    as_isa "${entry#*:}" timeout "$limit" taskset -c "$(pair 0)" $py -m pytest -q -p no:cacheprovider -m "not slow" \
+        tests/test_ops.py tests/test_fles.py tests/test_adrelu.py tests/test_dynactivation.py \
+        > "$out/${entry%%:*}/tests.log" 2>&1
 done
 wait
 for d in "$out"/*/; do
-    echo "== $d"; head -1 "$d/build.log"; tail -1 "$d/tests.log"
-    cat "$d/activations.md" "$d/models.md" 2>/dev/null
+    echo "== $d"; head -1 "$d/build_adrelu.log"; tail -1 "$d/tests.log"
+    cat "$d/activations.md" "$d/models.md" "$d/inference.md" 2>/dev/null
 done
