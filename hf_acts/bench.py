@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import DynActGLU
-from .ops import dispatch
+from .ops import _cpp, dispatch
 from .registry import create_activation, named_activations
 
 BASES: dict[str, tuple[str, dict[str, Any]]] = {  # activation -> (native base, constructor kwargs)
@@ -71,7 +71,15 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     gpu = torch.cuda.get_device_name() if device == "cuda" else None
     return {"device": device, "gpu": gpu, "cpu": cpu, "cpu_flags": flags,
             "isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            **({"cpu_kernels": _cpp.built()} if device == "cpu" else {})}
+
+
+def unbuilt_note(m: dict[str, Any]) -> str:
+    """A warning for a result's header where CPU kernels did not build (their rows timed the plain formula)."""
+    missing = [k for k, ok in m.get("cpu_kernels", {}).items() if not ok]
+    return f" CPU kernels that did not build, so their rows time the plain formula: {', '.join(missing)}." if missing \
+        else ""
 
 
 def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
@@ -512,7 +520,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         f"threads, torch {m['torch']}, device "
         f"{m['device']}. {len(all_runs)} full run(s): median (range over the runs). Within a run, times are medians "
         f"of alternating rounds and each ratio is the median of the ratios within a round; freed memory kept by "
-        f"malloc: {m['steady_allocator']}.",
+        f"malloc: {m['steady_allocator']}.{unbuilt_note(m)}",
         "### Activations (ratio to the native base, to a copy_ memory floor and to the activation's own plain "
         "formula)",
         summary_table("activations", [r["activations"] for r in all_runs]),
@@ -549,6 +557,8 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": runs[-1], "all_runs": runs}
     (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
     table = summary_table(kind, runs)
+    note = unbuilt_note(result["machine"]).strip()
+    table = f"{note}\n\n{table}" if note else table
     (out / f"{kind}.md").write_text(table + "\n")
     print(table)
     return runs[-1]

@@ -99,3 +99,18 @@ def test_off_init_moves_only_the_activations():
     bench.off_init_(model)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.endswith(("alpha", "beta")) for k in changed)
+
+
+def test_a_cpu_result_names_the_kernels_that_did_not_build(monkeypatch, tmp_path):
+    # session 18: on torch 2.11 fles.cpp did not compile, and the FleS rows silently timed the plain formula
+    assert all(bench.machine()["cpu_kernels"].values())
+    assert bench.unbuilt_note(bench.machine()) == "" and "cpu_kernels" not in bench.machine("meta")
+    real_load = bench._cpp.load
+    monkeypatch.setattr(bench._cpp, "load", lambda name: None if name == "fles" else real_load(name))
+    m = bench.machine()
+    assert m["cpu_kernels"] == {"adrelu": True, "fles": False, "pointwise": True}
+    assert bench.unbuilt_note(m).endswith("time the plain formula: fles.")
+    monkeypatch.setattr(bench, "bench_inference", lambda quick, device: [])
+    bench.script_main("inference", ["--output-dir", str(tmp_path)])
+    assert (tmp_path / "inference.md").read_text().startswith("CPU kernels that did not build")
+    assert json.loads((tmp_path / "inference.json").read_text())["machine"]["cpu_kernels"]["fles"] is False

@@ -3,6 +3,7 @@ device/dtype dispatch, export to plain aten ops and ONNX, and the CUDA path of e
 
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -233,6 +234,34 @@ def test_cpu_kernels_target_atens_instruction_set(monkeypatch, machine, capabili
     flags = _cpp.target_flags()
     assert f"-march={march}" in flags
     assert ("-mprefer-vector-width=512" in flags) == wide
+
+
+# C++20-only names and syntax. torch up to 2.11 builds extensions with -std=c++17 and torch 2.14's headers refuse
+# C++17, so a kernel using one of these builds on this machine and not for users of an older torch (session 18:
+# fles.cpp's std::make_unique_for_overwrite on torch 2.11). scripts/check_cxx17.sh compiles them against older
+# torch headers; this test is the quick guard.
+CXX20_ONLY = re.compile(
+    r"std::(make_unique_for_overwrite|make_shared_for_overwrite|bit_cast|span|ranges|views|popcount|countl_zero|"
+    r"countr_zero|has_single_bit|bit_width|bit_ceil|bit_floor|erase_if|midpoint|lerp|numbers|format|"
+    r"source_location|to_array|ssize|assume_aligned|is_constant_evaluated|jthread|latch|barrier|counting_semaphore)\b"
+    r"|#include\s*<(bit|span|ranges|concepts|numbers|format|source_location|compare|version|barrier|latch)>"
+    r"|\b(consteval|constinit|co_await|co_yield|co_return|concept|requires)\b|<=>|\[\[(un)?likely\]\]"
+    r"|\.(contains|starts_with|ends_with)\(")
+
+
+@pytest.mark.parametrize("source", sorted(p.name for p in _cpp.CSRC.iterdir()))
+def test_kernels_use_no_cxx20_only_names(source):
+    lines = (_cpp.CSRC / source).read_text().splitlines()
+    code = [(n, line.split("//")[0]) for n, line in enumerate(lines, 1)]
+    assert [(n, line) for n, line in code if CXX20_ONLY.search(line)] == []
+
+
+def test_the_cxx20_guard_sees_what_broke_the_torch_2_11_build():
+    for bad in ("auto b = std::make_unique_for_overwrite<T[]>(n);", "return std::bit_cast<float>(u);",
+                "#include <bit>", "if (m.contains(k)) {", "[[likely]] x = 0;"):
+        assert CXX20_ONLY.search(bad), bad
+    for fine in ("return bit_cast_<float>(u);", "std::unique_ptr<T[]> b(new T[n]);", "#include <bitset>"):
+        assert not CXX20_ONLY.search(fine), fine
 
 
 @pytest.mark.slow

@@ -395,9 +395,9 @@ std::vector<at::Tensor> backward(const at::Tensor& g, const at::Tensor& x, const
       const bool split = l.B < at::get_num_threads();  // as in the forward
       at::parallel_for(0, l.B, split ? l.B : 1, [&](int64_t b0, int64_t b1) {
         std::vector<T> ve(l.C), ho(l.C), sum_a(l.C), sum_d(l.C);
-        // dx's first term: in gx itself for float32/64, else in a float buffer (uninitialised: it is written first)
-        const auto first_buffer =
-            std::is_same_v<scalar_t, T> ? nullptr : std::make_unique_for_overwrite<T[]>(l.sample());
+        // dx's first term: in gx itself for float32/64, else in a float buffer (new T[]: uninitialised, it is
+        // written first; std::make_unique_for_overwrite is C++20, and older torch builds extensions as C++17)
+        const std::unique_ptr<T[]> first_buffer(std::is_same_v<scalar_t, T> ? nullptr : new T[l.sample()]);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t off = b * l.sample();
           const scalar_t *xb = xp + off, *gb = gp + off;

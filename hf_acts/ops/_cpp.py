@@ -101,3 +101,10 @@ def load(name: str) -> ModuleType | None:
                           "using the plain PyTorch path", stacklevel=2)
             _modules[name] = None
     return _modules[name]
+
+
+def built() -> dict[str, bool]:
+    """Each kernel in ``csrc`` and whether it builds and loads in this process (False: its ops run the plain
+    formula, as :func:`load` warns once). Benchmarks record it, so a result cannot pass off the plain path as the
+    kernel's."""
+    return {path.stem: load(path.stem) is not None for path in sorted(CSRC.glob("*.cpp"))}
