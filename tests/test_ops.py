@@ -236,6 +236,14 @@ def test_cpu_kernels_target_atens_instruction_set(monkeypatch, machine, capabili
     assert ("-mprefer-vector-width=512" in flags) == wide
 
 
+def test_each_torch_release_builds_the_kernels_in_a_folder_of_its_own(monkeypatch):
+    """torch's extension cache folder names only Python's and CUDA's versions: torch 2.11 waited forever on the
+    ``lock`` file torch 2.14 leaves in a build folder (session 18), and one torch could load another's build."""
+    tag = _cpp._build_tag()
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cpu")
+    assert _cpp._build_tag() != tag
+
+
 # C++20-only names and syntax. torch up to 2.11 builds extensions with -std=c++17 and torch 2.14's headers refuse
 # C++17, so a kernel using one of these builds on this machine and not for users of an older torch (session 18:
 # fles.cpp's std::make_unique_for_overwrite on torch 2.11). scripts/check_cxx17.sh compiles them against older

@@ -1,7 +1,8 @@
 """Hand-written CPU kernels (``hf_acts/csrc``), compiled on first use by ``torch.utils.cpp_extension``.
 
 The build lands in torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``)
-under a name that hashes the host's CPU features, the target instruction set and the shared headers.
+under a name that hashes the host's CPU features, the target instruction set, the shared headers and the torch
+version.
 
 The target follows ATen's own runtime choice (``torch.backends.cpu.get_cpu_capability()``, which
 ``ATEN_CPU_CAPABILITY`` overrides): AVX512 builds for ``x86-64-v4``, AVX2 for ``x86-64-v3``, anything else on x86-64
@@ -45,15 +46,19 @@ def target_flags() -> list[str]:
 
 
 def _build_tag() -> str:
-    """A hash of the host's CPU features, the target, the shared headers (torch rebuilds on source changes only) and
+    """A hash of the host's CPU features, the target, the shared headers (torch rebuilds on source changes only),
     where the sources live (two installs side by side, e.g. editable and wheel, would otherwise rebuild each other's
-    build)."""
+    build) and the torch version. torch's cache folder names only Python's and CUDA's versions, so without it two
+    torch releases share a build folder: torch 2.11 waits forever on the ``lock`` file that torch 2.14 leaves there
+    (seen in session 18), and a build for one torch's ABI could be loaded by another."""
+    import torch
+
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         flags = platform.processor()
     headers = "".join(p.read_text() for p in sorted(CSRC.glob("*.h")))
-    key = f"{platform.machine()} {flags} {target_flags()} {headers} {CSRC}"
+    key = f"{platform.machine()} {flags} {target_flags()} {headers} {CSRC} {torch.__version__}"
     return hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
