@@ -78,7 +78,7 @@ def machine(device: str = "cpu") -> dict[str, Any]:
 def unbuilt_note(m: dict[str, Any]) -> str:
     """A warning for a result's header where CPU kernels did not build (their rows timed the plain formula)."""
     missing = [k for k, ok in m.get("cpu_kernels", {}).items() if not ok]
-    return f" CPU kernels that did not build, so their rows time the plain formula: {', '.join(missing)}." if missing \
+    return f"CPU kernels that did not build, so their rows time the plain formula: {', '.join(missing)}." if missing \
         else ""
 
 
@@ -520,7 +520,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         f"threads, torch {m['torch']}, device "
         f"{m['device']}. {len(all_runs)} full run(s): median (range over the runs). Within a run, times are medians "
         f"of alternating rounds and each ratio is the median of the ratios within a round; freed memory kept by "
-        f"malloc: {m['steady_allocator']}.{unbuilt_note(m)}",
+        f"malloc: {m['steady_allocator']}. {unbuilt_note(m)}".rstrip(),
         "### Activations (ratio to the native base, to a copy_ memory floor and to the activation's own plain "
         "formula)",
         summary_table("activations", [r["activations"] for r in all_runs]),
@@ -557,7 +557,7 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": runs[-1], "all_runs": runs}
     (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
     table = summary_table(kind, runs)
-    note = unbuilt_note(result["machine"]).strip()
+    note = unbuilt_note(result["machine"])
     table = f"{note}\n\n{table}" if note else table
     (out / f"{kind}.md").write_text(table + "\n")
     print(table)

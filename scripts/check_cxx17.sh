@@ -13,6 +13,9 @@ versions=("$@")
 [ ${#versions[@]} -eq 0 ] && versions=(2.4.0 2.11.0)
 pyinc=$($py -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 tag=$($py -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
+# the project's flags for every kernel and target, from one Python call per target: "target kernel flags..."
+flags=$(for cap in default avx2 avx512; do ATEN_CPU_CAPABILITY=$cap PYTHONPATH=$PWD $py -c "from hf_acts.ops import _cpp
+for path in sorted(_cpp.CSRC.glob('*.cpp')): print('$cap', path.stem, *_cpp.compile_flags(path.stem))" 2>/dev/null; done)
 status=0
 for v in "${versions[@]}"; do
     inc=$cache/$v/torch/include
@@ -23,17 +26,13 @@ for v in "${versions[@]}"; do
         unzip -q -o "$cache/$v"/torch-*.whl 'torch/include/*' -d "$cache/$v" && rm "$cache/$v"/torch-*.whl
     fi
     logs=()
-    for cap in default avx2 avx512; do
-        for src in hf_acts/csrc/*.cpp; do
-            name=$(basename "$src" .cpp) log=$(mktemp)
-            logs+=("$log")
-            flags=$(ATEN_CPU_CAPABILITY=$cap PYTHONPATH=$PWD $py -c \
-                "from hf_acts.ops import _cpp; print(' '.join(_cpp.compile_flags('$name')))" 2>/dev/null)
-            ( g++ -std=c++17 -fsyntax-only $flags -isystem "$inc" -isystem "$inc/torch/csrc/api/include" \
-                -isystem "$pyinc" -DTORCH_EXTENSION_NAME=check "$src" > "$log" 2>&1 \
-                && echo "ok      torch $v, $cap: $name" || { echo "FAILED  torch $v, $cap: $name"; touch "$log.failed"; } ) &
-        done
-    done
+    while read -r cap name kernel_flags; do
+        log=$(mktemp)
+        logs+=("$log")
+        ( g++ -std=c++17 -fsyntax-only $kernel_flags -isystem "$inc" -isystem "$inc/torch/csrc/api/include" \
+            -isystem "$pyinc" -DTORCH_EXTENSION_NAME=check "hf_acts/csrc/$name.cpp" > "$log" 2>&1 \
+            && echo "ok      torch $v, $cap: $name" || { echo "FAILED  torch $v, $cap: $name"; touch "$log.failed"; } ) &
+    done <<< "$flags"
     wait
     for log in "${logs[@]}"; do
         [ -e "$log.failed" ] && { grep -m5 error: "$log"; status=1; }
