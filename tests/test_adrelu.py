@@ -23,8 +23,8 @@ def grouped_1x1(weight: torch.Tensor, x: torch.Tensor, groups: int) -> torch.Ten
     return torch.cat(outs, 1), cout
 
 
-def adrelu_reference(m: ADReLU, x: torch.Tensor, dw) -> torch.Tensor:
-    """Eqs. 1-6 on (B, C, H, W); ``dw`` applies the depthwise conv of Eq. 3."""
+def adrelu_reference(m: ADReLU, x: torch.Tensor, dw, tau_only: bool = False) -> torch.Tensor:
+    """Eqs. 1-6 on (B, C, H, W) (tau alone: Eqs. 2-6); ``dw`` applies the depthwise conv of Eq. 3."""
     c, g, dk = x.shape[1], m.groups, m.head_dim
     qkv, cout = grouped_1x1(m.qkv.weight, x, g)  # each group: [Q_g | K_g | V_g]
     cg = cout // 3
@@ -41,7 +41,7 @@ def adrelu_reference(m: ADReLU, x: torch.Tensor, dw) -> torch.Tensor:
     z = F.group_norm(z, m.norm_groups, m.norm_dw.weight, m.norm_dw.bias, m.norm_dw.eps)  # Eq. 4
     t, _ = grouped_1x1(m.proj.weight, z, g)  # Eq. 5
     tau = F.group_norm(t, g, m.norm.weight, m.norm.bias, m.norm.eps)  # Eq. 6
-    return torch.maximum(x, tau)  # Eq. 1
+    return tau if tau_only else torch.maximum(x, tau)  # Eq. 1
 
 
 @pytest.mark.parametrize("channels,groups,head_dim", [(16, 4, 8), (32, 4, 8), (24, 2, 4)])
@@ -93,6 +93,44 @@ def test_gradcheck():
     m = randomize_(ADReLU(8, groups=2, head_dim=4)).double()
     x = torch.randn(1, 8, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(m, (x,))
+
+
+def zero_heads_and_ties(channels: int = 16) -> tuple[ADReLU, torch.Tensor]:
+    """A module and a float64 input where both edge cases of Eqs. 1-2 occur: a position where x is zero in every channel
+    (Q = K = 0 there: ``||q||`` has no derivative at 0, its subgradient 0 is taken, as ``vector_norm`` does), and
+    elements equal to tau (channels whose last GroupNorm weight is 0 have tau = its bias; ties send the gradient to
+    tau)."""
+    m = randomize_(ADReLU(channels)).double()
+    with torch.no_grad():
+        m.norm.weight[:8] = 0
+    x = torch.randn(2, channels, 5, 6, dtype=torch.float64)
+    x[:, :8, 1] = m.norm.bias[:8, None].detach()
+    x[:, :, 3, 4] = 0
+    return m, x
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_zero_heads_and_ties_have_the_reference_gradients(monkeypatch, fused):
+    """Both paths at a zero input position (where a plain ``sqrt`` of the head's sum of squares gives NaN gradients)
+    and at ties, against autograd through the reference (``vector_norm``'s subgradient; ``maximum`` would send half of
+    a tie's gradient each way, so Eq. 1 is ``where(x > tau, x, tau)`` here, as in the modules)."""
+    from hf_acts.ops import dispatch
+
+    monkeypatch.setattr(dispatch, "FUSED", fused)
+    m, x = zero_heads_and_ties()
+    x.requires_grad_()
+    grad = torch.randn_like(x)
+    got = torch.autograd.grad(m(x), (x, *m.parameters()), grad)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        tau = adrelu_reference(m, x, lambda a: F.conv2d(a, m.dw.weight, padding=1, groups=x.shape[1]), tau_only=True)
+        return torch.where(x > tau, x, tau)
+
+    want = torch.autograd.grad(reference(x), (x, *m.parameters()), grad)
+    assert all(g.isfinite().all() for g in got)
+    assert got[-1][:8].abs().sum() > 0  # the ties' gradient reached tau's bias
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
 
 
 def test_parameter_count():

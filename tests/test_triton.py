@@ -208,3 +208,30 @@ def test_adrelu_cuda_path(channels, groups, head_dim, shape, dtype):
         got, want = (got.double(), want) if i else (got.double()[decided], want[decided])
         scale = max(1.0, want.abs().max().item())
         torch.testing.assert_close(got / scale, want / scale, **tol)
+
+
+def test_adrelu_cuda_path_at_zero_heads_and_ties():
+    """The CUDA implementation's backward where Q = K = 0 at a position (subgradient 0 of ``||q||``) and where x equals
+    tau (the gradient goes to tau), against the plain formula's autograd in float64: the same cases as
+    tests/test_adrelu.py's, through the Triton kernels."""
+    from test_adrelu import zero_heads_and_ties
+
+    from hf_acts.activations.adrelu import adrelu_threshold
+    from hf_acts.ops import adrelu as adrelu_op
+
+    m, x = zero_heads_and_ties()  # in float32 (the kernels compute in float32); ties stay ties
+    params, config = m.to(TRITON_DEVICE, torch.float32).parameters_and_config()
+    x, grad = x.to(TRITON_DEVICE, torch.float32), torch.randn(x.shape, device=TRITON_DEVICE)
+    with torch._C._AutoDispatchBelowAutograd():
+        grads = adrelu_op.adrelu_backward_cuda(grad, x, *params, *config)
+
+    def plain(x, *weights):  # noqa: ANN001, ANN202
+        tau = adrelu_threshold(x, *weights, *config)
+        return torch.where(x > tau, x, tau)
+
+    _, want = _reference(plain, x, *params, grad=grad)
+    assert grads[-1][:8].abs().sum() > 0  # the ties' gradient reached tau's bias
+    for got, ref in zip(grads, want, strict=True):
+        assert got.isfinite().all()
+        scale = max(1.0, ref.abs().max().item())
+        torch.testing.assert_close(got.double() / scale, ref / scale, **TOL[torch.float32])

@@ -68,21 +68,60 @@ adrelu_backward = torch.library.custom_op("hf_acts::adrelu_backward", mutates_ar
                                           device_types="cpu")(_adrelu_backward_cpu)
 
 
+def _grouped_pointwise_backward(grad: Tensor, inputs: Tensor, weight: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+    """The input's and the weight's gradients of ``grouped_pointwise(inputs, weight, groups)`` (``weight`` already in
+    the maps' dtype): ``W_g^T grad_g`` and ``sum_b grad_g inputs_g^T`` per conv group, batched matmuls on cuBLAS."""
+    b, c, h, w = inputs.shape
+    out = weight.shape[0]
+    grad_g = grad.reshape(b, groups, out // groups, h * w)
+    inputs_g = inputs.reshape(b, groups, c // groups, h * w)
+    grad_inputs = torch.matmul(weight.view(groups, out // groups, c // groups).transpose(1, 2), grad_g)
+    grad_weight = torch.matmul(grad_g, inputs_g.transpose(2, 3)).sum(0, dtype=torch.float32)
+    return grad_inputs.view(b, c, h, w), grad_weight.view(weight.shape)
+
+
 @adrelu_backward.register_kernel("cuda")
 def adrelu_backward_cuda(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor,
                          proj: Tensor, norm_w: Tensor, norm_b: Tensor, groups: int, head_dim: int, norm_groups: int,
                          eps: float, eps_dw: float, eps_norm: float) -> list[Tensor]:
-    """Recompute Eqs. 2-6 (the plain formula) and backpropagate ``max``'s split of ``grad``. A kernel runs below
-    the autograd dispatch key, where ``torch.autograd.grad`` sees no graph: ``torch.func.vjp`` differentiates there."""
-    from ..activations.adrelu import adrelu_threshold
+    """Recompute Eqs. 2-5 as :func:`adrelu_cuda` runs them, then apply the chain rule backwards, one kernel per step:
+    Triton for Eqs. 1 and 2 (:mod:`hf_acts.ops.triton_adrelu`), cuBLAS for the grouped 1x1 convs and their weight
+    gradients, ATen's GroupNorm and convolution backward kernels for Eqs. 3, 4 and 6; no autograd graph is built
+    (a kernel runs below the autograd dispatch key)."""
+    import torch.nn.functional as F
 
-    def forward(x: Tensor, *weights: Tensor) -> Tensor:
-        tau = adrelu_threshold(x, *weights, groups, head_dim, norm_groups, eps, eps_dw, eps_norm)
-        return torch.where(x > tau, x, tau)  # ties go to tau, as on the CPU
+    from ..activations.adrelu import grouped_pointwise
+    from . import triton_adrelu
 
-    with torch.autocast(x.device.type, enabled=False):
-        _, vjp = torch.func.vjp(forward, x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b)
-        return list(vjp(grad))
+    aten = torch.ops.aten
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        w = lambda p: p.to(x.dtype)  # noqa: E731
+        x = x.contiguous()
+        b, c, h, wd = x.shape
+        p, padding = h * wd, [dw.shape[2] // 2, dw.shape[3] // 2]
+        qkv_x, dw_x, norm_dw_wx, proj_x = w(qkv), w(dw), w(norm_dw_w), w(proj)
+        q = grouped_pointwise(x, qkv_x, groups)  # Q | K | V (Eq. 2)
+        a = triton_adrelu.attention(q, groups, head_dim, eps)  # Eq. 2
+        z = F.conv2d(a, dw_x, padding=padding, groups=c)  # Eq. 3
+        zh, mean_dw, rstd_dw = torch.native_group_norm(z, norm_dw_wx, w(norm_dw_b), b, c, p, norm_groups,
+                                                       eps_dw)  # Eq. 4
+        t = grouped_pointwise(zh, proj_x, groups)  # Eq. 5
+        mean, rstd = triton_adrelu.group_stats(t, groups, eps_norm)  # Eq. 6, as the forward took them
+        grad_x, grad_tau = triton_adrelu.split_grad(grad.to(x.dtype), x, t, mean, rstd, groups, norm_w,
+                                                    norm_b)  # Eq. 1
+        grad_t, grad_norm_w, grad_norm_b = aten.native_group_norm_backward(
+            grad_tau, t, mean.to(x.dtype), rstd.to(x.dtype), w(norm_w), b, c, p, groups, [True, True, True])  # Eq. 6
+        grad_zh, grad_proj = _grouped_pointwise_backward(grad_t, zh, proj_x, groups)  # Eq. 5
+        grad_z, grad_norm_dw_w, grad_norm_dw_b = aten.native_group_norm_backward(
+            grad_zh, z, mean_dw, rstd_dw, norm_dw_wx, b, c, p, norm_groups, [True, True, True])  # Eq. 4
+        grad_a, grad_dw, _ = aten.convolution_backward(grad_z, a, dw_x, None, [1, 1], padding, [1, 1], False,
+                                                       [0, 0], c, [True, True, False])  # Eq. 3
+        grad_q = triton_adrelu.attention_backward(q, grad_a, groups, head_dim, eps)  # Eq. 2
+        grad_in, grad_qkv = _grouped_pointwise_backward(grad_q, x, qkv_x, groups)
+        grads = [grad_x + grad_in, grad_qkv, grad_dw, grad_norm_dw_w, grad_norm_dw_b, grad_proj, grad_norm_w,
+                 grad_norm_b]
+        return [g.to(t.dtype) for g, t in zip(grads, [x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b],
+                                               strict=True)]
 
 
 @adrelu_backward.register_fake
