@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import platform
 import statistics
 import time
@@ -56,9 +57,14 @@ SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "av
               "avx512_fp16", "amx_bf16", "amx_tile", "neon", "asimd", "sve")
 
 
+# The environment variables that cap the instruction set of ATen's own kernels, of oneDNN (convolutions) and of MKL
+# (GEMMs): an AVX2-only CPU is emulated on a wider one by setting all three (scripts/isa_checks.sh)
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def machine(device: str = "cpu") -> dict[str, Any]:
-    """Where a result was measured: device, CPU model, its SIMD flags and the instruction set ATen dispatches to
-    (``isa``: AVX2, AVX512, ...), threads, versions."""
+    """Where a result was measured: device, CPU model, its SIMD flags, the instruction set ATen dispatches to
+    (``isa``: AVX2, AVX512, ...) and the caps set on it (``isa_limits``), threads, versions."""
     cpu, flags = platform.processor(), []
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()
@@ -70,16 +76,26 @@ def machine(device: str = "cpu") -> dict[str, Any]:
         pass
     gpu = torch.cuda.get_device_name() if device == "cuda" else None
     return {"device": device, "gpu": gpu, "cpu": cpu, "cpu_flags": flags,
-            "isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            **({"cpu_kernels": _cpp.built()} if device == "cpu" else {})}
+            "isa": torch.backends.cpu.get_cpu_capability(),
+            "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ},
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), **({"cpu_kernels": _cpp.built()} if device == "cpu" else {})}
 
 
-def unbuilt_note(m: dict[str, Any]) -> str:
-    """A warning for a result's header where CPU kernels did not build (their rows timed the plain formula)."""
+def result_notes(m: dict[str, Any]) -> str:
+    """Warnings for a result's header: CPU kernels that did not build (their rows timed the plain formula), and an
+    instruction-set cap on some libraries only (the others kept the host's wider vectors, so the bases of the ratios
+    ran faster than on the CPU the cap emulates)."""
+    notes = []
     missing = [k for k, ok in m.get("cpu_kernels", {}).items() if not ok]
-    return f"CPU kernels that did not build, so their rows time the plain formula: {', '.join(missing)}." if missing \
-        else ""
+    if missing:
+        notes.append(f"CPU kernels that did not build, so their rows time the plain formula: {', '.join(missing)}.")
+    limits = m.get("isa_limits", {})
+    if limits and len(limits) < len(ISA_LIMITS):
+        unset = ", ".join(k for k in ISA_LIMITS if k not in limits)
+        notes.append(f"Instruction set capped through {', '.join(limits)} only, not {unset}: those libraries used "
+                     "the host's.")
+    return " ".join(notes)
 
 
 def synced(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
@@ -510,17 +526,24 @@ def run_benchmarks(quick: bool = False, output_dir: str | Path = "benchmarks", d
     return result
 
 
+def _limits(m: dict[str, Any]) -> str:
+    """``; capped: VAR=value, ...`` for a result's machine line (empty without caps)."""
+    limits = m.get("isa_limits", {})
+    return "; capped: " + ", ".join(f"{k}={v}" for k, v in limits.items()) if limits else ""
+
+
 def write_report(result: dict[str, Any], out: Path) -> None:
     """``results.json``, ``results.md`` (median and range over the runs) and ``activations.png`` in ``out`` from a
     :func:`run_benchmarks` result; prints the tables."""
     all_runs, m = result["all_runs"], result["machine"]
     (out / "results.json").write_text(json.dumps(result, indent=2))
     table = "\n\n".join([
-        f"Machine: {m['gpu'] or m['cpu']} (ATen {m['isa']}; {' '.join(m['cpu_flags'])}), {m['threads']} CPU "
+        f"Machine: {m['gpu'] or m['cpu']} (ATen {m['isa']}; {' '.join(m['cpu_flags'])}{_limits(m)}), "
+        f"{m['threads']} CPU "
         f"threads, torch {m['torch']}, device "
         f"{m['device']}. {len(all_runs)} full run(s): median (range over the runs). Within a run, times are medians "
         f"of alternating rounds and each ratio is the median of the ratios within a round; freed memory kept by "
-        f"malloc: {m['steady_allocator']}. {unbuilt_note(m)}".rstrip(),
+        f"malloc: {m['steady_allocator']}. {result_notes(m)}".rstrip(),
         "### Activations (ratio to the native base, to a copy_ memory floor and to the activation's own plain "
         "formula)",
         summary_table("activations", [r["activations"] for r in all_runs]),
@@ -557,7 +580,7 @@ def script_main(kind: str, argv: list[str] | None = None) -> list[dict[str, Any]
     result = {"machine": {**machine(args.device), "steady_allocator": steady}, "rows": runs[-1], "all_runs": runs}
     (out / f"{kind}.json").write_text(json.dumps(result, indent=2))
     table = summary_table(kind, runs)
-    note = unbuilt_note(result["machine"])
+    note = result_notes(result["machine"])
     table = f"{note}\n\n{table}" if note else table
     (out / f"{kind}.md").write_text(table + "\n")
     print(table)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The CPU kernels on an x86 host under its own instruction set and as an AVX2-only CPU would run them
-# (ATEN_CPU_CAPABILITY=avx2: ATen dispatches to AVX2 and hf-acts builds for x86-64-v3): the kernel tests against the
-# plain formulas, and the activation, training-step and inference benchmarks. Every kernel is built for both targets
-# first, all builds at once. Then each benchmark runs on two physical cores of its own (OMP_NUM_THREADS=2), all six
-# side by side, while the kernel tests of both targets run one after the other on a seventh pair: a machine with 14+
-# cores keeps them apart, and on 16 the last pair is left for other work (scripts/gpu_checks.sh on a GPU machine).
+# (ATEN_CPU_CAPABILITY=avx2: ATen dispatches to AVX2 and hf-acts builds for x86-64-v3; ONEDNN_MAX_CPU_ISA=AVX2 and
+# MKL_ENABLE_INSTRUCTIONS=AVX2: the base models' convolutions and GEMMs too, which ATen's cap does not reach): the
+# kernel tests against the plain formulas, and the activation, training-step and inference benchmarks. Every kernel
+# is built for both targets first, all builds at once. Then each benchmark runs on two physical cores of its own
+# (OMP_NUM_THREADS=2), all six side by side, while the kernel tests of both targets run one after the other on a
+# seventh pair: a machine with 14+ cores keeps them apart, and on 16 the last pair is left for other work
+# (scripts/gpu_checks.sh on a GPU machine).
 # Usage: scripts/isa_checks.sh OUTPUT_DIR [SECONDS]   (SECONDS: a time limit for each part, default 1800)
 # Runs from a checkout with PYTHONPATH (no install needed where torch, timm and transformers are present).
 set -uo pipefail
@@ -21,9 +23,11 @@ pair() { echo "${cores[$(( 2 * $1 % ${#cores[@]} ))]},${cores[$(( (2 * $1 + 1) %
 native=$($py -c "import torch; print(torch.backends.cpu.get_cpu_capability())")
 isas=("$native:")
 [ "$native" != AVX2 ] && isas+=("avx2-emulated:avx2")
-as_isa() {  # as_isa CAPABILITY COMMAND...: the command under that ATen capability ('' for the host's own)
+as_isa() {  # as_isa CAPABILITY COMMAND...: the command under that capability ('' for the host's own)
     local cap=$1; shift
-    if [ -n "$cap" ]; then ATEN_CPU_CAPABILITY=$cap "$@"; else "$@"; fi
+    if [ -n "$cap" ]; then
+        ATEN_CPU_CAPABILITY=$cap ONEDNN_MAX_CPU_ISA=${cap^^} MKL_ENABLE_INSTRUCTIONS=${cap^^} "$@"
+    else "$@"; fi
 }
 for entry in "${isas[@]}"; do
     dir="$out/${entry%%:*}"

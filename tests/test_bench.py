@@ -104,13 +104,36 @@ def test_off_init_moves_only_the_activations():
 def test_a_cpu_result_names_the_kernels_that_did_not_build(monkeypatch, tmp_path):
     # session 18: on torch 2.11 fles.cpp did not compile, and the FleS rows silently timed the plain formula
     assert all(bench.machine()["cpu_kernels"].values())
-    assert bench.unbuilt_note(bench.machine()) == "" and "cpu_kernels" not in bench.machine("meta")
+    assert bench.result_notes(bench.machine()) == "" and "cpu_kernels" not in bench.machine("meta")
     real_load = bench._cpp.load
     monkeypatch.setattr(bench._cpp, "load", lambda name: None if name == "fles" else real_load(name))
     m = bench.machine()
     assert m["cpu_kernels"] == {"adrelu": True, "fles": False, "pointwise": True}
-    assert bench.unbuilt_note(m) == "CPU kernels that did not build, so their rows time the plain formula: fles."
+    assert bench.result_notes(m) == "CPU kernels that did not build, so their rows time the plain formula: fles."
     monkeypatch.setattr(bench, "bench_inference", lambda quick, device: [])
     bench.script_main("inference", ["--output-dir", str(tmp_path)])
     assert (tmp_path / "inference.md").read_text().startswith("CPU kernels that did not build")
     assert json.loads((tmp_path / "inference.json").read_text())["machine"]["cpu_kernels"]["fles"] is False
+
+
+def test_a_result_says_which_libraries_an_instruction_set_cap_reached(monkeypatch, tmp_path):
+    # session 18's emulated AVX2 set ATEN_CPU_CAPABILITY alone: oneDNN's convolutions and MKL's GEMMs of the base
+    # models kept AVX-512, against kernels built for AVX2
+    for var in bench.ISA_LIMITS:
+        monkeypatch.delenv(var, raising=False)
+    assert bench.machine()["isa_limits"] == {} and bench.result_notes(bench.machine()) == ""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert bench.result_notes(bench.machine()) == ("Instruction set capped through ATEN_CPU_CAPABILITY only, not "
+                                                   "ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS: those libraries "
+                                                   "used the host's.")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    m = bench.machine()
+    assert m["isa_limits"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                               "MKL_ENABLE_INSTRUCTIONS": "AVX2"} and bench.result_notes(m) == ""
+    result = {"machine": {**m, "steady_allocator": True}, "quick": True, "runs": 1, "activations": [],
+              "all_runs": [{"activations": [], "models": [], "inference": []}]}
+    monkeypatch.setattr(bench, "_plot", lambda rows, path: None)
+    bench.write_report(result, tmp_path)
+    assert ("; capped: ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2)"
+            in (tmp_path / "results.md").read_text().splitlines()[0])
