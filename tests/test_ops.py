@@ -153,9 +153,8 @@ def test_cpu_kernels_give_nan_where_the_plain_formula_does(make, shape, op):
         torch.testing.assert_close(got.detach().nan_to_num(), want.detach().nan_to_num(), rtol=1e-4, atol=1e-4)
 
 
-@needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("make,shape,op", [
+# (module factory, input shape, the op its default CUDA path runs): every fused module, images and tokens
+CUDA_MODULES = [
     (lambda: DynActivation("silu", alpha_init=1.2, beta_init=0.3), (4, 16, 9, 9), "dynact"),
     (lambda: DynActivation("gelu", alpha_init=0.9, beta_init=0.1, per_channel=True, channels=16), (4, 7, 16),
      "dynact"),
@@ -165,7 +164,12 @@ def test_cpu_kernels_give_nan_where_the_plain_formula_does(make, shape, op):
     (lambda: randomize_(FleS(16, base="gelu"), 0.3), (4, 7, 16), "fles"),
     (lambda: randomize_(ADReLU(16), 0.3), (4, 16, 9, 9), "adrelu"),
     (lambda: randomize_(ADReLU(16, spatial_dims=1), 0.3), (4, 7, 16), "adrelu"),
-])
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("make,shape,op", CUDA_MODULES)
 def test_cuda_modules_run_the_triton_ops_and_match_the_plain_formula(monkeypatch, make, shape, op, dtype):
     module = make().cuda()
     x = torch.randn(*shape, device="cuda", dtype=dtype, requires_grad=True)
@@ -191,6 +195,24 @@ def test_cuda_modules_run_the_triton_ops_and_match_the_plain_formula(monkeypatch
     for a, b in zip(got, want, strict=True):
         scale = max(1.0, b.abs().max().item())
         torch.testing.assert_close(a.float() / scale, b.float() / scale, **tol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("make,shape,op", CUDA_MODULES)
+def test_cuda_modules_never_wait_for_the_device(make, shape, op):
+    """A training step's forward and backward through each fused module queue their kernels without a host-device
+    synchronisation (an ``.item()``, a device-to-host copy): one per call would stall every step."""
+    module = make().cuda()
+    x = torch.randn(*shape, device="cuda", requires_grad=True)
+    torch.autograd.grad(module(x).sum(), (x, *module.parameters()))  # first calls: compile and cache the kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        y = module(x)
+        torch.autograd.grad(y.sum(), (x, *module.parameters()))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert ran_op(y, op)
 
 
 @needs_cuda
