@@ -13,6 +13,6 @@ python3 -m pytest -q -p no:cacheprovider tests/test_triton.py tests/test_ops.py 
     | tee "$out/tests.log" | tail -25
 python3 -m hf_acts.cli bench --device cuda --no-compile --output-dir "$out/bench" > "$out/bench.log" 2>&1
 tail -45 "$out/bench.log"
-python3 scripts/bench_call_overhead.py --output "$out/call_overhead.json"
+python3 scripts/bench_call_overhead.py --output "$out/call_overhead.json" --profile "$out/call_overhead_profile.txt"
 python3 scripts/bench_gpu_sizes.py --output "$out/sizes_bf16.json"
 python3 scripts/bench_gpu_sizes.py --dtype float32 --output "$out/sizes_fp32.json"
