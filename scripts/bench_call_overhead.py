@@ -10,7 +10,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from hf_acts import DynActivation
+from hf_acts import ADReLU, DynActivation
 from hf_acts.bench import _step, interleaved_medians, machine
 from hf_acts.ops import _cpp
 from hf_acts.ops.ids import POINTWISE_OPS
@@ -22,8 +22,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=500)
     parser.add_argument("--output", default=None)
     parser.add_argument("--profile", default=None,
-                        help="also write torch.profiler's table of 50 dynActivation forward + backward calls here "
-                             "(host time per op and Python function: where the backward's time goes)")
+                        help="also write torch.profiler's tables of 50 forward + backward calls here: this "
+                             "dynActivation's, and ADReLU's at ResNet-8's first stage (128, 16, 32, 32) (time per op "
+                             "and Python function: where the backward's time goes)")
     args = parser.parse_args()
     x = torch.randn(8, 1024, device=args.device)
     act = DynActivation("silu", 1.1, 0.1).to(args.device)
@@ -53,15 +54,22 @@ def main() -> None:
         with open(args.output, "w") as f:
             json.dump({"machine": machine(args.device), "rows": rows}, f, indent=2)
     if args.profile:
-        step = _step(act, x, True)
         activities = [torch.profiler.ProfilerActivity.CPU]
         if args.device == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities, with_stack=True) as prof:
-            for _ in range(50):
-                step()
+        adrelu = ADReLU(16).to(args.device)
+        tables = []
+        for name, step in (("dynActivation, 8K elements", _step(act, x, True)),
+                           ("ADReLU, (128, 16, 32, 32)", _step(adrelu, torch.randn(128, 16, 32, 32,
+                                                                                   device=args.device), True))):
+            step()
+            with torch.profiler.profile(activities=activities) as prof:
+                for _ in range(50):
+                    step()
+            tables.append(f"## {name}: 50 forward + backward calls\n\n"
+                          + prof.key_averages().table(sort_by="cpu_time_total", row_limit=40))
         with open(args.profile, "w") as f:
-            f.write(prof.key_averages(group_by_stack_n=4).table(sort_by="cpu_time_total", row_limit=60))
+            f.write("\n\n".join(tables) + "\n")
 
 
 if __name__ == "__main__":
