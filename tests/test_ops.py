@@ -216,6 +216,19 @@ def test_cuda_modules_never_wait_for_the_device(make, shape, op):
 
 
 @needs_cuda
+@pytest.mark.parametrize("make,shape,op", CUDA_MODULES)
+def test_cuda_graphs_replay_the_fused_modules(make, shape, op):
+    """``torch.compile(mode="reduce-overhead")`` (inductor's CUDA graphs, the usual cure for host-bound inference)
+    captures each fused module's op and replays it with the eager outputs."""
+    module = make().cuda().eval()
+    compiled = torch.compile(module, mode="reduce-overhead", fullgraph=True)
+    with torch.no_grad():
+        for seed in range(3):  # warm-up, capture, replay
+            x = torch.randn(*shape, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+            torch.testing.assert_close(compiled(x).clone(), module(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_cuda
 def test_cuda_fullgraph_compile_with_inductor():
     module = randomize_(DynActGLU(16, 40), 0.3).cuda()
     x = torch.randn(4, 7, 16, device="cuda")

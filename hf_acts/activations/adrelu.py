@@ -105,7 +105,8 @@ class ADReLU(LazyChannels):
     ``spatial_dims=1``); vectors ``(B, C)`` as one position (Table 6).
 
     Project decisions (the paper is silent): the convolutions have no bias (each is followed by a
-    GroupNorm); ``eps = 1e-6``. ``tau_init="paper"`` keeps the default GroupNorm affine init;
+    GroupNorm); ``eps = 1e-6``; where a head's Q (or K) is zero at a position, ``||q||`` takes the
+    subgradient 0 (as ``torch.linalg.vector_norm`` does), so a zero input gives finite gradients. ``tau_init="paper"`` keeps the default GroupNorm affine init;
     ``tau_init="zero"`` zeroes the last GroupNorm's affine so ``tau = 0`` and the module is exactly
     ReLU at init (function-preserving over ReLU). ``inplace`` is accepted and ignored.
 

@@ -26,6 +26,14 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> tor
     return y.view(b, out, h, w)
 
 
+def _norm(square_sum: torch.Tensor) -> torch.Tensor:
+    """``sqrt(square_sum)`` whose gradient is 0 where the sum is 0 (a head whose Q or K is zero at a position, e.g. on a
+    zero input), where ``sqrt``'s is infinite and would make the weights' gradients NaN: the subgradient of ``||q||``
+    at 0 that ``torch.linalg.vector_norm`` and the fused kernels take."""
+    nonzero = square_sum > 0
+    return torch.where(nonzero, torch.where(nonzero, square_sum, 1.0).sqrt(), 0.0)
+
+
 def adrelu_attention(x: torch.Tensor, qkv_weight: torch.Tensor, groups: int, head_dim: int, eps: float
                      ) -> torch.Tensor:
     """Eq. 2 on a ``(B, C, H, W)`` map: ``A = sigmoid(<Qn, Kn>_head) * V`` with ``Q, K, V`` from one grouped 1x1
@@ -41,8 +49,8 @@ def adrelu_attention(x: torch.Tensor, qkv_weight: torch.Tensor, groups: int, hea
         head_axis = 2
     # sums over the head axis rather than vector_norm over a strided axis: same math, ~3x faster
     qk = (q * k).sum(head_axis, keepdim=True)
-    qn = (q * q).sum(head_axis, keepdim=True).sqrt_() + eps
-    kn = (k * k).sum(head_axis, keepdim=True).sqrt_() + eps
+    qn = _norm((q * q).sum(head_axis, keepdim=True)) + eps
+    kn = _norm((k * k).sum(head_axis, keepdim=True)) + eps
     score = torch.sigmoid(qk / (qn * kn))
     return (score * v).reshape(b, c, h, w)
 
@@ -97,7 +105,8 @@ class ADReLU(LazyChannels):
     ``spatial_dims=1``); vectors ``(B, C)`` as one position (Table 6).
 
     Project decisions (the paper is silent): the convolutions have no bias (each is followed by a
-    GroupNorm); ``eps = 1e-6``. ``tau_init="paper"`` keeps the default GroupNorm affine init;
+    GroupNorm); ``eps = 1e-6``; where a head's Q (or K) is zero at a position, ``||q||`` takes the
+    subgradient 0 (as ``torch.linalg.vector_norm`` does), so a zero input gives finite gradients. ``tau_init="paper"`` keeps the default GroupNorm affine init;
     ``tau_init="zero"`` zeroes the last GroupNorm's affine so ``tau = 0`` and the module is exactly
     ReLU at init (function-preserving over ReLU). ``inplace`` is accepted and ignored.
 
