@@ -8,6 +8,8 @@ time (as the plain path computes there); the weights are passed in float32.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -27,22 +29,50 @@ def _adrelu_cpu(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b
 adrelu = torch.library.custom_op("hf_acts::adrelu", mutates_args=(), device_types="cpu")(_adrelu_cpu)
 
 
+class _Chain(NamedTuple):
+    """Eqs. 2-5's intermediates on CUDA, and the weights as they ran (in the maps' dtype)."""
+    qkv: Tensor
+    dw: Tensor
+    norm_dw_w: Tensor
+    proj: Tensor
+    padding: list[int]
+    q: Tensor  # the QKV conv's output, Q | K | V per group
+    a: Tensor  # Eq. 2
+    z: Tensor  # Eq. 3
+    zh: Tensor  # Eq. 4, with its statistics
+    mean_dw: Tensor
+    rstd_dw: Tensor
+    t: Tensor  # Eq. 5
+
+
+def _cuda_chain(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, proj: Tensor,
+                groups: int, head_dim: int, norm_groups: int, eps: float, eps_dw: float) -> _Chain:
+    """Eqs. 2-5 on CUDA for contiguous ``x``: cuBLAS for the grouped 1x1 convs, Triton for the attention, cuDNN for
+    the depthwise conv, ATen's GroupNorm."""
+    from ..activations.adrelu import grouped_pointwise
+    from . import triton_adrelu
+
+    b, c, h, w = x.shape
+    qkv, dw, norm_dw_w, proj = (p.to(x.dtype) for p in (qkv, dw, norm_dw_w, proj))
+    padding = [dw.shape[2] // 2, dw.shape[3] // 2]
+    q = grouped_pointwise(x, qkv, groups)
+    a = triton_adrelu.attention(q, groups, head_dim, eps)
+    z = torch.nn.functional.conv2d(a, dw, padding=padding, groups=c)
+    zh, mean_dw, rstd_dw = torch.native_group_norm(z, norm_dw_w, norm_dw_b.to(x.dtype), b, c, h * w, norm_groups,
+                                                   eps_dw)
+    return _Chain(qkv, dw, norm_dw_w, proj, padding, q, a, z, zh, mean_dw, rstd_dw, grouped_pointwise(zh, proj, groups))
+
+
 @adrelu.register_kernel("cuda")
 def adrelu_cuda(x: Tensor, qkv: Tensor, dw: Tensor, norm_dw_w: Tensor, norm_dw_b: Tensor, proj: Tensor,
                 norm_w: Tensor, norm_b: Tensor, groups: int, head_dim: int, norm_groups: int, eps: float,
                 eps_dw: float, eps_norm: float) -> Tensor:
-    """Eqs. 2-5 with the attention in Triton, then Eqs. 6 and 1 in one Triton pass (tau is never written)."""
-    import torch.nn.functional as F
-
-    from ..activations.adrelu import grouped_pointwise
+    """Eqs. 2-5 (:func:`_cuda_chain`), then Eqs. 6 and 1 in one Triton pass (tau is never written)."""
     from . import triton_adrelu
 
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-        w = lambda p: p.to(x.dtype)  # noqa: E731
-        a = triton_adrelu.attention(grouped_pointwise(x, w(qkv), groups), groups, head_dim, eps)  # Eq. 2
-        z = F.conv2d(a, w(dw), padding=(dw.shape[2] // 2, dw.shape[3] // 2), groups=x.shape[1])  # Eq. 3
-        z = F.group_norm(z, norm_groups, w(norm_dw_w), w(norm_dw_b), eps_dw)  # Eq. 4
-        t = grouped_pointwise(z, w(proj), groups)  # Eq. 5
+        x = x.contiguous()  # tokens arrive as a transposed (B, C, 1, N) view
+        t = _cuda_chain(x, qkv, dw, norm_dw_w, norm_dw_b, proj, groups, head_dim, norm_groups, eps, eps_dw).t
         return triton_adrelu.norm_max(x, t, groups, norm_w, norm_b, eps_norm)  # Eqs. 6, 1
 
 
@@ -88,39 +118,31 @@ def adrelu_backward_cuda(grad: Tensor, x: Tensor, qkv: Tensor, dw: Tensor, norm_
     Triton for Eqs. 1 and 2 (:mod:`hf_acts.ops.triton_adrelu`), cuBLAS for the grouped 1x1 convs and their weight
     gradients, ATen's GroupNorm and convolution backward kernels for Eqs. 3, 4 and 6; no autograd graph is built
     (a kernel runs below the autograd dispatch key)."""
-    import torch.nn.functional as F
-
-    from ..activations.adrelu import grouped_pointwise
     from . import triton_adrelu
 
     aten = torch.ops.aten
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-        w = lambda p: p.to(x.dtype)  # noqa: E731
         x = x.contiguous()
-        b, c, h, wd = x.shape
-        p, padding = h * wd, [dw.shape[2] // 2, dw.shape[3] // 2]
-        qkv_x, dw_x, norm_dw_wx, proj_x = w(qkv), w(dw), w(norm_dw_w), w(proj)
-        q = grouped_pointwise(x, qkv_x, groups)  # Q | K | V (Eq. 2)
-        a = triton_adrelu.attention(q, groups, head_dim, eps)  # Eq. 2
-        z = F.conv2d(a, dw_x, padding=padding, groups=c)  # Eq. 3
-        zh, mean_dw, rstd_dw = torch.native_group_norm(z, norm_dw_wx, w(norm_dw_b), b, c, p, norm_groups,
-                                                       eps_dw)  # Eq. 4
-        t = grouped_pointwise(zh, proj_x, groups)  # Eq. 5
-        mean, rstd = triton_adrelu.group_stats(t, groups, eps_norm)  # Eq. 6, as the forward took them
+        b, c, h, w = x.shape
+        v = _cuda_chain(x, qkv, dw, norm_dw_w, norm_dw_b, proj, groups, head_dim, norm_groups, eps, eps_dw)
+        t = v.t
+        mean, rstd = triton_adrelu.group_stats(t, groups, eps_norm)  # Eq. 6, as the forward takes them
         grad_x, grad_tau = triton_adrelu.split_grad(grad.to(x.dtype), x, t, mean, rstd, groups, norm_w,
                                                     norm_b)  # Eq. 1
         grad_t, grad_norm_w, grad_norm_b = aten.native_group_norm_backward(
-            grad_tau, t, mean.to(x.dtype), rstd.to(x.dtype), w(norm_w), b, c, p, groups, [True, True, True])  # Eq. 6
-        grad_zh, grad_proj = _grouped_pointwise_backward(grad_t, zh, proj_x, groups)  # Eq. 5
+            grad_tau, t, mean.to(x.dtype), rstd.to(x.dtype), norm_w.to(x.dtype), b, c, h * w, groups,
+            [True, True, True])  # Eq. 6
+        grad_zh, grad_proj = _grouped_pointwise_backward(grad_t, v.zh, v.proj, groups)  # Eq. 5
         grad_z, grad_norm_dw_w, grad_norm_dw_b = aten.native_group_norm_backward(
-            grad_zh, z, mean_dw, rstd_dw, norm_dw_wx, b, c, p, norm_groups, [True, True, True])  # Eq. 4
-        grad_a, grad_dw, _ = aten.convolution_backward(grad_z, a, dw_x, None, [1, 1], padding, [1, 1], False,
-                                                       [0, 0], c, [True, True, False])  # Eq. 3
-        grad_q = triton_adrelu.attention_backward(q, grad_a, groups, head_dim, eps)  # Eq. 2
-        grad_in, grad_qkv = _grouped_pointwise_backward(grad_q, x, qkv_x, groups)
+            grad_zh, v.z, v.mean_dw, v.rstd_dw, v.norm_dw_w, b, c, h * w, norm_groups,
+            [True, True, True])  # Eq. 4
+        grad_a, grad_dw, _ = aten.convolution_backward(grad_z, v.a, v.dw, None, [1, 1], v.padding, [1, 1],
+                                                       False, [0, 0], c, [True, True, False])  # Eq. 3
+        grad_q = triton_adrelu.attention_backward(v.q, grad_a, groups, head_dim, eps)  # Eq. 2
+        grad_in, grad_qkv = _grouped_pointwise_backward(grad_q, x, v.qkv, groups)
         grads = [grad_x + grad_in, grad_qkv, grad_dw, grad_norm_dw_w, grad_norm_dw_b, grad_proj, grad_norm_w,
                  grad_norm_b]
-        return [g.to(t.dtype) for g, t in zip(grads, [x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b],
+        return [g.to(p.dtype) for g, p in zip(grads, [x, qkv, dw, norm_dw_w, norm_dw_b, proj, norm_w, norm_b],
                                                strict=True)]
 
 

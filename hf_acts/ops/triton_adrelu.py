@@ -21,7 +21,10 @@ import triton.language as tl
 
 
 @triton.jit
-def attention_kernel(qkv_ptr, a_ptr, C, P, CG, DK, eps, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
+def _head(qkv_ptr, C, P, CG, DK, eps, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
+    """One program's head and block of positions: its Q, K, V tiles (float32), their offsets and mask, and Eq. 2's
+    per-position ``|q|``, ``|k|``, ``(|q| + eps)(|k| + eps)``, ratio ``<q, k> / that`` and score ``sigmoid(ratio)``;
+    ``a_offs`` addresses the head's channels in a ``(B, C, P)`` tensor."""
     b, head = tl.program_id(0), tl.program_id(1)
     d = tl.arange(0, BLOCK_D)
     p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -32,46 +35,25 @@ def attention_kernel(qkv_ptr, a_ptr, C, P, CG, DK, eps, BLOCK_D: tl.constexpr, B
     q = tl.load(qkv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     k = tl.load(qkv_ptr + offs + CG * P, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(qkv_ptr + offs + 2 * CG * P, mask=mask, other=0.0).to(tl.float32)
-    qk = tl.sum(q * k, axis=0)
-    norms = (tl.sqrt(tl.sum(q * q, axis=0)) + eps) * (tl.sqrt(tl.sum(k * k, axis=0)) + eps)
-    score = tl.sigmoid(qk / norms)
-    out = b.to(tl.int64) * C * P + c[:, None].to(tl.int64) * P + p[None, :]
-    tl.store(a_ptr + out, (score[None, :] * v).to(a_ptr.dtype.element_ty), mask=mask)
+    q_norm, k_norm = tl.sqrt(tl.sum(q * q, axis=0)), tl.sqrt(tl.sum(k * k, axis=0))
+    den = (q_norm + eps) * (k_norm + eps)
+    ratio = tl.sum(q * k, axis=0) / den
+    a_offs = b.to(tl.int64) * C * P + c[:, None].to(tl.int64) * P + p[None, :]
+    return q, k, v, offs, a_offs, mask, q_norm, k_norm, den, ratio, tl.sigmoid(ratio)
 
 
 @triton.jit
-def norm_max_kernel(x_ptr, t_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, C, P, CG, G, BLOCK: tl.constexpr):
-    row = tl.program_id(0)  # one (b, c) row of P positions
-    b, c = row // C, row % C
-    stat = b * G + c // CG
-    scale = tl.load(rstd_ptr + stat).to(tl.float32) * tl.load(w_ptr + c).to(tl.float32)
-    shift = tl.load(bias_ptr + c).to(tl.float32) - tl.load(mean_ptr + stat).to(tl.float32) * scale
-    p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    offs = row.to(tl.int64) * P + p
-    x = tl.load(x_ptr + offs, mask=p < P, other=0.0).to(tl.float32)
-    tau = tl.load(t_ptr + offs, mask=p < P, other=0.0).to(tl.float32) * scale + shift
-    tl.store(y_ptr + offs, tl.where(x > tau, x, tau).to(y_ptr.dtype.element_ty), mask=p < P)
+def attention_kernel(qkv_ptr, a_ptr, C, P, CG, DK, eps, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
+    _, _, v, _, a_offs, mask, _, _, _, _, score = _head(qkv_ptr, C, P, CG, DK, eps, BLOCK_D, BLOCK_P)
+    tl.store(a_ptr + a_offs, (score[None, :] * v).to(a_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def attention_backward_kernel(qkv_ptr, ga_ptr, gqkv_ptr, C, P, CG, DK, eps, BLOCK_D: tl.constexpr,
                               BLOCK_P: tl.constexpr):
-    b, head = tl.program_id(0), tl.program_id(1)
-    d = tl.arange(0, BLOCK_D)
-    p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = head * DK + d
-    mask = (d[:, None] < DK) & (p[None, :] < P)
-    q_channel = (c // CG) * 3 * CG + c % CG
-    offs = b.to(tl.int64) * 3 * C * P + q_channel[:, None].to(tl.int64) * P + p[None, :]
-    q = tl.load(qkv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    k = tl.load(qkv_ptr + offs + CG * P, mask=mask, other=0.0).to(tl.float32)
-    v = tl.load(qkv_ptr + offs + 2 * CG * P, mask=mask, other=0.0).to(tl.float32)
-    ga = tl.load(ga_ptr + b.to(tl.int64) * C * P + c[:, None].to(tl.int64) * P + p[None, :], mask=mask,
-                 other=0.0).to(tl.float32)
-    q_norm, k_norm = tl.sqrt(tl.sum(q * q, axis=0)), tl.sqrt(tl.sum(k * k, axis=0))
-    den = (q_norm + eps) * (k_norm + eps)
-    ratio = tl.sum(q * k, axis=0) / den
-    score = tl.sigmoid(ratio)
+    q, k, v, offs, a_offs, mask, q_norm, k_norm, den, ratio, score = _head(qkv_ptr, C, P, CG, DK, eps, BLOCK_D,
+                                                                          BLOCK_P)
+    ga = tl.load(ga_ptr + a_offs, mask=mask, other=0.0).to(tl.float32)
     g_ratio = tl.sum(ga * v, axis=0) * score * (1.0 - score)
     # r = <q, k> / ((|q| + eps)(|k| + eps)): dr/dq = k / den - r q / (|q| (|q| + eps)), 0 for the second term at |q| = 0
     other = g_ratio / den
@@ -84,21 +66,34 @@ def attention_backward_kernel(qkv_ptr, ga_ptr, gqkv_ptr, C, P, CG, DK, eps, BLOC
 
 
 @triton.jit
-def split_grad_kernel(x_ptr, t_ptr, g_ptr, gx_ptr, gtau_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, C, P, CG, G,
-                      BLOCK: tl.constexpr):
+def _x_and_tau(x_ptr, t_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, C, P, CG, G, BLOCK: tl.constexpr):
+    """One program's block of a ``(b, c)`` row of P positions: offsets, mask, x and ``tau = GroupNorm(T)`` (Eq. 6)
+    in float32."""
     row = tl.program_id(0)
     b, c = row // C, row % C
     stat = b * G + c // CG
     scale = tl.load(rstd_ptr + stat).to(tl.float32) * tl.load(w_ptr + c).to(tl.float32)
     shift = tl.load(bias_ptr + c).to(tl.float32) - tl.load(mean_ptr + stat).to(tl.float32) * scale
     p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    offs = row.to(tl.int64) * P + p
-    x = tl.load(x_ptr + offs, mask=p < P, other=0.0).to(tl.float32)
-    tau = tl.load(t_ptr + offs, mask=p < P, other=0.0).to(tl.float32) * scale + shift
-    g = tl.load(g_ptr + offs, mask=p < P, other=0.0)
+    offs, mask = row.to(tl.int64) * P + p, p < P
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return offs, mask, x, tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32) * scale + shift
+
+
+@triton.jit
+def norm_max_kernel(x_ptr, t_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, C, P, CG, G, BLOCK: tl.constexpr):
+    offs, mask, x, tau = _x_and_tau(x_ptr, t_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, C, P, CG, G, BLOCK)
+    tl.store(y_ptr + offs, tl.where(x > tau, x, tau).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def split_grad_kernel(x_ptr, t_ptr, g_ptr, gx_ptr, gtau_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, C, P, CG, G,
+                      BLOCK: tl.constexpr):
+    offs, mask, x, tau = _x_and_tau(x_ptr, t_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, C, P, CG, G, BLOCK)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0)
     above = x > tau
-    tl.store(gx_ptr + offs, tl.where(above, g, 0.0).to(gx_ptr.dtype.element_ty), mask=p < P)
-    tl.store(gtau_ptr + offs, tl.where(above, 0.0, g).to(gtau_ptr.dtype.element_ty), mask=p < P)
+    tl.store(gx_ptr + offs, tl.where(above, g, 0.0).to(gx_ptr.dtype.element_ty), mask=mask)
+    tl.store(gtau_ptr + offs, tl.where(above, 0.0, g).to(gtau_ptr.dtype.element_ty), mask=mask)
 
 
 def _attention_grid(qkv: torch.Tensor, head_dim: int) -> tuple[tuple[int, int, int], int, int]:
@@ -131,6 +126,13 @@ def attention_backward(qkv: torch.Tensor, grad_a: torch.Tensor, groups: int, hea
     return grad_qkv
 
 
+def _row_grid(x: torch.Tensor) -> tuple[tuple[int, int], int]:
+    """The grid and block of the row kernels: a program per ``(b, c)`` row and block of up to 1024 positions."""
+    b, c, h, w = x.shape
+    block = min(triton.next_power_of_2(h * w), 1024)
+    return (b * c, triton.cdiv(h * w, block)), block
+
+
 def group_stats(t: torch.Tensor, groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """GroupNorm's per-(sample, group) mean and reciprocal std of ``t`` in float32 (Eq. 6)."""
     var, mean = torch.var_mean(t.reshape(t.shape[0], groups, -1).float(), dim=-1, correction=0)
@@ -145,10 +147,9 @@ def norm_max(x: torch.Tensor, t: torch.Tensor, groups: int, weight: torch.Tensor
     p = h * w
     mean, rstd = group_stats(t, groups, eps)
     y = torch.empty_like(x)
-    block = min(triton.next_power_of_2(p), 1024)
-    norm_max_kernel[(b * c, triton.cdiv(p, block))](x, t.contiguous(), y, mean, rstd,
-                                                   weight.contiguous(), bias.contiguous(), c, p, c // groups, groups,
-                                                   BLOCK=block)
+    grid, block = _row_grid(x)
+    norm_max_kernel[grid](x, t.contiguous(), y, mean, rstd, weight.contiguous(), bias.contiguous(), c, p, c // groups,
+                          groups, BLOCK=block)
     return y
 
 
@@ -160,8 +161,7 @@ def split_grad(grad: torch.Tensor, x: torch.Tensor, t: torch.Tensor, mean: torch
     b, c, h, w = x.shape
     p = h * w
     grad_x, grad_tau = torch.empty_like(x), torch.empty_like(x)
-    block = min(triton.next_power_of_2(p), 1024)
-    split_grad_kernel[(b * c, triton.cdiv(p, block))](x, t.contiguous(), grad.contiguous(), grad_x, grad_tau, mean,
-                                                     rstd, weight.contiguous(), bias.contiguous(), c, p, c // groups,
-                                                     groups, BLOCK=block)
+    grid, block = _row_grid(x)
+    split_grad_kernel[grid](x, t.contiguous(), grad.contiguous(), grad_x, grad_tau, mean, rstd, weight.contiguous(),
+                            bias.contiguous(), c, p, c // groups, groups, BLOCK=block)
     return grad_x, grad_tau

@@ -106,9 +106,10 @@ class ADReLU(LazyChannels):
 
     Project decisions (the paper is silent): the convolutions have no bias (each is followed by a
     GroupNorm); ``eps = 1e-6``; where a head's Q (or K) is zero at a position, ``||q||`` takes the
-    subgradient 0 (as ``torch.linalg.vector_norm`` does), so a zero input gives finite gradients. ``tau_init="paper"`` keeps the default GroupNorm affine init;
-    ``tau_init="zero"`` zeroes the last GroupNorm's affine so ``tau = 0`` and the module is exactly
-    ReLU at init (function-preserving over ReLU). ``inplace`` is accepted and ignored.
+    subgradient 0 (as ``torch.linalg.vector_norm`` does), so a zero input gives finite gradients.
+    ``tau_init="paper"`` keeps the default GroupNorm affine init; ``tau_init="zero"`` zeroes the last
+    GroupNorm's affine so ``tau = 0`` and the module is exactly ReLU at init (function-preserving over
+    ReLU). ``inplace`` is accepted and ignored.
 
     Speed: the default path is the op ``hf_acts::adrelu`` (:mod:`hf_acts.ops.adrelu`): on the CPU one fused C++
     kernel per direction that keeps each sample's intermediates in cache (where it wins, see ``_fused_wins``), on
