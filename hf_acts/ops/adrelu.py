@@ -1,9 +1,9 @@
 """``hf_acts::adrelu``: ADReLU (papers/adrelu.md, Eqs. 1-6) as a registered op on ``(B, C, H, W)`` maps, with a
 CPU kernel (``csrc/adrelu.cpp``: the whole chain, sample by sample in cache), a CUDA implementation (cuBLAS /
 cuDNN for the convolutions, :mod:`hf_acts.ops.triton_adrelu` for the attention, the final GroupNorm + max and their
-backward), a fake implementation and its autograd. Both directions save only ``x`` (and the weights): the backward recomputes.
-On the CPU, bfloat16 / float16 maps are read and written in their dtype and computed in float32 one sample at a
-time (as the plain path computes there); the weights are passed in float32.
+backward), a fake implementation and its autograd. Both directions save only ``x`` (and the weights): the backward
+recomputes. On the CPU, bfloat16 / float16 maps are read and written in their dtype and computed in float32 one
+sample at a time (as the plain path computes there); the weights are passed in float32.
 """
 
 from __future__ import annotations
