@@ -539,9 +539,8 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     (out / "results.json").write_text(json.dumps(result, indent=2))
     table = "\n\n".join([
         f"Machine: {m['gpu'] or m['cpu']} (ATen {m['isa']}; {' '.join(m['cpu_flags'])}{_limits(m)}), "
-        f"{m['threads']} CPU "
-        f"threads, torch {m['torch']}, device "
-        f"{m['device']}. {len(all_runs)} full run(s): median (range over the runs). Within a run, times are medians "
+        f"{m['threads']} CPU threads, torch {m['torch']}, device {m['device']}. "
+        f"{len(all_runs)} full run(s): median (range over the runs). Within a run, times are medians "
         f"of alternating rounds and each ratio is the median of the ratios within a round; freed memory kept by "
         f"malloc: {m['steady_allocator']}. {result_notes(m)}".rstrip(),
         "### Activations (ratio to the native base, to a copy_ memory floor and to the activation's own plain "

@@ -32,7 +32,8 @@ as_isa() {  # as_isa CAPABILITY COMMAND...: the command under that capability ('
 for entry in "${isas[@]}"; do
     dir="$out/${entry%%:*}"
     mkdir -p "$dir"
-    for kernel in pointwise fles adrelu; do
+    for source in hf_acts/csrc/*.cpp; do
+        kernel=$(basename "$source" .cpp)
         as_isa "${entry#*:}" $py -c "import torch; from hf_acts.ops import _cpp; print('ATen', \
 torch.backends.cpu.get_cpu_capability(), _cpp.target_flags()); _cpp.load('$kernel')" > "$dir/build_$kernel.log" 2>&1 &
     done

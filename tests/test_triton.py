@@ -165,6 +165,16 @@ def test_channel_mismatch_is_a_clear_error():
                                 torch.ones(5, device=TRITON_DEVICE), torch.zeros(5, device=TRITON_DEVICE), "silu")
 
 
+def _adrelu_plain(config: tuple):  # noqa: ANN202
+    """ADReLU's plain formula ``max(x, tau)`` as a function of ``x`` and the weights (ties to tau, as the modules)."""
+    from hf_acts.activations.adrelu import adrelu_threshold
+
+    def plain(x, *weights):  # noqa: ANN001, ANN202
+        tau = adrelu_threshold(x, *weights, *config)
+        return torch.where(x > tau, x, tau)
+    return plain
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels,groups,head_dim,shape", [
     (16, 4, 8, (2, 16, 5, 7)),  # heads straddle groups (4 channels per group, heads of 8)
@@ -192,11 +202,7 @@ def test_adrelu_cuda_path(channels, groups, head_dim, shape, dtype):
         y = adrelu_op.adrelu_cuda(x, *params, *config)
         grads = adrelu_op.adrelu_backward_cuda(grad, x, *params, *config)
 
-    def plain(x, *weights):  # noqa: ANN001, ANN202
-        tau = adrelu_threshold(x, *weights, *config)
-        return torch.where(x > tau, x, tau)
-
-    ref, rgrads = _reference(plain, x, *params, grad=grad)
+    ref, rgrads = _reference(_adrelu_plain(config), x, *params, grad=grad)
     assert y.dtype == dtype and grads[0].dtype == dtype
     _close(y, ref, dtype)
     # max(x, tau) sends each element's gradient to x or to tau; where bf16 rounding of tau can flip that choice
@@ -216,7 +222,6 @@ def test_adrelu_cuda_path_at_zero_heads_and_ties():
     tests/test_adrelu.py's, through the Triton kernels."""
     from test_adrelu import zero_heads_and_ties
 
-    from hf_acts.activations.adrelu import adrelu_threshold
     from hf_acts.ops import adrelu as adrelu_op
 
     m, x = zero_heads_and_ties()  # in float32 (the kernels compute in float32); ties stay ties
@@ -225,11 +230,7 @@ def test_adrelu_cuda_path_at_zero_heads_and_ties():
     with torch._C._AutoDispatchBelowAutograd():
         grads = adrelu_op.adrelu_backward_cuda(grad, x, *params, *config)
 
-    def plain(x, *weights):  # noqa: ANN001, ANN202
-        tau = adrelu_threshold(x, *weights, *config)
-        return torch.where(x > tau, x, tau)
-
-    _, want = _reference(plain, x, *params, grad=grad)
+    _, want = _reference(_adrelu_plain(config), x, *params, grad=grad)
     assert grads[-1][:8].abs().sum() > 0  # the ties' gradient reached tau's bias
     for got, ref in zip(grads, want, strict=True):
         assert got.isfinite().all()
