@@ -225,7 +225,7 @@ def bench_activations(quick: bool = False, device: str = "cpu", compiled: bool |
     (``compiled``: default off in quick runs), and inductor compiles in-process (no worker pool left running), so
     that compilation cannot disturb the other measurements."""
     shapes = QUICK_SHAPES if quick else SHAPES
-    dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16]
+    dtypes = [torch.float32] if quick else [torch.float32, torch.bfloat16, torch.float16]
     reps = 5 if quick else 21
     rows = []
     compiled = not quick if compiled is None else compiled

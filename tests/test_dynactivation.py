@@ -195,9 +195,10 @@ def test_fused_path_half_precision_and_tokens(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_fused_path_reads_and_rounds_every_half_precision_value_exactly(dtype):
-    """The kernel's own half / bfloat16 loads and stores (bit arithmetic, vectorised) against torch's conversions,
-    on all 65,536 bit patterns. With base ReLU, alpha = 1.5 and beta = 0.5 the forward is 1.5 x above 0 and 0.5 x
-    below, and the backward's dx is 1.5 g where x > 0 and 0.5 g where x < 0: all exact in float32, so any load error
+    """The kernel's own half / bfloat16 loads and stores (bit arithmetic; F16C for half where the build has it)
+    against torch's conversions, on all 65,536 bit patterns. With base ReLU, alpha = 1.5 and beta = 0.5 the forward
+    is 1.5 x above 0 and 0.5 x below, and the backward's dx is 1.5 g where x > 0 and 0.5 g where x < 0 (per channel:
+    alpha 0.75 or 1.25 too; |g (alpha - beta)| never overflows): all exact in float32, so any load error
     shows (0.5 x tells infinity from 65536), then rounded to the storage type, which takes a tie at every odd last bit
     (1.5 x) and at odd subnormals (0.5 x), and covers overflow to infinity, infinities and NaN. An infinite g is left
     out of the backward's check: the kernel's g (p relu'(x) + q) has inf * 0 there, where autograd's select does not
@@ -205,15 +206,33 @@ def test_fused_path_reads_and_rounds_every_half_precision_value_exactly(dtype):
     compiler's _Float16 conversion: identical.)"""
     bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
     every = bits.view(dtype)
-    m = DynActivation("relu", alpha_init=1.5, beta_init=0.5).to(dtype)
-    y = m(every)
-    assert ran_op(y, "dynact")
-    checks = [(y, torch.where(every > 0, every.float() * 1.5, every.float() * 0.5))]
-    for sign, scale in ((1.0, 1.5), (-1.0, 0.5)):
-        x = torch.full(every.shape, sign, dtype=dtype, requires_grad=True)
-        m(x).backward(every)
-        finite_g = ~every.isinf()
-        checks.append((x.grad[finite_g], every[finite_g].float() * scale))
+    c = 1031  # rows longer than a staged block (512), with tails: F16C converts 8 values at a time
+    rows = every[: c * (every.numel() // c)].view(-1, c)
+    checks = []
+    # one coefficient pair over a flat tensor, and one per channel over channels-last rows (alpha 1.5, 0.75 or 1.25
+    # by channel: x alpha stays exact)
+    for values, alpha in ((every, torch.tensor([1.5])), (rows, torch.tensor([1.5, 0.75, 1.25]).repeat(c)[:c])):
+        m = DynActivation("relu", beta_init=0.5, per_channel=values is rows, channels=c if values is rows else None)
+        with torch.no_grad():
+            m.alpha.copy_(alpha)
+        m = m.to(dtype)
+        y = m(values)
+        assert ran_op(y, "dynact")
+        checks.append((y, torch.where(values > 0, values.float() * alpha, values.float() * 0.5)))
+        for sign, scale in ((1.0, alpha), (-1.0, 0.5)):
+            x = torch.full(values.shape, sign, dtype=dtype, requires_grad=True)
+            m(x).backward(values)
+            finite_g = ~values.isinf()
+            checks.append((x.grad[finite_g], (values.float() * scale)[finite_g]))
+        # each channel's d alpha = sum g relu(x) and d beta = sum g x - d alpha (|g| <= 1: no overflow)
+        x = torch.where(torch.arange(values.numel()).view(values.shape) % 2 == 0, 1.0, -1.0).to(dtype)
+        g = values.nan_to_num(0.0).clamp(-1, 1)
+        m.zero_grad()
+        m(x).backward(g)
+        gd, xd = g.double().view(-1, alpha.numel()), x.double().view(-1, alpha.numel())
+        d_alpha = (gd * (xd > 0)).sum(0)
+        torch.testing.assert_close(m.alpha.grad.double(), d_alpha, rtol=1e-2, atol=0.5)
+        torch.testing.assert_close(m.beta.grad.double(), (gd * xd).sum(0) - d_alpha, rtol=1e-2, atol=0.5)
     for got, exact in checks:
         want = exact.to(dtype)  # torch's float32 -> dtype rounding
         nan = want.isnan()

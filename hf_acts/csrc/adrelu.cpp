@@ -728,10 +728,8 @@ const T* in_compute_type(const S* x, int64_t n, std::vector<T>& buffer) {
     return x;
   } else {
     buffer.resize(n);
-    T* out = buffer.data();
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = hf_acts::load(x, i);
-    return out;
+    hf_acts::to_float(buffer.data(), x, n);
+    return buffer.data();
   }
 }
 
@@ -749,10 +747,7 @@ T* out_compute_type(S* out, int64_t n, std::vector<T>& buffer) {
 
 template <typename S, typename T = compute_t<S>>
 void write_back(S* out, const T* computed, int64_t n) {
-  if constexpr (!std::is_same_v<S, T>) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) hf_acts::store(out, i, computed[i]);
-  }
+  if constexpr (!std::is_same_v<S, T>) hf_acts::from_float(out, computed, n);
 }
 
 // Eqs. 6 and 1 in one pass: y = max(x, tau) with tau = GroupNorm(T) computed on the fly (never written), stored in

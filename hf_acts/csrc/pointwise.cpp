@@ -6,7 +6,8 @@
 // sum g base(x), d beta = sum g x - d alpha; Swish-beta: d beta = sum g x^2 sigmoid'(beta x)), per channel or in all
 // (and for the gated product d up = g dynact(gate), with g up in place of g for the rest).
 // x is viewed as (outer, C, inner): C = 1 for one scalar pair; (B, C, H*W) for images; (B*N, C, 1) for tokens.
-// Loads and stores are in x's dtype (float, double, bfloat16, half); arithmetic in float (double for double).
+// Loads and stores are in x's dtype (float, double, bfloat16, half); arithmetic in float (double for double), on
+// float blocks for half where the target has F16C.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -100,17 +101,42 @@ struct Swish {  // p = beta; sum g x^2 sigmoid'(beta x)
   }
 };
 
+// Half storage on a target with F16C: the loops below run on float blocks (hf_acts::staged) converted by F16C's
+// instructions, so that the arithmetic loops are the float ones: 0.51-0.76x of the time with the (bit arithmetic)
+// conversions inside them. Not for bfloat16, whose in-loop conversion is a shift and a rounding: staged, its
+// forward + backward took 1.0-1.36x as long (scripts/bench_kernel_ab.py, one process each).
+template <typename S>
+#if defined(__F16C__)
+constexpr bool kStagedType = std::is_same_v<S, c10::Half>;
+#else
+constexpr bool kStagedType = false;
+#endif
+
 // Glu: the gated product of dynActGLU, y = f(x) up, whose backward gives dx = f'(x) g up (the sums taken with
-// g up for g) and d up = g f(x); without Glu, up and gup are unused (null).
-template <typename Op, bool Glu, typename S>
-void forward_span(S* y, const S* x, const S* up, int64_t n, compute_t<S> p, compute_t<S> q) {
+// g up for g) and d up = g f(x); without Glu, up and gup are unused (null). p, q: one coefficient pair (pq = 1) or
+// one per value (pq = n, channels-last rows).
+template <typename Op, bool Glu, typename S, typename T = compute_t<S>>
+void forward_values(S* y, const S* x, const S* up, int64_t n, const T* p, const T* q, int64_t pq) {
+  if constexpr (kStagedType<S>) {
+    staged(n, [&](int64_t i0, int64_t m) {
+      T xb[kStage], ub[kStage], yb[kStage];
+      to_float(xb, x + i0, m);
+      if constexpr (Glu) to_float(ub, up + i0, m);
+      forward_values<Op, Glu>(yb, xb, ub, m, pq == 1 ? p : p + i0, pq == 1 ? q : q + i0, pq == 1 ? 1 : m);
+      from_float(y + i0, yb, m);
+    });
+  } else if (pq == 1) {
+    const T p0 = *p, q0 = *q;
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const auto f = Op::forward(load(x, i), p, q);
-    if constexpr (Glu) {
-      store(y, i, f * load(up, i));
-    } else {
-      store(y, i, f);
+    for (int64_t i = 0; i < n; ++i) {
+      const T f = Op::forward(load(x, i), p0, q0);
+      store(y, i, Glu ? f * load(up, i) : f);
+    }
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) {
+      const T f = Op::forward(load(x, c), p[c], q[c]);
+      store(y, c, Glu ? f * load(up, c) : f);
     }
   }
 }
@@ -118,62 +144,57 @@ void forward_span(S* y, const S* x, const S* up, int64_t n, compute_t<S> p, comp
 // The upstream gradient at f's output: g, or g up for the gated product (whose d up = g f(x) is stored in gup).
 template <typename Op, bool Glu, typename S, typename T = compute_t<S>>
 inline T gated_grad(T v, const S* g, const S* up, S* gup, int64_t i, T p, T q) {
+  const T gi = load(g, i);
   if constexpr (Glu) {
-    const T gi = load(g, i);
     store(gup, i, gi * Op::value(v, p, q));
     return gi * load(up, i);
   } else {
-    return load(g, i);
+    return gi;
   }
 }
 
-// dx over one span of one channel; adds the span's two sums to sums[0], sums[1].
-template <typename Op, bool Glu, typename S>
-void backward_span(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n, compute_t<S> p, compute_t<S> q,
-                   double* sums) {
-  using T = compute_t<S>;
-  constexpr int64_t kChunk = 4096;  // partial sums in T over at most kChunk terms, then in double
-  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
-    const int64_t i1 = std::min(n, i0 + kChunk);
-    T sum0 = 0, sum1 = 0;
+// dx (and d up) over n values, adding their terms of the two sums to s0, s1: with one coefficient pair (pq = 1)
+// to s0[0], s1[0] in double (partial sums over at most kChunk values in T first); with one pair per value (pq = n,
+// channels-last rows) to s0[c], s1[c] in T (the caller flushes them to double).
+template <typename Op, bool Glu, typename S, typename T = compute_t<S>, typename A>
+void backward_values(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n, const T* p, const T* q,
+                     int64_t pq, A* s0, A* s1) {
+  if constexpr (kStagedType<S>) {
+    staged(n, [&](int64_t i0, int64_t m) {
+      T gb[kStage], xb[kStage], ub[kStage], gxb[kStage], gub[kStage];
+      to_float(gb, g + i0, m);
+      to_float(xb, x + i0, m);
+      if constexpr (Glu) to_float(ub, up + i0, m);
+      const int64_t o = pq == 1 ? 0 : i0;
+      backward_values<Op, Glu>(gxb, gub, gb, xb, ub, m, p + o, q + o, pq == 1 ? 1 : m, s0 + o, s1 + o);
+      from_float(gx + i0, gxb, m);
+      if constexpr (Glu) from_float(gup + i0, gub, m);
+    });
+  } else if (pq == 1) {
+    constexpr int64_t kChunk = 4096;
+    const T p0 = *p, q0 = *q;
+    for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+      const int64_t i1 = std::min(n, i0 + kChunk);
+      T sum0 = 0, sum1 = 0;
 #pragma omp simd reduction(+ : sum0, sum1)
-    for (int64_t i = i0; i < i1; ++i) {
-      T t0, t1;
-      const T v = load(x, i);
-      store(gx, i, Op::backward(v, gated_grad<Op, Glu>(v, g, up, gup, i, p, q), p, q, &t0, &t1));
-      sum0 += t0;
-      sum1 += t1;
+      for (int64_t i = i0; i < i1; ++i) {
+        T t0, t1;
+        const T v = load(x, i);
+        store(gx, i, Op::backward(v, gated_grad<Op, Glu>(v, g, up, gup, i, p0, q0), p0, q0, &t0, &t1));
+        sum0 += t0;
+        sum1 += t1;
+      }
+      *s0 += sum0;
+      *s1 += sum1;
     }
-    sums[0] += sum0;
-    sums[1] += sum1;
-  }
-}
-
-// Channels-last rows (inner == 1): dx of one row of C channels; per-channel sums into sums[c], sums[C + c]
-// (compute type; the caller flushes them to double every kRowsPerFlush rows).
-template <typename Op, bool Glu, typename S>
-void backward_row(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t C, const compute_t<S>* p,
-                  const compute_t<S>* q, compute_t<S>* sums) {
-  using T = compute_t<S>;
+  } else {
 #pragma omp simd
-  for (int64_t c = 0; c < C; ++c) {
-    T t0, t1;
-    const T v = load(x, c);
-    store(gx, c, Op::backward(v, gated_grad<Op, Glu>(v, g, up, gup, c, p[c], q[c]), p[c], q[c], &t0, &t1));
-    sums[c] += t0;
-    sums[C + c] += t1;
-  }
-}
-
-template <typename Op, bool Glu, typename S>
-void forward_row(S* y, const S* x, const S* up, int64_t C, const compute_t<S>* p, const compute_t<S>* q) {
-#pragma omp simd
-  for (int64_t c = 0; c < C; ++c) {
-    const auto f = Op::forward(load(x, c), p[c], q[c]);
-    if constexpr (Glu) {
-      store(y, c, f * load(up, c));
-    } else {
-      store(y, c, f);
+    for (int64_t c = 0; c < n; ++c) {
+      T t0, t1;
+      const T v = load(x, c);
+      store(gx, c, Op::backward(v, gated_grad<Op, Glu>(v, g, up, gup, c, p[c], q[c]), p[c], q[c], &t0, &t1));
+      s0[c] += t0;
+      s1[c] += t1;
     }
   }
 }
@@ -197,13 +218,13 @@ void forward_impl(S* y, const S* x, const S* up, int64_t numel, int64_t C, int64
   if (inner == 1 && C > 1) {
     at::parallel_for(0, numel / C, std::max<int64_t>(1, kGrain / C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
-        forward_row<Op, Glu>(y + r * C, x + r * C, Glu ? up + r * C : up, C, p.data(), q.data());
+        forward_values<Op, Glu>(y + r * C, x + r * C, Glu ? up + r * C : up, C, p.data(), q.data(), C);
     });
     return;
   }
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
     for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) {
-      forward_span<Op, Glu>(y + i, x + i, Glu ? up + i : up, n, p[c], q[c]);
+      forward_values<Op, Glu>(y + i, x + i, Glu ? up + i : up, n, &p[c], &q[c], 1);
     });
   });
 }
@@ -227,8 +248,8 @@ void backward_impl(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n
         std::fill(part.begin(), part.end(), compute_t<S>(0));
         for (int64_t row = r; row < std::min(r1, r + kRowsPerFlush); ++row) {
           const int64_t o = row * C;
-          backward_row<Op, Glu>(gx + o, Glu ? gup + o : gup, g + o, x + o, Glu ? up + o : up, C, p.data(), q.data(),
-                                part.data());
+          backward_values<Op, Glu>(gx + o, Glu ? gup + o : gup, g + o, x + o, Glu ? up + o : up, C, p.data(),
+                                   q.data(), C, part.data(), part.data() + C);
         }
         for (int64_t c = 0; c < 2 * C; ++c) sums[c] += part[c];
       }
@@ -238,10 +259,8 @@ void backward_impl(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
     double* sums = sums_of();
     for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) {
-      double part[2] = {0, 0};
-      backward_span<Op, Glu>(gx + i, Glu ? gup + i : gup, g + i, x + i, Glu ? up + i : up, n, p[c], q[c], part);
-      sums[c] += part[0];
-      sums[C + c] += part[1];
+      backward_values<Op, Glu>(gx + i, Glu ? gup + i : gup, g + i, x + i, Glu ? up + i : up, n, &p[c], &q[c], 1,
+                               &sums[c], &sums[C + c]);
     });
   });
 }

@@ -8,9 +8,14 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #if defined(__GLIBC__) && defined(__x86_64__)
 extern "C" float expf(float) __attribute__((simd("notinbranch")));
@@ -166,6 +171,45 @@ inline void store(S* p, int64_t i, compute_t<S> v) {
   } else {
     p[i] = v;
   }
+}
+
+// Bulk conversions between a half-precision storage type and float, for kernels that compute on float blocks
+// (`staged`): half by F16C's vcvtph2ps / vcvtps2ph, 8 values an instruction, where the target has it (x86-64-v3 and
+// up), else by the bit functions above, as bfloat16 always is; either way the loops are vectorised.
+template <typename S>
+inline void to_float(float* dst, const S* src, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<S, c10::Half>) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  }
+#endif
+#pragma omp simd
+  for (int64_t j = i; j < n; ++j) dst[j] = load(src, j);
+}
+
+template <typename S>
+inline void from_float(S* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<S, c10::Half>) {  // rounding to nearest even, as float_to_half_bits
+    for (; i + 8 <= n; i += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+#pragma omp simd
+  for (int64_t j = i; j < n; ++j) store(dst, j, src[j]);
+}
+
+// The block length of staged loops: a few float buffers of kStage values stay in L1 beside the streams.
+constexpr int64_t kStage = 512;
+
+// Runs body(i0, m) over [0, n) in blocks of at most kStage values.
+template <typename F>
+inline void staged(int64_t n, F body) {
+  for (int64_t i0 = 0; i0 < n; i0 += kStage) body(i0, std::min(kStage, n - i0));
 }
 
 }  // namespace hf_acts
