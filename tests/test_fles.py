@@ -1,5 +1,6 @@
 """FleS against a per-sample transcription of the poster's equations."""
 
+import copy
 import math
 
 import pytest
@@ -135,6 +136,28 @@ def test_fused_path_bfloat16(monkeypatch):
     monkeypatch.setattr(dispatch, "FUSED", False)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y, m(x), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 600), (2, 600, 25, 25), (1, 600, 5, 5)])
+def test_fused_path_float16_is_the_float32_kernel_rounded(shape):
+    """float16 runs on float blocks of 512 values (F16C, where the build has it): rows of 600 channels and spans of
+    625 positions take two blocks each, with per-channel coefficients from a randomised MLP, so a block read at the
+    wrong channel offset is far off. The float16 kernel on float16-representable inputs against the float32 kernel,
+    output and all gradients (its sums run in another order: to float16's rounding)."""
+    torch.manual_seed(0)
+    half = randomize_(FleS(600, base="silu"), 0.3).half()
+    full = copy.deepcopy(half).float()  # the same (float16-representable) weights
+    x = torch.randn(shape).half()
+    xh, xf = x.clone().requires_grad_(), x.float().requires_grad_()
+    yh, yf = half(xh), full(xf)
+    assert ran_op(yh, "fles")
+    g = torch.randn(shape).half()
+    yh.backward(g)
+    yf.backward(g.float())
+    torch.testing.assert_close(yh.float(), yf.half().float(), rtol=4e-3, atol=4e-3)
+    torch.testing.assert_close(xh.grad.float(), xf.grad.half().float(), rtol=4e-3, atol=4e-3)
+    for ph, pf in zip(half.parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(ph.grad.float(), pf.grad, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("shape", [(4, 250, 16), (4, 16, 50, 5)])

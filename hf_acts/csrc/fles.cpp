@@ -74,34 +74,49 @@ void visit(const Layout& l, int64_t u0, int64_t u1, Span span, Row row) {
   }
 }
 
+// The loops below run over n values with one coefficient (an H*W span of one channel, sums into pos[0]) or, Row,
+// one per value (a row of C channels, sums into pos[c]); float16 on float blocks (kStaged, vec_math.h), from
+// offset `o` in a row's per-channel arrays. Row is a template argument, not a runtime one: with both loops in one
+// function GCC did not inline it, and the call per 7x7 span made FleS' forward 1.08-1.10x slower at (N, 2048, 7, 7).
+template <bool Row>
+inline int64_t block_offset(int64_t i0) { return Row ? i0 : 0; }
+
+// pos += sum relu(x), count += sum [x > 0].
+template <bool Row, typename S, typename T = compute_t<S>>
+void stats_values(const S* xs, int64_t n, T* pos, T* count) {
+  if constexpr (kStaged<S>) {
+    staged(n, [&](int64_t i0, int64_t m) {
+      T xb[kStage];
+      to_float(xb, xs + i0, m);
+      const int64_t o = block_offset<Row>(i0);
+      stats_values<Row>(xb, m, pos + o, count + o);
+    });
+  } else if constexpr (!Row) {
+    T p = 0, c = 0;
+#pragma omp simd reduction(+ : p, c)
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = load(xs, i);
+      p += relu_(v);
+      c += v > T(0) ? T(1) : T(0);
+    }
+    *pos += p;
+    *count += c;
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) {
+      const T v = load(xs, c);
+      pos[c] += relu_(v);
+      count[c] += v > T(0) ? T(1) : T(0);
+    }
+  }
+}
+
 // pos[c] += sum relu(x), count[c] += sum [x > 0] over units [u0, u1) of one sample.
 template <typename S, typename T = compute_t<S>>
 void sample_stats(const Layout& l, const S* x, T* pos, T* count, int64_t u0, int64_t u1) {
   visit(
-      l, u0, u1,
-      [&](int64_t off, int64_t len, int64_t c) {
-        const S* xs = x + off;
-        T p = 0, n = 0;
-#pragma omp simd reduction(+ : p, n)
-        for (int64_t i = 0; i < len; ++i) {
-          const T v = load(xs, i);
-          p += relu_(v);
-          n += v > T(0) ? T(1) : T(0);
-        }
-        pos[c] += p;
-        count[c] += n;
-      },
-      [&](int64_t off) {
-        const S* xs = x + off;
-        T *p = pos, *n = count;
-        const int64_t C = l.C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const T v = load(xs, c);
-          p[c] += relu_(v);
-          n[c] += v > T(0) ? T(1) : T(0);
-        }
-      });
+      l, u0, u1, [&](int64_t off, int64_t len, int64_t c) { stats_values<false>(x + off, len, pos + c, count + c); },
+      [&](int64_t off) { stats_values<true>(x + off, l.C, pos, count); });
 }
 
 // The coefficient MLP of one sample: m = pos / denom (denom = count + eps), h = relu(w1 m + b1),
@@ -134,74 +149,91 @@ void sample_mlp(const Layout& l, const T* w1, const T* b1, const T* w2, const T*
   for (int64_t k = 0; k < 2 * l.C; ++k) t[k] = tanh_(t[k]);  // a separate loop: libmvec's vector tanh
 }
 
+// y = k_ve rho(k_ho x) x.
+template <int64_t G, bool Row, typename S, typename T = compute_t<S>>
+void apply_values(const S* xs, S* ys, int64_t n, const T* ve, const T* ho) {
+  if constexpr (kStaged<S>) {
+    staged(n, [&](int64_t i0, int64_t m) {
+      T xb[kStage], yb[kStage];
+      to_float(xb, xs + i0, m);
+      const int64_t o = block_offset<Row>(i0);
+      apply_values<G, Row>(xb, yb, m, ve + o, ho + o);
+      from_float(ys + i0, yb, m);
+    });
+  } else if constexpr (!Row) {
+    const T a = *ve, h = *ho;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = load(xs, i);
+      store(ys, i, scaled_gate<G>(h * v, a * v));
+    }
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) {
+      const T v = load(xs, c);
+      store(ys, c, scaled_gate<G>(ho[c] * v, ve[c] * v));
+    }
+  }
+}
+
 template <int64_t G, typename S, typename T = compute_t<S>>
 void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho, int64_t u0, int64_t u1) {
   visit(
       l, u0, u1,
-      [&](int64_t off, int64_t len, int64_t c) {
-        const T a = ve[c], h = ho[c];
-        const S* xs = x + off;
-        S* ys = y + off;
-#pragma omp simd
-        for (int64_t i = 0; i < len; ++i) {
-          const T v = load(xs, i);
-          store(ys, i, scaled_gate<G>(h * v, a * v));
-        }
-      },
-      [&](int64_t off) {
-        const S* xs = x + off;
-        S* ys = y + off;
-        const T *vl = ve, *hl = ho;
-        const int64_t C = l.C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const T v = load(xs, c);
-          store(ys, c, scaled_gate<G>(hl[c] * v, vl[c] * v));
-        }
-      });
+      [&](int64_t off, int64_t len, int64_t c) { apply_values<G, false>(x + off, y + off, len, ve + c, ho + c); },
+      [&](int64_t off) { apply_values<G, true>(x + off, y + off, l.C, ve, ho); });
 }
 
-// The backward's first pass over units [u0, u1) of one sample: sum_a[c] += sum g rho(u) x, sum_d[c] += sum g rho'(u)
-// x^2, and dx's part that needs no sum, g k_ve (rho(u) + u rho'(u)), into `first` (laid out like x, in the compute
-// type), so that rho is evaluated once per element in the backward.
+// sum_a += sum g rho(u) x, sum_d += sum g rho'(u) x^2 (u = k_ho x), and dx's part that needs no sum,
+// g k_ve (rho(u) + u rho'(u)), into `first` (in the compute type).
+template <int64_t G, bool Row, typename S, typename T = compute_t<S>>
+void coef_sums_values(const S* gs, const S* xs, T* fs, int64_t n, const T* ve, const T* ho, T* sum_a, T* sum_d) {
+  if constexpr (kStaged<S>) {
+    staged(n, [&](int64_t i0, int64_t m) {
+      T gb[kStage], xb[kStage];
+      to_float(gb, gs + i0, m);
+      to_float(xb, xs + i0, m);
+      const int64_t o = block_offset<Row>(i0);
+      coef_sums_values<G, Row>(gb, xb, fs + i0, m, ve + o, ho + o, sum_a + o, sum_d + o);
+    });
+  } else if constexpr (!Row) {
+    const T k = *ve, h = *ho;
+    T a = 0, d = 0;
+#pragma omp simd reduction(+ : a, d)
+    for (int64_t i = 0; i < n; ++i) {
+      const T v = load(xs, i), gi = load(gs, i), u = h * v;
+      T dgate;
+      const T rho = gate<G>(u, &dgate);
+      a += gi * rho * v;
+      d += gi * dgate * v * v;
+      fs[i] = gi * k * (rho + u * dgate);
+    }
+    *sum_a += a;
+    *sum_d += d;
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) {
+      const T v = load(xs, c), gi = load(gs, c), u = ho[c] * v;
+      T dgate;
+      const T rho = gate<G>(u, &dgate);
+      sum_a[c] += gi * rho * v;
+      sum_d[c] += gi * dgate * v * v;
+      fs[c] = gi * ve[c] * (rho + u * dgate);
+    }
+  }
+}
+
+// The backward's first pass over units [u0, u1) of one sample (first: laid out like x), so that rho is evaluated
+// once per element in the backward.
 template <int64_t G, typename S, typename T = compute_t<S>>
 void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ve, const T* ho, T* first, T* sum_a,
                       T* sum_d, int64_t u0, int64_t u1) {
   visit(
       l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
-        const T k = ve[c], h = ho[c];
-        const S *xs = x + off, *gs = g + off;
-        T* fs = first + off;
-        T a = 0, d = 0;
-#pragma omp simd reduction(+ : a, d)
-        for (int64_t i = 0; i < len; ++i) {
-          const T v = load(xs, i), gi = load(gs, i), u = h * v;
-          T dgate;
-          const T rho = gate<G>(u, &dgate);
-          a += gi * rho * v;
-          d += gi * dgate * v * v;
-          fs[i] = gi * k * (rho + u * dgate);
-        }
-        sum_a[c] += a;
-        sum_d[c] += d;
+        coef_sums_values<G, false>(g + off, x + off, first + off, len, ve + c, ho + c, sum_a + c, sum_d + c);
       },
-      [&](int64_t off) {
-        const S *xs = x + off, *gs = g + off;
-        T* fs = first + off;
-        const T *kl = ve, *hl = ho;
-        T *a = sum_a, *d = sum_d;
-        const int64_t C = l.C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const T v = load(xs, c), gi = load(gs, c), u = hl[c] * v;
-          T dgate;
-          const T rho = gate<G>(u, &dgate);
-          a[c] += gi * rho * v;
-          d[c] += gi * dgate * v * v;
-          fs[c] = gi * kl[c] * (rho + u * dgate);
-        }
-      });
+      [&](int64_t off) { coef_sums_values<G, true>(g + off, x + off, first + off, l.C, ve, ho, sum_a, sum_d); });
 }
 
 // The MLP's backward for one sample, from the coefficient sums to d pos = d m / denom (written over sum_a):
@@ -232,27 +264,33 @@ void sample_mlp_backward(const Layout& l, const T* w1, const T* w2, const T* den
 }
 
 // The second pass: dx = first + [x > 0] d m / denom (dpos), stored in x's dtype; `first` may be gx itself.
+template <bool Row, typename S, typename T = compute_t<S>>
+void input_grad_values(const S* xs, const T* fs, S* out, int64_t n, const T* dpos) {
+  if constexpr (kStaged<S>) {
+    staged(n, [&](int64_t i0, int64_t m) {
+      T xb[kStage], gb[kStage];
+      to_float(xb, xs + i0, m);
+      input_grad_values<Row>(xb, fs + i0, gb, m, dpos + block_offset<Row>(i0));
+      from_float(out + i0, gb, m);
+    });
+  } else if constexpr (!Row) {
+    const T d = *dpos;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) store(out, i, fs[i] + relu_grad_(load(xs, i), d));
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) store(out, c, fs[c] + relu_grad_(load(xs, c), dpos[c]));
+  }
+}
+
 template <typename S, typename T = compute_t<S>>
 void sample_input_grad(const Layout& l, const S* x, const T* first, S* gx, const T* dpos, int64_t u0, int64_t u1) {
   visit(
       l, u0, u1,
       [&](int64_t off, int64_t len, int64_t c) {
-        const T d = dpos[c];
-        const S* xs = x + off;
-        const T* fs = first + off;
-        S* out = gx + off;
-#pragma omp simd
-        for (int64_t i = 0; i < len; ++i) store(out, i, fs[i] + relu_grad_(load(xs, i), d));
+        input_grad_values<false>(x + off, first + off, gx + off, len, dpos + c);
       },
-      [&](int64_t off) {
-        const S* xs = x + off;
-        const T* fs = first + off;
-        S* out = gx + off;
-        const T* dl = dpos;
-        const int64_t C = l.C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) store(out, c, fs[c] + relu_grad_(load(xs, c), dl[c]));
-      });
+      [&](int64_t off) { input_grad_values<true>(x + off, first + off, gx + off, l.C, dpos); });
 }
 
 // k_ve = 1 + t[:C], k_ho = 1 + t[C:] of one sample.

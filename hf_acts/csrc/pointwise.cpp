@@ -101,23 +101,16 @@ struct Swish {  // p = beta; sum g x^2 sigmoid'(beta x)
   }
 };
 
-// Half storage on a target with F16C: the loops below run on float blocks (hf_acts::staged) converted by F16C's
-// instructions, so that the arithmetic loops are the float ones: 0.51-0.76x of the time with the (bit arithmetic)
-// conversions inside them. Not for bfloat16, whose in-loop conversion is a shift and a rounding: staged, its
-// forward + backward took 1.0-1.36x as long (scripts/bench_kernel_ab.py, one process each).
-template <typename S>
-#if defined(__F16C__)
-constexpr bool kStagedType = std::is_same_v<S, c10::Half>;
-#else
-constexpr bool kStagedType = false;
-#endif
+// float16 runs the loops below on float blocks (kStaged, vec_math.h): 0.48-0.68x of the time with the (bit
+// arithmetic) conversions inside them. bfloat16 staged the same way took 1.00-1.36x as long (its in-loop conversion
+// is a shift and a rounding), so it is not (scripts/bench_kernel_ab.py, one process each).
 
 // Glu: the gated product of dynActGLU, y = f(x) up, whose backward gives dx = f'(x) g up (the sums taken with
 // g up for g) and d up = g f(x); without Glu, up and gup are unused (null). p, q: one coefficient pair (pq = 1) or
 // one per value (pq = n, channels-last rows).
 template <typename Op, bool Glu, typename S, typename T = compute_t<S>>
 void forward_values(S* y, const S* x, const S* up, int64_t n, const T* p, const T* q, int64_t pq) {
-  if constexpr (kStagedType<S>) {
+  if constexpr (kStaged<S>) {
     staged(n, [&](int64_t i0, int64_t m) {
       T xb[kStage], ub[kStage], yb[kStage];
       to_float(xb, x + i0, m);
@@ -159,7 +152,7 @@ inline T gated_grad(T v, const S* g, const S* up, S* gup, int64_t i, T p, T q) {
 template <typename Op, bool Glu, typename S, typename T = compute_t<S>, typename A>
 void backward_values(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n, const T* p, const T* q,
                      int64_t pq, A* s0, A* s1) {
-  if constexpr (kStagedType<S>) {
+  if constexpr (kStaged<S>) {
     staged(n, [&](int64_t i0, int64_t m) {
       T gb[kStage], xb[kStage], ub[kStage], gxb[kStage], gub[kStage];
       to_float(gb, g + i0, m);

@@ -206,6 +206,14 @@ inline void from_float(S* dst, const float* src, int64_t n) {
 // The block length of staged loops: a few float buffers of kStage values stay in L1 beside the streams.
 constexpr int64_t kStage = 512;
 
+// Whether loops over storage type S compute on float blocks (`staged`): float16 where F16C converts them.
+template <typename S>
+#if defined(__F16C__)
+constexpr bool kStaged = std::is_same_v<S, c10::Half>;
+#else
+constexpr bool kStaged = false;
+#endif
+
 // Runs body(i0, m) over [0, n) in blocks of at most kStage values.
 template <typename F>
 inline void staged(int64_t n, F body) {
