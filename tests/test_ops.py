@@ -6,6 +6,7 @@ import platform
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -310,7 +311,8 @@ def test_the_cxx20_guard_sees_what_broke_the_torch_2_11_build():
 @pytest.mark.slow
 def test_cpu_kernels_built_for_an_older_instruction_set_match_the_plain_formula(tmp_path):
     """ATEN_CPU_CAPABILITY=default: the kernels build for x86-64-v2 (SSE4.2) in a fresh cache and agree with the
-    plain formulas, as on a CPU without AVX (ADReLU's register blocks are sized per instruction set)."""
+    plain formulas, as on a CPU without AVX (ADReLU's register blocks are sized per instruction set). Then the float16
+    tests run on that build: without F16C the kernels convert half by bit arithmetic inside their loops."""
     code = """
 import torch
 from hf_acts import ADReLU, DynActivation, FleS
@@ -347,6 +349,12 @@ print("ok")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    tests = Path(__file__).parent
+    files = [str(tests / "test_dynactivation.py"), str(tests / "test_fles.py")]
+    half = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files,
+                           "-k", "every_half_precision or float16_is"],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=tests.parent)
+    assert half.returncode == 0 and re.search(r"^5 passed", half.stdout, re.M), half.stdout[-3000:]
 
 
 def _op_cases(device: str) -> list:
