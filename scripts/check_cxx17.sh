@@ -5,9 +5,12 @@
 # 2.11). For each torch version named (default: 2.4.0, the oldest pyproject.toml allows, and 2.11.0) this downloads
 # its wheel once (pip download, ~0.5-0.8 GB, cached under CACHE), takes its headers, and syntax-checks every kernel
 # with -std=c++17 and the project's own flags for each x86-64 target (SSE4.2, AVX2, AVX-512), in parallel.
-# Usage: scripts/check_cxx17.sh [TORCH_VERSION...]   (CACHE: default ~/.cache/hf-acts/torch-headers)
+# Usage: scripts/check_cxx17.sh [TORCH_VERSION...]   (CACHE: default ~/.cache/hf-acts/torch-headers; PYTHON: a Python
+# with torch, default the project's .venv, else python3)
 set -uo pipefail
-py=${PYTHON:-python3}
+default_py=python3
+[ -x .venv/bin/python ] && default_py=.venv/bin/python
+py=${PYTHON:-$default_py}
 cache=${CACHE:-$HOME/.cache/hf-acts/torch-headers}
 versions=("$@")
 [ ${#versions[@]} -eq 0 ] && versions=(2.4.0 2.11.0)
@@ -16,6 +19,7 @@ tag=$($py -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')
 # the project's flags for every kernel and target, from one Python call per target: "target kernel flags..."
 flags=$(for cap in default avx2 avx512; do ATEN_CPU_CAPABILITY=$cap PYTHONPATH=$PWD $py -c "from hf_acts.ops import _cpp
 for path in sorted(_cpp.CSRC.glob('*.cpp')): print('$cap', path.stem, *_cpp.compile_flags(path.stem))" 2>/dev/null; done)
+[ -n "$flags" ] || { echo "$py could not import hf_acts.ops with torch: set PYTHON to a Python that has torch" >&2; exit 2; }
 status=0
 for v in "${versions[@]}"; do
     inc=$cache/$v/torch/include

@@ -75,11 +75,7 @@ void visit(const Layout& l, int64_t u0, int64_t u1, Span span, Row row) {
 }
 
 // The loops below run over n values with one coefficient (an H*W span of one channel, sums into pos[0]) or, Row,
-// one per value (a row of C channels, sums into pos[c]); float16 on float blocks (kStaged, vec_math.h), from
-// offset `o` in a row's per-channel arrays. Row is a template argument, not a runtime one: with both loops in one
-// function GCC did not inline it, and the call per 7x7 span made FleS' forward 1.08-1.10x slower at (N, 2048, 7, 7).
-template <bool Row>
-inline int64_t block_offset(int64_t i0) { return Row ? i0 : 0; }
+// one per value (a row of C channels, sums into pos[c]); float16 on float blocks (kStaged, vec_math.h).
 
 // pos += sum relu(x), count += sum [x > 0].
 template <bool Row, typename S, typename T = compute_t<S>>

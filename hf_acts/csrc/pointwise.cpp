@@ -106,19 +106,20 @@ struct Swish {  // p = beta; sum g x^2 sigmoid'(beta x)
 // is a shift and a rounding), so it is not (scripts/bench_kernel_ab.py, one process each).
 
 // Glu: the gated product of dynActGLU, y = f(x) up, whose backward gives dx = f'(x) g up (the sums taken with
-// g up for g) and d up = g f(x); without Glu, up and gup are unused (null). p, q: one coefficient pair (pq = 1) or
-// one per value (pq = n, channels-last rows).
-template <typename Op, bool Glu, typename S, typename T = compute_t<S>>
-void forward_values(S* y, const S* x, const S* up, int64_t n, const T* p, const T* q, int64_t pq) {
+// g up for g) and d up = g f(x); without Glu, up and gup are unused (null). p, q: one coefficient pair, or with Row
+// one per value (a channels-last row; block_offset in vec_math.h).
+template <typename Op, bool Glu, bool Row, typename S, typename T = compute_t<S>>
+void forward_values(S* y, const S* x, const S* up, int64_t n, const T* p, const T* q) {
   if constexpr (kStaged<S>) {
     staged(n, [&](int64_t i0, int64_t m) {
       T xb[kStage], ub[kStage], yb[kStage];
       to_float(xb, x + i0, m);
       if constexpr (Glu) to_float(ub, up + i0, m);
-      forward_values<Op, Glu>(yb, xb, ub, m, pq == 1 ? p : p + i0, pq == 1 ? q : q + i0, pq == 1 ? 1 : m);
+      const int64_t o = block_offset<Row>(i0);
+      forward_values<Op, Glu, Row>(yb, xb, ub, m, p + o, q + o);
       from_float(y + i0, yb, m);
     });
-  } else if (pq == 1) {
+  } else if constexpr (!Row) {
     const T p0 = *p, q0 = *q;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
@@ -146,24 +147,24 @@ inline T gated_grad(T v, const S* g, const S* up, S* gup, int64_t i, T p, T q) {
   }
 }
 
-// dx (and d up) over n values, adding their terms of the two sums to s0, s1: with one coefficient pair (pq = 1)
-// to s0[0], s1[0] in double (partial sums over at most kChunk values in T first); with one pair per value (pq = n,
-// channels-last rows) to s0[c], s1[c] in T (the caller flushes them to double).
-template <typename Op, bool Glu, typename S, typename T = compute_t<S>, typename A>
-void backward_values(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n, const T* p, const T* q,
-                     int64_t pq, A* s0, A* s1) {
+// dx (and d up) over n values, adding their terms of the two sums to s0, s1: with one coefficient pair to s0[0],
+// s1[0] in double (partial sums over at most kChunk values in T first); with Row, one pair per value, to s0[c],
+// s1[c] in T (the caller flushes them to double).
+template <typename Op, bool Glu, bool Row, typename S, typename T = compute_t<S>, typename A>
+void backward_values(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n, const T* p, const T* q, A* s0,
+                     A* s1) {
   if constexpr (kStaged<S>) {
     staged(n, [&](int64_t i0, int64_t m) {
       T gb[kStage], xb[kStage], ub[kStage], gxb[kStage], gub[kStage];
       to_float(gb, g + i0, m);
       to_float(xb, x + i0, m);
       if constexpr (Glu) to_float(ub, up + i0, m);
-      const int64_t o = pq == 1 ? 0 : i0;
-      backward_values<Op, Glu>(gxb, gub, gb, xb, ub, m, p + o, q + o, pq == 1 ? 1 : m, s0 + o, s1 + o);
+      const int64_t o = block_offset<Row>(i0);
+      backward_values<Op, Glu, Row>(gxb, gub, gb, xb, ub, m, p + o, q + o, s0 + o, s1 + o);
       from_float(gx + i0, gxb, m);
       if constexpr (Glu) from_float(gup + i0, gub, m);
     });
-  } else if (pq == 1) {
+  } else if constexpr (!Row) {
     constexpr int64_t kChunk = 4096;
     const T p0 = *p, q0 = *q;
     for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
@@ -211,13 +212,13 @@ void forward_impl(S* y, const S* x, const S* up, int64_t numel, int64_t C, int64
   if (inner == 1 && C > 1) {
     at::parallel_for(0, numel / C, std::max<int64_t>(1, kGrain / C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
-        forward_values<Op, Glu>(y + r * C, x + r * C, Glu ? up + r * C : up, C, p.data(), q.data(), C);
+        forward_values<Op, Glu, true>(y + r * C, x + r * C, Glu ? up + r * C : up, C, p.data(), q.data());
     });
     return;
   }
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
     for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) {
-      forward_values<Op, Glu>(y + i, x + i, Glu ? up + i : up, n, &p[c], &q[c], 1);
+      forward_values<Op, Glu, false>(y + i, x + i, Glu ? up + i : up, n, &p[c], &q[c]);
     });
   });
 }
@@ -241,8 +242,8 @@ void backward_impl(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n
         std::fill(part.begin(), part.end(), compute_t<S>(0));
         for (int64_t row = r; row < std::min(r1, r + kRowsPerFlush); ++row) {
           const int64_t o = row * C;
-          backward_values<Op, Glu>(gx + o, Glu ? gup + o : gup, g + o, x + o, Glu ? up + o : up, C, p.data(),
-                                   q.data(), C, part.data(), part.data() + C);
+          backward_values<Op, Glu, true>(gx + o, Glu ? gup + o : gup, g + o, x + o, Glu ? up + o : up, C, p.data(),
+                                         q.data(), part.data(), part.data() + C);
         }
         for (int64_t c = 0; c < 2 * C; ++c) sums[c] += part[c];
       }
@@ -252,8 +253,8 @@ void backward_impl(S* gx, S* gup, const S* g, const S* x, const S* up, int64_t n
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
     double* sums = sums_of();
     for_spans(begin, end, C, inner, [&](int64_t i, int64_t n, int64_t c) {
-      backward_values<Op, Glu>(gx + i, Glu ? gup + i : gup, g + i, x + i, Glu ? up + i : up, n, &p[c], &q[c], 1,
-                               &sums[c], &sums[C + c]);
+      backward_values<Op, Glu, false>(gx + i, Glu ? gup + i : gup, g + i, x + i, Glu ? up + i : up, n, &p[c], &q[c],
+                                      &sums[c], &sums[C + c]);
     });
   });
 }

@@ -220,4 +220,11 @@ inline void staged(int64_t n, F body) {
   for (int64_t i0 = 0; i0 < n; i0 += kStage) body(i0, std::min(kStage, n - i0));
 }
 
+// The kernels' loops run over a span of one channel (one coefficient, one sum) or, Row, a channels-last row (one
+// coefficient and one sum per value). A staged block at i0 starts at i0 in a row's per-channel arrays, at 0 in a
+// span's. Row is a template argument, not a runtime one: with both loops in one function GCC did not inline it into
+// FleS' per-span calls, which made its forward 1.08-1.10x slower at (N, 2048, 7, 7).
+template <bool Row>
+inline int64_t block_offset(int64_t i0) { return Row ? i0 : 0; }
+
 }  // namespace hf_acts
