@@ -6,7 +6,7 @@
 # is built for both targets first, all builds at once. Then each benchmark runs on two physical cores of its own
 # (OMP_NUM_THREADS=2), all six side by side, while the kernel tests of both targets run one after the other on a
 # seventh pair: a machine with 14+ cores keeps them apart, and on 16 the last pair is left for other work
-# (scripts/gpu_checks.sh on a GPU machine).
+# (scripts/gpu_checks.sh on a GPU machine). Then, on the tests' pair, scripts/profile_step.py (ViT-Tiny FleS / GELU).
 # Usage: scripts/isa_checks.sh OUTPUT_DIR [SECONDS]   (SECONDS: the time every part ends within, counted after the
 # kernel builds; default 1800)
 # Runs from a checkout with PYTHONPATH (no install needed where torch, timm and transformers are present).
@@ -56,6 +56,12 @@ for entry in "${isas[@]}"; do
     as_isa "${entry#*:}" timeout "$left" taskset -c "$(pair 0)" $py -m pytest -q -p no:cacheprovider -m "not slow" \
         tests/test_ops.py tests/test_fles.py tests/test_adrelu.py tests/test_dynactivation.py \
         > "$out/${entry%%:*}/tests.log" 2>&1
+done
+for entry in "${isas[@]}"; do  # where the ViT-Tiny FleS step's time goes, if time is left
+    left=$((deadline - $(date +%s)))
+    [ "$left" -gt 0 ] || break
+    as_isa "${entry#*:}" timeout "$left" taskset -c "$(pair 0)" $py scripts/profile_step.py \
+        --output "$out/${entry%%:*}/profile_vit_tiny_fles.txt" > "$out/${entry%%:*}/profile.log" 2>&1
 done
 wait
 for d in "$out"/*/; do

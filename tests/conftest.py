@@ -46,7 +46,7 @@ def ran_op(y: torch.Tensor, op: str) -> bool:
     under the eager fast path (``direct._Direct``, whose node holds the op's backward kernel)."""
     from hf_acts.ops import direct as fast_path
 
-    kernels = [k for o, (_, by_device, _) in fast_path.KERNELS.items() if o._qualname == f"hf_acts::{op}"
+    kernels = [k for o, (_, by_device, *_) in fast_path.KERNELS.items() if o._qualname == f"hf_acts::{op}"
                for k in by_device.values()]
     todo, seen = [y.grad_fn], set()
     while todo:

@@ -56,9 +56,11 @@ def _(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, base: str, eps:
             x.new_empty((b, hidden), dtype=dtype), x.new_empty((b, 2 * c), dtype=dtype))
 
 
-@torch.library.custom_op("hf_acts::fles_backward", mutates_args=(), device_types="cpu")
-def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
-                  denom: Tensor, h: Tensor, t: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+# The backward takes the forward's inputs, its intermediates (m, denom, h, t) and its non-tensor arguments, as
+# hf_acts.ops.direct passes them; eps is unused (denom holds it).
+def _fles_backward_cpu(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
+                       denom: Tensor, h: Tensor, t: Tensor, base: str, eps: float
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(dx, d w1, d b1, d w2, d b2)``: ``d k_ve = sum g rho(u) x``, ``d k_ho = sum g k_ve rho'(u) x^2``
     (``u = k_ho x``), through ``1 + tanh`` and the MLP to ``d m``, then
     ``dx = g k_ve (rho(u) + u rho'(u)) + [x > 0] d m / denom``."""
@@ -69,31 +71,25 @@ def fles_backward(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b
         return grad_x, *weight_grads(d_pre1, d_pre2, m, h, w1.dtype)
 
 
+fles_backward = torch.library.custom_op("hf_acts::fles_backward", mutates_args=(),
+                                        device_types="cpu")(_fles_backward_cpu)
+
+
 @fles_backward.register_kernel("cuda")
 def fles_backward_triton(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor,
-                         denom: Tensor, h: Tensor, t: Tensor, base: str
+                         denom: Tensor, h: Tensor, t: Tensor, base: str, eps: float
                          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return fles_backward_with(grad, x, w1, b1, w2, b2, m, denom, h, t, base, _triton())
 
 
 @fles_backward.register_fake
 def _(grad: Tensor, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, m: Tensor, denom: Tensor, h: Tensor,
-      t: Tensor, base: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+      t: Tensor, base: str, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     params = (w1, b1, w2, b2)
     return (torch.empty_like(x, memory_format=torch.contiguous_format), *(torch.empty_like(p) for p in params))
 
 
-def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    x, w1, b1, w2, b2, ctx.base, _ = inputs
-    ctx.save_for_backward(x, w1, b1, w2, b2, *output[1:])
-
-
-def _grad(ctx, grad, *unused):  # noqa: ANN001, ANN202
-    return *fles_backward(grad, *ctx.saved_tensors, ctx.base), None, None
-
-
-fles.register_autograd(_grad, setup_context=_setup)
-# without autograd (inference) the module calls the kernels directly: the op's dispatch and torch.library's wrapper
-# cost ~70 us a call on the project's VM (FleS(16) on (2, 4, 16) under no_grad: 150 -> 80 us), and ResNet-50 FleS
-# at batch 1 ran in 0.91-0.99x of its time through the op; in training the op and its autograd above run
-direct.register_forward(fles, {"cpu": _fles_cpu, "cuda": fles_triton})
+# autograd, and the eager fast path (hf_acts.ops.direct: the kernels without the op's dispatch; under no_grad FleS(16)
+# on (2, 4, 16) 150 -> 80 us a call, and ResNet-50 FleS at batch 1 ran in 0.91-0.99x of its time through the op)
+direct.register(fles, fles_backward, {"cpu": _fles_cpu, "cuda": fles_triton},
+                {"cpu": _fles_backward_cpu, "cuda": fles_backward_triton}, saves_outputs=True)
