@@ -62,14 +62,16 @@ struct Layout {
 // A sample is a list of units: its (r, c) spans of I positions when I > 1, else its R rows of C channels.
 inline int64_t units(const Layout& l) { return l.I > 1 ? l.R * l.C : l.R; }
 
-// Runs span(offset, n, c) over units [u0, u1) when I > 1, else row(offset); offsets are from the sample's start.
-template <typename Span, typename Row>
-void visit(const Layout& l, int64_t u0, int64_t u1, Span span, Row row) {
+// Runs fn(row, offset, n, c) over units [u0, u1), offsets from the sample's start: a span of I positions of channel
+// c when I > 1 (row: std::false_type), else a row of C channels (row: std::true_type, c = 0), so that one generic
+// lambda calls the Row or span instantiation of the loops below.
+template <typename F>
+void visit(const Layout& l, int64_t u0, int64_t u1, F fn) {
   for (int64_t u = u0; u < u1; ++u) {
     if (l.I > 1) {
-      span(u * l.I, l.I, u % l.C);
+      fn(std::false_type{}, u * l.I, l.I, u % l.C);
     } else {
-      row(u * l.C);
+      fn(std::true_type{}, u * l.C, l.C, 0);
     }
   }
 }
@@ -110,9 +112,9 @@ void stats_values(const S* xs, int64_t n, T* pos, T* count) {
 // pos[c] += sum relu(x), count[c] += sum [x > 0] over units [u0, u1) of one sample.
 template <typename S, typename T = compute_t<S>>
 void sample_stats(const Layout& l, const S* x, T* pos, T* count, int64_t u0, int64_t u1) {
-  visit(
-      l, u0, u1, [&](int64_t off, int64_t len, int64_t c) { stats_values<false>(x + off, len, pos + c, count + c); },
-      [&](int64_t off) { stats_values<true>(x + off, l.C, pos, count); });
+  visit(l, u0, u1, [&](auto row, int64_t off, int64_t n, int64_t c) {
+    stats_values<decltype(row)::value>(x + off, n, pos + c, count + c);
+  });
 }
 
 // The coefficient MLP of one sample: m = pos / denom (denom = count + eps), h = relu(w1 m + b1),
@@ -174,10 +176,9 @@ void apply_values(const S* xs, S* ys, int64_t n, const T* ve, const T* ho) {
 
 template <int64_t G, typename S, typename T = compute_t<S>>
 void sample_apply(const Layout& l, const S* x, S* y, const T* ve, const T* ho, int64_t u0, int64_t u1) {
-  visit(
-      l, u0, u1,
-      [&](int64_t off, int64_t len, int64_t c) { apply_values<G, false>(x + off, y + off, len, ve + c, ho + c); },
-      [&](int64_t off) { apply_values<G, true>(x + off, y + off, l.C, ve, ho); });
+  visit(l, u0, u1, [&](auto row, int64_t off, int64_t n, int64_t c) {
+    apply_values<G, decltype(row)::value>(x + off, y + off, n, ve + c, ho + c);
+  });
 }
 
 // sum_a += sum g rho(u) x, sum_d += sum g rho'(u) x^2 (u = k_ho x), and dx's part that needs no sum,
@@ -224,12 +225,9 @@ void coef_sums_values(const S* gs, const S* xs, T* fs, int64_t n, const T* ve, c
 template <int64_t G, typename S, typename T = compute_t<S>>
 void sample_coef_sums(const Layout& l, const S* g, const S* x, const T* ve, const T* ho, T* first, T* sum_a,
                       T* sum_d, int64_t u0, int64_t u1) {
-  visit(
-      l, u0, u1,
-      [&](int64_t off, int64_t len, int64_t c) {
-        coef_sums_values<G, false>(g + off, x + off, first + off, len, ve + c, ho + c, sum_a + c, sum_d + c);
-      },
-      [&](int64_t off) { coef_sums_values<G, true>(g + off, x + off, first + off, l.C, ve, ho, sum_a, sum_d); });
+  visit(l, u0, u1, [&](auto row, int64_t off, int64_t n, int64_t c) {
+    coef_sums_values<G, decltype(row)::value>(g + off, x + off, first + off, n, ve + c, ho + c, sum_a + c, sum_d + c);
+  });
 }
 
 // The MLP's backward for one sample, from the coefficient sums to d pos = d m / denom (written over sum_a):
@@ -281,12 +279,9 @@ void input_grad_values(const S* xs, const T* fs, S* out, int64_t n, const T* dpo
 
 template <typename S, typename T = compute_t<S>>
 void sample_input_grad(const Layout& l, const S* x, const T* first, S* gx, const T* dpos, int64_t u0, int64_t u1) {
-  visit(
-      l, u0, u1,
-      [&](int64_t off, int64_t len, int64_t c) {
-        input_grad_values<false>(x + off, first + off, gx + off, len, dpos + c);
-      },
-      [&](int64_t off) { input_grad_values<true>(x + off, first + off, gx + off, l.C, dpos); });
+  visit(l, u0, u1, [&](auto row, int64_t off, int64_t n, int64_t c) {
+    input_grad_values<decltype(row)::value>(x + off, first + off, gx + off, n, dpos + c);
+  });
 }
 
 // k_ve = 1 + t[:C], k_ho = 1 + t[C:] of one sample.
