@@ -50,18 +50,18 @@ for entry in "${isas[@]}"; do
         slot=$((slot + 1))
     done
 done
+# on_test_pair CAP COMMAND...: the command under that cap on pair 0, within what is left of the deadline
+on_test_pair() {
+    local left=$((deadline - $(date +%s)))
+    [ "$left" -gt 0 ] && as_isa "$1" timeout "$left" taskset -c "$(pair 0)" "${@:2}"
+}
 for entry in "${isas[@]}"; do
-    left=$((deadline - $(date +%s)))
-    [ "$left" -gt 0 ] || break
-    as_isa "${entry#*:}" timeout "$left" taskset -c "$(pair 0)" $py -m pytest -q -p no:cacheprovider -m "not slow" \
-        tests/test_ops.py tests/test_fles.py tests/test_adrelu.py tests/test_dynactivation.py \
-        > "$out/${entry%%:*}/tests.log" 2>&1
+    on_test_pair "${entry#*:}" $py -m pytest -q -p no:cacheprovider -m "not slow" tests/test_ops.py tests/test_fles.py \
+        tests/test_adrelu.py tests/test_dynactivation.py > "$out/${entry%%:*}/tests.log" 2>&1
 done
 for entry in "${isas[@]}"; do  # where the ViT-Tiny FleS step's time goes, if time is left
-    left=$((deadline - $(date +%s)))
-    [ "$left" -gt 0 ] || break
-    as_isa "${entry#*:}" timeout "$left" taskset -c "$(pair 0)" $py scripts/profile_step.py \
-        --output "$out/${entry%%:*}/profile_vit_tiny_fles.txt" > "$out/${entry%%:*}/profile.log" 2>&1
+    on_test_pair "${entry#*:}" $py scripts/profile_step.py --output "$out/${entry%%:*}/profile_vit_tiny_fles.txt" \
+        > "$out/${entry%%:*}/profile.log" 2>&1
 done
 wait
 for d in "$out"/*/; do
