@@ -50,7 +50,7 @@ def mark_kernel_layers() -> bool:
 
 
 def build_kernel_repo(output_dir: str | Path, version: int = 1) -> Path:
-    """Write the kernel repository into ``output_dir``: ``build/torch-universal/hf_acts_kernels/`` (the Triton
+    """Write the kernel repository into ``output_dir``: ``build/torch-cuda/hf_acts_kernels/`` (the Triton
     kernels, the FleS math and ``layers.py``) with its ``metadata.json``, and a README. Returns ``output_dir``."""
     out = Path(output_dir)
     variant = out / "build" / VARIANT
@@ -75,7 +75,7 @@ tags: [kernels, triton, activations, hf-acts]
 
 Triton kernels (forward and backward, float32 / bfloat16 / float16 with float32 arithmetic) for the trainable
 activations of hf-acts (the `hf-acts` Python package): dynActivation, dynActGLU's gate product, Swish-beta
-and FleS. A `torch-universal` build: pure Python and Triton.
+and FleS. A `{VARIANT}` noarch build (for any torch version): pure Python and Triton.
 
 | layer name (`kernel_layer_name`) | layer here | replaces the forward of |
 |---|---|---|

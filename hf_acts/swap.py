@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .activations._base import ChannelsLast
+from .activations._base import ChannelsLast, probe
 from .registry import activation_name, get_activation, named_activations
 
 # (library, class name) -> the base function an instance computes with its default arguments; the one table behind
@@ -172,18 +172,9 @@ def _trace_sites(model: nn.Module, names: list[str], example_inputs: Any) -> dic
 
     handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
     handles += [m.register_forward_hook(linear_output) for m in modules.values() if isinstance(m, nn.Linear)]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
-            if isinstance(example_inputs, Mapping):
-                model(**example_inputs)
-            elif isinstance(example_inputs, tuple):
-                model(*example_inputs)
-            else:
-                model(example_inputs)
+        probe(model, example_inputs)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return seen

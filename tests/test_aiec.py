@@ -10,7 +10,7 @@ from torch import nn
 from hf_acts import AIEC, aiec_loss, aiec_targets, reset_aiec_counters
 
 W = torch.tensor([[1.0, -1.0, -0.5], [-1.0, 1.0, -0.2]])
-X = torch.tensor([[2.0, -1.0, 0.5], [-1.0, 3.0, 1.0], [1.0, 0.2, 2.0]])
+X = torch.tensor([[2.0, -1.0, 0.5], [-1.0, 3.0, 1.0], [1.0, -0.2, 2.0]])  # sample 2 has a silent channel
 Y = torch.tensor([0, 1, 1])
 
 
@@ -32,7 +32,8 @@ def test_counters_gate_and_losses_by_hand():
     m.set_targets(Y)
     y = m(X)
     a = F.relu(X)  # vectors: pooling is the identity
-    # DMU logits a W^T: [1.75, -2.1], [-3.5, 2.8], [-0.2, -1.2] -> samples 0 and 1 correct, 2 wrong
+    # DMU logits a W^T: [1.75, -2.1], [-3.5, 2.8], [0.0, -1.4] -> samples 0 and 1 correct, 2 wrong; sample 2's
+    # silent channel 1 is not counted as an inhibition of class 1 (only DMU-correct samples count)
     assert torch.equal(y, a)
     assert m.theta.tolist() == [[1, 0, 1], [0, 1, 1]]
     assert m.eta.tolist() == [[0, 1, 0], [1, 0, 0]]
@@ -40,7 +41,7 @@ def test_counters_gate_and_losses_by_hand():
     # v = [[1,-1,1],[-1,1,1]]; G_intr = v <= 0; G_extr = W <= 0; G = [[0,1,0],[1,0,0]]
     # per-sample gate: 0/1, 0/1, |1|/1 -> mean 1/3
     assert m.gate_loss.item() == pytest.approx(1 / 3)
-    logits = torch.tensor([[1.75, -2.1], [-3.5, 2.8], [-0.2, -1.2]])
+    logits = torch.tensor([[1.75, -2.1], [-3.5, 2.8], [0.0, -1.4]])
     expected_aux = -sum(math.log(torch.softmax(logits[i], 0)[Y[i]].item()) for i in range(3)) / 3
     assert m.aux_loss.item() == pytest.approx(expected_aux, rel=1e-5)
 
@@ -50,7 +51,7 @@ def test_class_without_counted_samples_is_not_gated_unless_asked():
     verdict (nothing gated); ``gate_unseen=True`` is the literal v := 0 reading (every W <= 0 channel gated)."""
     x, y = X[[0, 2]], torch.tensor([0, 1])  # sample 0 (class 0) is DMU-correct, sample 2 (class 1) is not
     # class 0: v = [1, -1, 1], W_0 <= 0 at channels 1, 2 -> G = [0, 1, 0]; a_0 = [2, 0, 0.5] -> gated 0
-    # class 1: phi = 0; gated reading: G = W_1 <= 0 = [1, 0, 1], a = [1, 0.2, 2] -> (1 + 2) / 2 = 1.5
+    # class 1: phi = 0; gated reading: G = W_1 <= 0 = [1, 0, 1], a = [1, 0, 2] -> (1 + 2) / 2 = 1.5
     for gate_unseen, expected in ((False, 0.0), (True, (0.0 + 1.5) / 2)):
         m = AIEC(3, num_classes=2, gate_unseen=gate_unseen).train()
         with torch.no_grad():

@@ -170,3 +170,14 @@ def test_lazily_sized_activations_refuse_to_build_in_a_multi_process_run_outside
     assert hf_acts.build_lazy(model, torch.randn(2, 3, 5, 5)) == 2
     assert model.training and not unbuilt_activations(model)
     assert [m.channels for m in model if hasattr(m, "channels")] == [8, 8]
+
+
+def test_build_lazy_restores_every_module_mode():
+    """A model training with frozen (eval-mode) BatchNorm keeps it frozen: the sizing pass restores each module's
+    own flag, not the model's flag everywhere."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.BatchNorm2d(8), hf_acts.FleS()).train()
+    model[1].eval()
+    before = model[1].running_mean.clone()
+    assert hf_acts.build_lazy(model, torch.randn(2, 3, 5, 5)) == 1
+    assert [m.training for m in model] == [True, False, True] and model.training
+    assert torch.equal(model[1].running_mean, before)  # the pass ran in eval mode

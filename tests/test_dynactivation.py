@@ -47,6 +47,14 @@ def test_per_channel_images_and_tokens():
         m(torch.randn(2, 5, 4, 4))
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_alpha_at_init_with_beta_moved_is_not_the_base(per_channel):
+    """The kernels return the base itself at alpha = 1, beta = 0 (bit-exact swaps); alpha alone at 1 is not that."""
+    m = DynActivation("silu", beta_init=0.25, per_channel=per_channel, channels=6 if per_channel else None)
+    x = torch.randn(2, 6, 4, 4)
+    torch.testing.assert_close(m(x), F.silu(x) * 0.75 + 0.25 * x)
+
+
 @pytest.mark.parametrize("base", ["relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish"])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_gradcheck_including_alpha_beta(base, per_channel):

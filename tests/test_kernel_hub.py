@@ -32,7 +32,8 @@ def test_repository_layout(repo):
     assert metadata["name"] == "hf-acts-kernels" and metadata["backend"] == {"type": "cuda"}
     names = {p.name for p in (variant / kernel_hub.PACKAGE).iterdir()}
     assert {"__init__.py", "layers.py", "triton_pointwise.py", "triton_fles.py", "fles_math.py", "ids.py"} <= names
-    assert "HfActsFleS" in (repo / "README.md").read_text()
+    readme = (repo / "README.md").read_text()
+    assert "HfActsFleS" in readme and f"`{kernel_hub.VARIANT}` noarch build" in readme
 
 
 def _model() -> torch.nn.Module:

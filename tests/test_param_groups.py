@@ -40,3 +40,27 @@ def test_zero3_placeholders_are_grouped_by_their_real_rank():
     no_decay, decay = hf_acts.param_groups_weight_decay(model, 0.1)
     assert [p.ds_shape for p in decay["params"]] == [(4, 4)]
     assert len(no_decay["params"]) == 3  # the bias, alpha, beta
+
+
+def test_model_no_weight_decay_names_are_exempt():
+    """timm models name their own exemptions (a ViT's 3-D pos_embed, which skip_1d alone would decay)."""
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=3)
+    no_decay, decay = param_groups_weight_decay(model, weight_decay=0.1)
+    assert model.pos_embed.ndim == 3 and "pos_embed" in model.no_weight_decay()
+    assert id(model.pos_embed) in {id(p) for p in no_decay["params"]}
+    assert id(model.pos_embed) not in {id(p) for p in decay["params"]}
+
+
+def test_trainer_optimizer_takes_the_training_arguments():
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir="unused", learning_rate=3e-3, weight_decay=0.2, adam_beta1=0.8,
+                             adam_beta2=0.95, adam_epsilon=1e-7, report_to=[], use_cpu=True)
+    factory, kwargs = hf_acts.trainer_optimizer(args)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), hf_acts.DynActivation("silu"))
+    optimizer = factory()(model, **kwargs)  # as the Trainer calls a factory: (model, **kwargs)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["betas"] == (0.8, 0.95) and optimizer.defaults["eps"] == 1e-7
+    assert optimizer.defaults["lr"] == 3e-3
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 0.2]
+    assert [len(g["params"]) for g in optimizer.param_groups] == [3, 1]  # bias, alpha, beta | weight

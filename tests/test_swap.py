@@ -103,6 +103,16 @@ def test_preserve_false_uses_the_paper_init():
     assert not report.function_preserving and model.get_submodule(report.names[0]).tau_init == "paper"
 
 
+def test_a_preserving_argument_overridden_is_reported_as_not_preserving():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+    x = torch.randn(2, 4)
+    before = model(x)
+    report = replace_activations(model, "dynactivation", target="relu", select="^1$", example_inputs=x)
+    assert report.function_preserving and torch.equal(model(x), before)
+    report = replace_activations(model, "dynactivation", target="relu", base="gelu", example_inputs=x)
+    assert report.records[0].kwargs["base"] == "gelu" and not report.function_preserving
+
+
 def test_llama_mlp_activation():
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
@@ -133,6 +143,20 @@ def test_shared_module_with_two_channel_counts_is_refused():
         replace_activations(Net(), "adrelu", target="relu", example_inputs=torch.randn(2, 4))
     report = replace_activations(Net(), "dynactivation", target="relu", example_inputs=torch.randn(2, 4))
     assert report.records[0].calls == 2
+
+
+def test_modes_are_kept_and_modules_of_the_new_class_are_not_swapped_again():
+    """The tracing pass restores each module's own mode (frozen BatchNorm stays frozen in a training model); each new
+    module takes the mode of the module it replaces; a module already of the new class is not rebuilt."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU()).train()
+    model[1].eval()
+    model[4].eval()
+    replace_activations(model, "dynactivation", target="relu", example_inputs=torch.randn(2, 4))
+    assert [m.training for m in model] == [True, False, True, True, False]
+    with pytest.raises(ValueError, match="no module matches"):
+        replace_activations(model, "dynactivation", target=["relu", hf_acts.DynActivation])
+    report = replace_activations(model, "swish_beta", target=hf_acts.DynActivation, example_inputs=torch.randn(2, 4))
+    assert report.names == ["2", "4"] and [model[2].training, model[4].training] == [True, False]
 
 
 def test_errors_and_report_text():

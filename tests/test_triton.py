@@ -118,6 +118,9 @@ def test_fles(base, shape, dtype):
     grads = fles_math.fles_backward_with(grad, x, *params, m, denom, h, t, base, triton_fles)
     ref, rgrads = _reference(lambda x, *p: _fles_plain(x, *p, base), x, *params, grad=grad)
     _close(y, ref, dtype)
+    # the positive count plus eps, exactly (eps' 1e-6 is below the outputs' tolerance; the 11-token rows show it)
+    count = (x > 0).sum((2, 3) if x.ndim == 4 else (1,))
+    assert torch.equal(denom, count.float() + 1e-6)
     assert grads[0].dtype == dtype and all(g.dtype == torch.float32 for g in grads[1:])
     for got, want in zip(grads, rgrads, strict=True):
         scale = max(1.0, want.abs().max().item())

@@ -139,26 +139,36 @@ def unbuilt_activations(model: nn.Module) -> list[LazyChannels]:
     return [m for m in model.modules() if isinstance(m, LazyChannels) and m.channels is None and m._needs_channels()]
 
 
+def probe(model: nn.Module, inputs: Any) -> None:
+    """One forward pass of ``model`` on ``inputs`` (a tensor, tuple or dict of model inputs) in eval mode and without
+    gradients. Every module's own training flag is restored afterwards, not only the model's: a model training with
+    frozen (eval-mode) BatchNorm layers keeps them frozen."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()
+            if isinstance(inputs, Mapping):
+                model(**inputs)
+            elif isinstance(inputs, tuple):
+                model(*inputs)
+            else:
+                model(inputs)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def build_lazy(model: nn.Module, inputs: Any) -> int:
-    """Size every activation of ``model`` that was built without its channel count with one forward pass on
-    ``inputs`` (a tensor, tuple or dict of model inputs; no grad, eval mode, training mode restored). Call it before
-    ``accelerator.prepare`` / DDP / FSDP / DeepSpeed. Returns how many were built."""
+    """Size every activation of ``model`` that was built without its channel count with one :func:`probe` pass on
+    ``inputs``. Call it before ``accelerator.prepare`` / DDP / FSDP / DeepSpeed. Returns how many were built."""
     global _building
     unbuilt = unbuilt_activations(model)
     if unbuilt:
-        was_training, _building = model.training, True
+        _building = True
         try:
-            with torch.no_grad():
-                model.eval()
-                if isinstance(inputs, Mapping):
-                    model(**inputs)
-                elif isinstance(inputs, tuple):
-                    model(*inputs)
-                else:
-                    model(inputs)
+            probe(model, inputs)
         finally:
             _building = False
-            model.train(was_training)
     return sum(m.channels is not None for m in unbuilt)
 
 
