@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=1, help="full runs; the tables give the median and range over them")
     p.set_defaults(fn=cmd_bench)
 
-    p = sub.add_parser("kernel-repo", help="write (and push) the Kernel Hub repository of the Triton kernels")
+    p = sub.add_parser("kernel-repo",
+                       help="write the Kernel Hub repository of the Triton kernels (push it with hf-acts publish)")
     p.add_argument("output_dir")
     p.set_defaults(fn=cmd_kernel_repo)
     return parser

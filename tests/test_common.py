@@ -172,12 +172,44 @@ def test_lazily_sized_activations_refuse_to_build_in_a_multi_process_run_outside
     assert [m.channels for m in model if hasattr(m, "channels")] == [8, 8]
 
 
-def test_build_lazy_restores_every_module_mode():
+def test_build_lazy_restores_every_module_mode_and_counts_what_it_built():
     """A model training with frozen (eval-mode) BatchNorm keeps it frozen: the sizing pass restores each module's
-    own flag, not the model's flag everywhere."""
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.BatchNorm2d(8), hf_acts.FleS()).train()
-    model[1].eval()
-    before = model[1].running_mean.clone()
+    own flag, not the model's flag everywhere. An activation the pass never reached stays unbuilt and uncounted."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.act = torch.nn.Conv2d(3, 8, 1), torch.nn.BatchNorm2d(8), hf_acts.FleS()
+            self.unused = hf_acts.ADReLU()
+
+        def forward(self, x):
+            return self.act(self.bn(self.conv(x)))
+
+    model = Net().train()
+    model.bn.eval()
+    before = model.bn.running_mean.clone()
     assert hf_acts.build_lazy(model, torch.randn(2, 3, 5, 5)) == 1
-    assert [m.training for m in model] == [True, False, True] and model.training
-    assert torch.equal(model[1].running_mean, before)  # the pass ran in eval mode
+    assert [m.training for m in (model, model.conv, model.bn, model.act, model.unused)] == [True, True, False, True,
+                                                                                           True]
+    assert torch.equal(model.bn.running_mean, before)  # the pass ran in eval mode
+    assert model.act.channels == 8 and model.unused.channels is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lazy_parameters_sized_under_autocast_are_float32(name):
+    """Under autocast the activation's input is bfloat16, but its parameters are the optimizer's float32 weights."""
+    lazy, conv = build(name), torch.nn.Conv2d(3, 16, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = conv(torch.randn(2, 3, 5, 5))
+        y = lazy(x)
+    assert x.dtype == torch.bfloat16 and y.shape == x.shape
+    assert {p.dtype for p in lazy.parameters()} == {torch.float32}
+
+
+def test_channels_last_wrapper_equals_the_activation_on_the_channels_first_map():
+    """ADReLU's 3x3 depthwise conv tells H from W, so a transposed view inside the wrapper would show."""
+    from hf_acts.activations._base import ChannelsLast
+
+    act = randomize_(hf_acts.ADReLU(16), 0.2)
+    x = torch.randn(2, 16, 5, 7)
+    torch.testing.assert_close(ChannelsLast(act)(x.permute(0, 2, 3, 1)), act(x).permute(0, 2, 3, 1))

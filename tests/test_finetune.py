@@ -124,6 +124,18 @@ def test_same_run_without_resume_is_refused(tmp_path):
         vision.main([*VISION, "--output-dir", str(out)])
 
 
+def test_resuming_lets_only_the_resume_free_arguments_change(tmp_path):
+    out = tmp_path / "run"
+    args = vars(vision.parse_args([*VISION, "--output-dir", str(out)]))
+    hf_acts.training.prepare_output_dir(out, args, resume=False)
+    hf_acts.training.write_args(out, args)
+    moved = {**args, "resume": True, "output_dir": str(tmp_path / "moved"),
+             "report_to": "tensorboard" if args["report_to"] == "none" else "none"}
+    assert hf_acts.training.prepare_output_dir(out, moved, resume=True) == out
+    with pytest.raises(ValueError, match=r"arguments differ: \['lr'\]"):
+        hf_acts.training.prepare_output_dir(out, {**args, "lr": args["lr"] * 2}, resume=True)
+
+
 def test_lm_bad_model(tmp_path):
     with pytest.raises(ValueError, match="cannot load model"):
         lm.main([*LM, "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "run")])
