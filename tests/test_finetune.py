@@ -75,6 +75,8 @@ def test_kill_and_resume_finishes_with_the_same_number_of_steps(tmp_path):
     assert metrics["steps"] == 2 * 10
     assert [r["epoch"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())][-1] == 2
     assert not list((out / "checkpoints").glob(".tmp-*"))
+    # every 3 steps, the newest two kept (--keep-checkpoints' default)
+    assert [p.name for p in sorted((out / "checkpoints").glob("step_*"))] == ["step_00000015", "step_00000018"]
 
 
 def test_lm_tiny_end_to_end_and_reload(lm_run):  # not slow: `make test`'s real training-to-reload run
@@ -134,6 +136,25 @@ def test_resuming_lets_only_the_resume_free_arguments_change(tmp_path):
     assert hf_acts.training.prepare_output_dir(out, moved, resume=True) == out
     with pytest.raises(ValueError, match=r"arguments differ: \['lr'\]"):
         hf_acts.training.prepare_output_dir(out, {**args, "lr": args["lr"] * 2}, resume=True)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_optimizer_step_clips_at_synchronisation_steps_only(sync):
+    """Clipping a micro-batch's partial gradient during accumulation would clip the wrong norm."""
+
+    class Accelerator:  # the members optimizer_step uses; Accelerate's prepared optimizer skips non-sync steps
+        sync_gradients = sync
+        backward = staticmethod(lambda loss: loss.backward())
+        clip_grad_norm_ = staticmethod(torch.nn.utils.clip_grad_norm_)
+
+    model = torch.nn.Linear(4, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    loss = 100 * model(torch.ones(1, 4)).sum()  # gradient 100 per weight: norm 200
+    hf_acts.training.optimizer_step(Accelerator(), model, optimizer, scheduler, loss, clip_grad=1.0)
+    assert model.weight.norm().item() == pytest.approx(1.0 if sync else 200.0)
+    assert model.weight.grad is None or not model.weight.grad.any()
 
 
 def test_lm_bad_model(tmp_path):

@@ -33,6 +33,23 @@ def test_peft_config_trains_activations_and_adapters_only():
     assert not any(n.endswith("proj.base_layer.weight") for n in trainable)  # the base weights stay frozen
 
 
+def test_peft_config_of_a_timm_model():
+    """The re-initialised classifier is trained in full, grouped (depthwise) convolutions get no adapter (LoRA's
+    low-rank update is for dense weights), and lora_alpha defaults to 2 r."""
+    import timm
+
+    model = timm.create_model("efficientnet_b0", num_classes=3)
+    hf_acts.replace_activations(model, "dynactivation", target="silu", select=r"^blocks\.6",
+                                example_inputs=torch.randn(1, 3, 32, 32))
+    config = hf_acts.peft_config(model, r=4)
+    modules = dict(model.named_modules())
+    assert config.lora_alpha == 8 and "classifier" in config.modules_to_save
+    assert "blocks.6.0.bn1.act" in config.modules_to_save  # the swapped activation
+    assert "blocks.6.0.conv_pwl" in config.target_modules and "conv_stem" in config.target_modules
+    assert modules["blocks.6.0.conv_dw"].groups > 1 and "blocks.6.0.conv_dw" not in config.target_modules
+    assert "classifier" not in config.target_modules
+
+
 def test_plain_lora_config_would_freeze_the_activations():
     """Why the helper exists: PEFT's own default trains no activation parameter."""
     from peft import LoraConfig

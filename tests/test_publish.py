@@ -100,7 +100,7 @@ class FakeHub:
     """A test double of the Hub endpoints an upload uses (no request leaves the process)."""
 
     def __init__(self):
-        self.requests, self.commits = [], []
+        self.requests, self.commits, self.branches = [], [], []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
@@ -119,6 +119,9 @@ class FakeHub:
             self.commits.append([json.loads(line) for line in request.content.decode().splitlines()])
             return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/org/run/commit/1",
                                               "commitOid": "1" * 40, "pullRequestUrl": None})
+        if "/branch/" in path:
+            self.branches.append(path.rsplit("/", 1)[1])
+            return httpx2.Response(200, json={})
         if path == "/api/agent-harnesses":
             return httpx2.Response(200, json=[])
         return httpx2.Response(404, json={"error": f"not part of the test double: {path}"})
@@ -152,7 +155,9 @@ def test_upload_sends_files_card_and_commit(vision_run, tmp_path, fake_hub, capl
     everything = "".join(p.read_text(errors="ignore") for p in folder.rglob("*") if p.is_file())
     assert TOKEN not in everything and TOKEN not in caplog.text and TOKEN not in json.dumps(commit)
     publish_to_hub(folder, "org/run", token=TOKEN)  # re-publishing the same folder is safe
-    assert len(fake_hub.commits) == 2
+    assert len(fake_hub.commits) == 2 and not fake_hub.branches
+    publish_to_hub(folder, "org/run", revision="v1", token=TOKEN)  # a branch: created, then committed to
+    assert fake_hub.branches == ["v1"] and fake_hub.requests[-1].url.path.endswith("/commit/v1")
 
 
 def test_publish_refuses_a_broken_folder(vision_run, tmp_path, fake_hub):
