@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 import hf_acts
 from hf_acts import DynActGLU
+from hf_acts.activations.bases import BASE_ACTIVATIONS, BASE_NAMES
 
 NAMES = [n for n in hf_acts.list_activations() if n != "dynactglu"]
 EXTRA = {"aiec": {"num_classes": 5}, "dynactivation": {"per_channel": True}, "swish_beta": {"per_channel": True}}
@@ -213,3 +214,25 @@ def test_channels_last_wrapper_equals_the_activation_on_the_channels_first_map()
     act = randomize_(hf_acts.ADReLU(16), 0.2)
     x = torch.randn(2, 16, 5, 7)
     torch.testing.assert_close(ChannelsLast(act)(x.permute(0, 2, 3, 1)), act(x).permute(0, 2, 3, 1))
+
+
+# (activation, base) pairs with an init equal to the base: the README's swap section and the activations table
+PRESERVING = {("adrelu", "relu"), ("aiec", "relu"), ("fles", "silu"), ("fles", "gelu"), ("swish_beta", "silu"),
+              *(("dynactivation", b) for b in BASE_NAMES)}
+
+
+def test_every_preserving_init_claimed_reproduces_its_base():
+    """What the swap reports as function-preserving is the numerical truth, and claimed for the documented pairs
+    only (ADReLU's zero init is ReLU, not LeakyReLU)."""
+    claimed = set()
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64) * 3
+    for name in NAMES:
+        for base in BASE_NAMES:
+            kwargs = hf_acts.get_activation(name).preserving_kwargs(base)
+            if kwargs is None:
+                continue
+            claimed.add((name, base))
+            module = build(name, 16, **kwargs).double()
+            torch.testing.assert_close(module(x), BASE_ACTIVATIONS[base](x), rtol=0, atol=1e-12,
+                                       msg=f"{name} with {kwargs} is not {base}")
+    assert claimed == PRESERVING

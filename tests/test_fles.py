@@ -30,15 +30,21 @@ def fles_reference(m: FleS, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def with_zeros(*shape: int) -> torch.Tensor:
+    """Normal values with a quarter set to exactly 0, which the positive count must leave out (x > 0, not >= 0)."""
+    x = torch.randn(*shape, dtype=torch.float64)
+    return torch.where(torch.rand(shape) < 0.25, 0.0, x)
+
+
 @pytest.mark.parametrize("base", ["silu", "gelu"])
 @pytest.mark.parametrize("proto", [False, True])
 def test_images_tokens_vectors_match_equations(base, proto):
     m = randomize_(FleS(16, base=base, proto=proto), 0.3).double()
-    img = torch.randn(3, 16, 4, 5, dtype=torch.float64)
+    img = with_zeros(3, 16, 4, 5)
     torch.testing.assert_close(m(img), fles_reference(m, img.flatten(2)).view_as(img))
-    tok = torch.randn(3, 6, 16, dtype=torch.float64)
+    tok = with_zeros(3, 6, 16)
     torch.testing.assert_close(m(tok), fles_reference(m, tok.transpose(1, 2)).transpose(1, 2))
-    vec = torch.randn(3, 16, dtype=torch.float64)
+    vec = with_zeros(3, 16)
     torch.testing.assert_close(m(vec), fles_reference(m, vec[:, :, None])[:, :, 0])
 
 
