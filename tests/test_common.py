@@ -194,6 +194,9 @@ def test_build_lazy_restores_every_module_mode_and_counts_what_it_built():
                                                                                            True]
     assert torch.equal(model.bn.running_mean, before)  # the pass ran in eval mode
     assert model.act.channels == 8 and model.unused.channels is None
+    evaluated = Net().eval()
+    hf_acts.build_lazy(evaluated, torch.randn(2, 3, 5, 5))
+    assert not any(m.training for m in evaluated.modules())  # layers built in the pass take their parent's mode
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -142,8 +142,15 @@ def unbuilt_activations(model: nn.Module) -> list[LazyChannels]:
 def probe(model: nn.Module, inputs: Any) -> None:
     """One forward pass of ``model`` on ``inputs`` (a tensor, tuple or dict of model inputs) in eval mode and without
     gradients. Every module's own training flag is restored afterwards, not only the model's: a model training with
-    frozen (eval-mode) BatchNorm layers keeps them frozen."""
-    modes = [(m, m.training) for m in model.modules()]
+    frozen (eval-mode) BatchNorm layers keeps them frozen. Modules built during the pass (lazily sized activations'
+    layers) take their parent's flag."""
+    modes = {m: m.training for m in model.modules()}
+
+    def restore(module: nn.Module, parent_training: bool) -> None:
+        module.training = modes.get(module, parent_training)
+        for child in module.children():
+            restore(child, module.training)
+
     try:
         with torch.no_grad():
             model.eval()
@@ -154,8 +161,7 @@ def probe(model: nn.Module, inputs: Any) -> None:
             else:
                 model(inputs)
     finally:
-        for m, training in modes:
-            m.training = training
+        restore(model, model.training)
 
 
 def build_lazy(model: nn.Module, inputs: Any) -> int:
