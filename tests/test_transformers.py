@@ -160,6 +160,34 @@ def test_layer_selection_and_keys():
     assert keys <= new and new - keys == {f"model.layers.{i}.mlp.act_fn.{p}" for i in (0, 2) for p in ("alpha", "beta")}
 
 
+def test_a_second_conversion_adds_its_layers_and_keeps_the_settings(tmp_path):
+    """The config records the union of both calls' layers, so a reload rebuilds every converted MLP; a second call
+    asking for another mode or base than the converted layers have is refused before anything changes."""
+    model = hf_acts.convert_glu(tiny("llama"), layers=[0], mode="both", beta_init=0.25)
+    hf_acts.convert_glu(model, layers=2)
+    assert [type(layer.mlp).__name__ for layer in model.model.layers] == ["DynActGLU", "LlamaMLP", "DynActGLU"]
+    config = model.config
+    assert (config.mlp_layers, config.mlp_mode, config.mlp_base, config.dynact_beta_init) == ([0, 2], "both", None,
+                                                                                             0.25)
+    assert model.model.layers[2].mlp.mode == "both" and model.model.layers[2].mlp.act_fn.beta.item() == 0.25
+    with torch.no_grad():
+        for i in (0, 2):
+            model.model.layers[i].mlp.act_fn.beta.fill_(0.1 * i + 0.5)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(logits(reloaded), logits(model), rtol=0, atol=0)
+    for kwargs, message in (({"mode": "gate"}, "mode='gate'"), ({"base": "gelu"}, "base='gelu'")):
+        with pytest.raises(ValueError, match=rf"layers \[0, 2\] are DynActGLU\(mode='both', base='silu'\).*{message}"):
+            hf_acts.convert_glu(model, layers=[1], **kwargs)
+    with pytest.raises(ValueError, match="does not turn them back"):
+        hf_acts.convert_glu(model, "swiglu")
+    assert type(model.model.layers[1].mlp).__name__ == "LlamaMLP" and model.config.mlp_layers == [0, 2]
+    model = hf_acts.convert_glu(tiny("llama", hidden_act="tanh"), layers=[1], base="gelu")
+    hf_acts.convert_glu(model)  # all layers, with the converted layer's base
+    assert model.config.mlp_layers is None and model.config.mlp_base == "gelu"
+    assert {layer.mlp.act_fn.base for layer in model.model.layers} == {"gelu"}
+
+
 def test_missing_activation_parameters_get_their_init(tmp_path):
     """Loading a plain Llama checkpoint into a dynactglu config: alpha/beta are initialised, not garbage."""
     base = tiny("llama")

@@ -37,14 +37,33 @@ def is_gated_mlp(module: nn.Module) -> bool:
     return all(isinstance(getattr(module, n, None), nn.Linear) for n in ("gate_proj", "up_proj", "down_proj"))
 
 
+def _same_setting(converted: dict[int, DynActGLU], variant: str, mode: str | None, base: str | None,
+                  hidden_act: str) -> tuple[str, str | None]:
+    """``(mlp_mode, mlp_base)`` to record for a model whose layers ``converted`` are DynActGLU already: theirs, if
+    the requested ``mode`` and ``base`` match them or are ``None``; else a ValueError."""
+    layers = sorted(converted)
+    if variant != "dynactglu":
+        raise ValueError(f"layers {layers} are DynActGLU already; convert_glu does not turn them back into a "
+                         f"{variant!r} MLP")
+    settings = {(m.mode, m.act_fn.base) for m in converted.values()}
+    if len(settings) > 1:
+        raise ValueError(f"layers {layers} are DynActGLU with different (mode, base) settings {sorted(settings)}; "
+                         "the config records one setting for all layers")
+    ((had_mode, had_base),) = settings
+    if (mode or had_mode, base or had_base) != (had_mode, had_base):
+        raise ValueError(f"layers {layers} are DynActGLU(mode={had_mode!r}, base={had_base!r}) already and the "
+                         f"config records one setting for all layers; got mode={mode!r}, base={base!r}")
+    return had_mode, None if HIDDEN_ACT_BASES.get(hidden_act) == had_base else had_base
+
+
 def convert_glu(
     model: PreTrainedModel,
     variant: str = "dynactglu",
     layers: Iterable[int] | int | None = None,
-    mode: str = "gate",
+    mode: str | None = None,
     base: str | None = None,
-    alpha_init: float = 1.0,
-    beta_init: float = 0.0,
+    alpha_init: float | None = None,
+    beta_init: float | None = None,
 ) -> PreTrainedModel:
     """Convert a loaded Llama / Mistral / Qwen2 / Qwen3 causal LM (or base model) to the hf-acts family.
 
@@ -52,13 +71,16 @@ def convert_glu(
     PEFT's ``layers_to_transform``) share their projection weights with a ``DynActGLU`` whose
     dynActivation takes the model's ``hidden_act`` as base, so the state-dict keys are unchanged
     (plus ``alpha``/``beta``) and the logits are identical before fine-tuning. Returns the model.
+
+    ``mode`` (default ``"gate"``), ``alpha_init`` / ``beta_init`` (1, 0) and ``base`` (the ``hidden_act``'s) left
+    ``None`` keep the settings of an earlier conversion of the same model. A second call adds its layers to the
+    converted ones (the config records their union, so a reload rebuilds every one); as the config records one
+    ``mode`` and ``base`` for all layers, a second call that asks for other ones is refused.
     """
     family = model.config.model_type.removeprefix("hf_acts_")
     if family not in CONFIGS:
         raise ValueError(f"convert_glu supports {sorted(CONFIGS)} models; got model_type "
                          f"{model.config.model_type!r} ({type(model).__name__})")
-    if base is None and model.config.hidden_act not in HIDDEN_ACT_BASES:
-        raise ValueError(f"hidden_act={model.config.hidden_act!r} has no dynActivation base: pass base=...")
     config_class = CONFIGS[family]
     layer_list = [layers] if isinstance(layers, int) else (None if layers is None else sorted(set(layers)))
     core_class, causal_class = MODELS[config_class]
@@ -73,8 +95,18 @@ def convert_glu(
         if not isinstance(core.layers[i].mlp, DynActGLU) and not is_gated_mlp(core.layers[i].mlp):
             raise ValueError(f"layer {i}: expected a gated MLP with gate_proj/up_proj/down_proj (LlamaMLP-style), "
                              f"got {type(core.layers[i].mlp).__name__}")
-    config = rebuild_config(model, config_class, mlp_variant=variant, mlp_mode=mode, mlp_base=base,
-                            dynact_alpha_init=alpha_init, dynact_beta_init=beta_init, mlp_layers=layer_list)
+    converted = {i: layer.mlp for i, layer in enumerate(core.layers) if isinstance(layer.mlp, DynActGLU)}
+    old = model.config if model.config.model_type == config_class.model_type else None
+    if converted:
+        mode, base = _same_setting(converted, variant, mode, base, model.config.hidden_act)
+        if layer_list is not None:
+            layer_list = sorted(set(layer_list) | set(converted))
+    elif base is None and model.config.hidden_act not in HIDDEN_ACT_BASES:
+        raise ValueError(f"hidden_act={model.config.hidden_act!r} has no dynActivation base: pass base=...")
+    config = rebuild_config(
+        model, config_class, mlp_variant=variant, mlp_mode=mode or "gate", mlp_base=base, mlp_layers=layer_list,
+        dynact_alpha_init=getattr(old, "dynact_alpha_init", 1.0) if alpha_init is None else alpha_init,
+        dynact_beta_init=getattr(old, "dynact_beta_init", 0.0) if beta_init is None else beta_init)
     core.__class__ = core_class
     if core is not model:
         model.__class__ = causal_class
