@@ -297,6 +297,29 @@ def test_a_swap_in_a_stock_llama_leaves_the_lm_family_alone(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(reloaded) is type(llama)
     assert torch.equal(reloaded(input_ids=IDS).logits, llama(input_ids=IDS).logits)
+    with pytest.raises(ValueError, match="call convert_glu first, then replace_activations"):
+        hf_acts.convert_glu(llama)
+
+
+def test_a_swap_in_a_converted_llama_reloads_both(tmp_path):
+    """convert_glu, then a swap of an unconverted layer's activation: the model reloads as the swapped LM-family
+    class, through the installed hf-acts and through the code saved in the folder."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    hf_acts.convert_glu(llama, layers=[0])
+    hf_acts.replace_activations(llama, "swish_beta", target="silu", select=r"layers\.1\.")
+    assert llama.config.model_type == "hf_acts_swapped_hf_acts_llama" and llama.config.mlp_layers == [0]
+    with torch.no_grad():
+        for name, p in llama.named_parameters():
+            if name.endswith(("alpha", "beta")):
+                p.add_(0.3)
+    llama.save_pretrained(tmp_path)
+    for kwargs in ({}, {"trust_remote_code": True}):
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, **kwargs).eval()
+        assert [type(layer.mlp.act_fn).__name__ for layer in reloaded.model.layers] == ["DynActivation", "SwishBeta"]
+        assert torch.equal(reloaded(input_ids=IDS).logits, llama(input_ids=IDS).logits)
 
 
 @pytest.mark.parametrize("make,auto,name,x", [

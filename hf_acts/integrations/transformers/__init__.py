@@ -78,6 +78,9 @@ def convert_glu(
     ``mode`` and ``base`` for all layers, a second call that asks for other ones is refused.
     """
     family = model.config.model_type.removeprefix("hf_acts_")
+    if family.startswith("swapped_"):
+        raise ValueError(f"{type(model).__name__} had activations swapped by replace_activations, whose record names "
+                         "modules that convert_glu would replace: call convert_glu first, then replace_activations")
     if family not in CONFIGS:
         raise ValueError(f"convert_glu supports {sorted(CONFIGS)} models; got model_type "
                          f"{model.config.model_type!r} ({type(model).__name__})")
