@@ -201,14 +201,16 @@ def _remeasure_outliers(rows: list[dict[str, Any]], measure: Callable[[str], dic
     """Rows of one (shape, dtype, mode) group share their bases (ReLU or SiLU), timed beside each activation. Where
     a row's base took ``BASE_TOLERANCE`` more or less than that base's median over the group, the machine was
     disturbed during that row: re-measure it (at most ``retries`` times) and keep the measurement whose base is
-    nearest the median. ``base_retries`` records how often."""
+    nearest the median. ``base_retries`` records how often (0 in groups of fewer than three rows, where a median
+    cannot tell which row was disturbed)."""
+    for row in rows:
+        row["base_retries"] = 0
     for base in {r["base"] for r in rows}:
         same = [r for r in rows if r["base"] == base]
         if len(same) < 3:
             continue
         median = statistics.median(r["fwd_bwd_base_ms"] for r in same)
         for row in same:
-            row["base_retries"] = 0
             deviation = abs(row["fwd_bwd_base_ms"] / median - 1)
             while deviation > BASE_TOLERANCE and row["base_retries"] < retries:
                 row["base_retries"] += 1
