@@ -164,7 +164,10 @@ def test_a_second_conversion_adds_its_layers_and_keeps_the_settings(tmp_path):
     """The config records the union of both calls' layers, so a reload rebuilds every converted MLP; a second call
     asking for another mode or base than the converted layers have is refused before anything changes."""
     model = hf_acts.convert_glu(tiny("llama"), layers=[0], mode="both", beta_init=0.25)
+    with torch.no_grad():
+        model.model.layers[0].mlp.act_fn.alpha.fill_(1.5)  # trained between the calls: the second keeps it
     hf_acts.convert_glu(model, layers=2)
+    assert model.model.layers[0].mlp.act_fn.alpha.item() == 1.5
     assert [type(layer.mlp).__name__ for layer in model.model.layers] == ["DynActGLU", "LlamaMLP", "DynActGLU"]
     config = model.config
     assert (config.mlp_layers, config.mlp_mode, config.mlp_base, config.dynact_beta_init) == ([0, 2], "both", None,
