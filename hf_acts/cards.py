@@ -32,8 +32,9 @@ TRANSFORMERS_BIBTEX = (
     "  year   = {2020}\n}"
 )
 LIMITATIONS = {
-    "adrelu": "ADReLU has no init equal to SiLU: swapped into a pretrained SiLU network it changes the function "
-              "until fine-tuned. Its cost grows with the channel count squared per replaced site.",
+    "adrelu": "ADReLU has no init equal to SiLU or GELU (only to ReLU, with `tau_init=\"zero\"`): swapped into a "
+              "pretrained SiLU or GELU network it changes the function until fine-tuned. Its cost grows with the "
+              "channel count squared per replaced site.",
     "aiec": "AIEC's decision units (K x C per site) are only used in training; inference is a plain threshold.",
 }
 
@@ -134,24 +135,67 @@ def _weight_shapes(folder: Path) -> dict[str, list[int]]:
     return shapes
 
 
-def _transformers_context(folder: Path) -> dict[str, Any]:
-    from transformers import AutoConfig
+def _state_size(module: torch.nn.Module) -> int:
+    """The numbers ``module`` saves (parameters and persistent buffers), as its keys in a checkpoint hold."""
+    return sum(t.numel() for t in module.state_dict().values())
 
+
+def _arguments(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}={v!r}`" for k, v in kwargs.items())
+
+
+def _transformers_context(folder: Path) -> dict[str, Any]:
+    """An hf-acts LM (``convert_glu``'s MLPs), a swapped model of any architecture (``hf_acts_activations``), or
+    both: the replaced sites, parameter counts from the weights' headers, and the Auto class and task it loads as."""
+    import transformers
+    from transformers import AutoConfig
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    from .integrations.transformers.configuration_hf_acts import SWAP_FIELD
+    from .integrations.transformers.swapped import folder_auto_class
+
+    auto_class = folder_auto_class(folder)
     config = AutoConfig.from_pretrained(folder)
     shapes = _weight_shapes(folder)
-    layers = list(range(config.num_hidden_layers)) if config.mlp_layers is None else config.mlp_layers
-    converted = config.mlp_variant == "dynactglu"
-    rows = [{"layer": f"`model.layers.{i}.mlp`", "old": "SwiGLU-style gated MLP", "new": "DynActGLU" if converted
-             else "unchanged", "base": config.dynact_base, "mode": config.mlp_mode} for i in layers]
+    rows, acts, added_params = [], [], 0
+    base_mlp = mlp = None
+    if hasattr(config, "mlp_variant"):  # the LM family
+        converted = config.mlp_variant == "dynactglu"
+        layers = range(config.num_hidden_layers) if config.mlp_layers is None else config.mlp_layers
+        base_mlp = f"gated MLP, `hidden_act={config.hidden_act}`"
+        mlp = f"`{config.mlp_variant}` (mode `{config.mlp_mode}`) in {len(layers)} layer(s)"
+        rows += [{"layer": f"`model.layers.{i}.mlp`", "old": f"gated MLP (`hidden_act={config.hidden_act}`)",
+                  "new": "DynActGLU" if converted else "unchanged",
+                  "arguments": _arguments({"base": config.dynact_base, "mode": config.mlp_mode})} for i in layers]
+        if converted:  # each MLP's dynActivation, and the up branch's with mode="both"
+            per_layer = _state_size(get_activation("dynactivation")(config.dynact_base))
+            added_params += per_layer * len(layers) * (2 if config.mlp_mode == "both" else 1)
+        acts.append("dynactglu" if converted else "dynactivation")
+    records = getattr(config, SWAP_FIELD, None) or []
+    # a base-model module is recorded relative to the base model; a task model holds that at its base_model_prefix
+    model_class = getattr(transformers, auto_class)._model_mapping.get(type(config), None) if records else None
+    prefix = model_class.base_model_prefix + "." if auto_class != "AutoModel" and model_class else ""
+    for r in records:
+        activation = get_activation(r["activation"])(**r["kwargs"])  # its tensors (the weights' keys may be renamed)
+        rows.append({"layer": f"`{prefix if r['root'] == 'base' else ''}{r['module']}`", "old": r.get("replaced", ""),
+                     "new": type(activation).__name__, "arguments": _arguments(r["kwargs"])})
+        added_params += _state_size(activation)
+        acts.append(r["activation"])
+    if not acts:
+        raise ValueError(f"{folder} is a transformers folder without hf-acts activations: its config has neither the "
+                         f"LM family's MLP fields nor {SWAP_FIELD}")
     total = sum(math.prod(shape) for shape in shapes.values())
-    added = sum(math.prod(shape) for name, shape in shapes.items() if name.endswith((".alpha", ".beta")))
+    processor = next((cls for file, cls in (("tokenizer_config.json", "AutoTokenizer"),
+                                            ("preprocessor_config.json", "AutoImageProcessor"))
+                      if (folder / file).exists()), None)
+    # the first pipeline task that loads this Auto class (AutoModel: feature-extraction)
+    task = next((t for t, spec in SUPPORTED_TASKS.items() if auto_class in [c.__name__ for c in spec.get("pt", ())]),
+                None)
     return {
-        "act": "dynactglu" if converted else "dynactivation", "base_params": f"{total - added:,}",
-        "params": f"{total:,}", "base_mlp": f"gated MLP, `hidden_act={config.hidden_act}`",
-        "mlp": f"`{config.mlp_variant}` (mode `{config.mlp_mode}`) in {len(layers)} layer(s)",
-        "swap_table": _table(rows, ["layer", "old", "new", "base", "mode"]),
-        "library_bibtex": TRANSFORMERS_BIBTEX, "library_name": "transformers", "pipeline_tag": "text-generation",
-        "task": "text-generation", "weights": None,
+        "act": acts[0], "base_params": f"{total - added_params:,}", "params": f"{total:,}", "base_mlp": base_mlp,
+        "mlp": mlp, "swap_table": _table(rows, ["layer", "old", "new", "arguments"]), "auto_class": auto_class,
+        "processor": processor, "library_bibtex": TRANSFORMERS_BIBTEX, "library_name": "transformers",
+        "pipeline_tag": task, "task": task, "weights": None,
     }
 
 

@@ -13,9 +13,13 @@ from .cards import folder_kind, render_card
 IGNORE = ["checkpoints/*", "checkpoints/**", ".tmp*", "**/.tmp*", "__pycache__/*", "**/*.pyc"]
 
 
+LOAD_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys")  # what from_pretrained only warns about
+
+
 def validate_folder(folder: str | Path) -> str:
-    """Load the folder the way users will (timm ``local-dir:`` / transformers ``from_pretrained``): the
-    weights load strictly and the config rebuilds the model. Returns the folder kind; raises ``ValueError``."""
+    """Load the folder the way users will (timm ``local-dir:`` / transformers ``from_pretrained`` of the Auto class
+    that maps its architecture): the weights load strictly and the config rebuilds the model. Returns the folder
+    kind; raises ``ValueError``."""
     folder = Path(folder)
     kind = folder_kind(folder)
     try:
@@ -30,9 +34,15 @@ def validate_folder(folder: str | Path) -> str:
 
             timm.create_model(f"local-dir:{folder}", pretrained=True)
         else:
-            from transformers import AutoModelForCausalLM
+            import transformers
 
-            AutoModelForCausalLM.from_pretrained(folder)
+            from .integrations.transformers.swapped import folder_auto_class
+
+            auto = getattr(transformers, folder_auto_class(folder))
+            _, info = auto.from_pretrained(folder, output_loading_info=True)
+            wrong = {k: sorted(v)[:4] for k, v in info.items() if k in LOAD_PROBLEMS and v}
+            if wrong:
+                raise ValueError(f"{auto.__name__} does not load the weights strictly: {wrong}")
     except Exception as e:
         raise ValueError(f"{folder} does not load as a {kind} model: {type(e).__name__}: {e}") from e
     return kind

@@ -11,6 +11,7 @@ import time
 
 import httpx2
 import pytest
+import torch
 import yaml
 from conftest import ENV, ROOT, assert_every_section_has_content
 from huggingface_hub import ModelCard, set_client_factory
@@ -18,7 +19,7 @@ from huggingface_hub import ModelCard, set_client_factory
 import hf_acts
 from hf_acts.cards import render_card
 from hf_acts.cli import main as cli
-from hf_acts.publish import files_to_upload, publish_to_hub
+from hf_acts.publish import files_to_upload, publish_to_hub, validate_folder
 
 TOKEN = "hf_test_token_never_written_0123456789"
 
@@ -94,6 +95,87 @@ def test_transformers_card_from_a_real_run(lm_run):
     assert "@article{bachmann2026dynactivation" in str(card)
     assert_every_section_has_content(str(card))
     assert "base_model" not in meta  # the tiny model is trained from scratch
+
+
+TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                patch_size=8, num_labels=3)
+
+
+def _bare_vit_fles():
+    from transformers import ViTConfig, ViTModel
+
+    model = ViTModel(ViTConfig(**TINY_VIT)).eval()
+    hf_acts.replace_activations(model, "fles", target="gelu")
+    return model
+
+
+def _converted_and_swapped_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    hf_acts.convert_glu(model, layers=[0])
+    hf_acts.replace_activations(model, "swish_beta", target="silu", select=r"layers\.1\.")
+    return model
+
+
+@pytest.mark.parametrize("make,auto,task,row", [
+    (_converted_and_swapped_llama, "AutoModelForCausalLM", "text-generation",
+     "| `model.layers.0.mlp` | gated MLP (`hidden_act=silu`) | DynActGLU | `base='silu'`, `mode='gate'` |\n"
+     "| `model.layers.1.mlp.act_fn` | SiLUActivation | SwishBeta | `channels=64` |"),
+    (lambda: hf_acts.create_transformers_model("convnext_adrelu_last_stage", hidden_sizes=[8, 16, 32, 64],
+                                               depths=[1, 1, 2, 1], image_size=64, num_labels=3),
+     "AutoModelForImageClassification", "image-classification",
+     "| `convnext.encoder.stages.3.layers.0.act` | GELUActivation | ADReLU | `channels=256` |"),
+    (lambda: hf_acts.create_transformers_model(
+        "bert_dynact", auto_class="AutoModelForSequenceClassification", vocab_size=60, hidden_size=32,
+        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3),
+     "AutoModelForSequenceClassification", "text-classification",
+     "| `bert.encoder.layer.1.intermediate.intermediate_act_fn` | GELUActivation | DynActivation | `base='gelu'`"),
+    (_bare_vit_fles, "AutoModel", "feature-extraction",
+     "| `layers.0.mlp.activation_fn` | GELUActivation | FleS | `base='gelu'`, `channels=64` |"),
+])
+def test_swapped_transformers_folders_validate_and_get_a_card(make, auto, task, row, tmp_path):
+    """Any swapped transformers model (not only the LM family; also one both converted and swapped): validated with
+    the Auto class of its architecture, carded with its swap table, parameter counts and usage."""
+    torch.manual_seed(0)
+    model = make()
+    model.save_pretrained(tmp_path)
+    if auto == "AutoModel":
+        from transformers import ViTImageProcessor
+
+        ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    assert validate_folder(tmp_path) == "transformers"
+    card = render_card(tmp_path, repo_id="org/swapped")
+    meta, text = metadata(card), str(card)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == task
+    assert row in text
+    state = model.state_dict()
+    added = sum(state[k].numel() for k in hf_acts.swap.activation_state_keys(model))
+    total = sum(t.numel() for t in state.values())
+    assert added > 0 and f"| parameters | {total - added:,} | {total:,} |" in text
+    assert f'model = {auto}.from_pretrained("org/swapped", trust_remote_code=True)' in text
+    assert ('AutoImageProcessor.from_pretrained("org/swapped")' in text) == (auto == "AutoModel")
+    assert ("| MLP |" in text) == (auto == "AutoModelForCausalLM")  # the LM family's converted MLPs
+    assert_every_section_has_content(text)
+
+
+def test_validation_refuses_missing_weights_and_cards_need_hf_acts_activations(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    hf_acts.convert_glu(llama).save_pretrained(tmp_path / "lm")
+    assert validate_folder(tmp_path / "lm") == "transformers"
+    weights = load_file(tmp_path / "lm" / "model.safetensors")
+    del weights["model.layers.1.mlp.act_fn.beta"]  # from_pretrained alone would only warn and re-initialise it
+    save_file(weights, tmp_path / "lm" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"does not load the weights strictly: .*model\.layers\.1\.mlp\.act_fn\.beta"):
+        validate_folder(tmp_path / "lm")
+    ViTModel(ViTConfig(**TINY_VIT)).save_pretrained(tmp_path / "stock")
+    with pytest.raises(ValueError, match="without hf-acts activations"):
+        render_card(tmp_path / "stock")
 
 
 class FakeHub:

@@ -85,8 +85,9 @@ _SWAPPED: dict[type, type] = {}
 def swapped_config_class(base: type) -> type:
     """``HfActsSwapped<base>``: ``base`` with model type ``hf_acts_swapped_<base.model_type>`` and the field
     ``hf_acts_activations``: one record per replaced activation, ``{"module", "root", "activation", "kwargs",
-    "channels_last"}`` (``root``: ``"base"`` for a module of the base model, named relative to it, ``"model"``
-    for one of a task head). One class per base."""
+    "channels_last", "replaced"}`` (``root``: ``"base"`` for a module of the base model, named relative to it,
+    ``"model"`` for one of a task head; ``replaced``: the class name of the module it replaced, for the model card).
+    One class per base."""
     if base not in _SWAPPED:
         namespace = {SWAP_FIELD: None, "__annotations__": {SWAP_FIELD: list[dict] | None}, "__module__": __name__,
                      "model_type": f"{SWAPPED_PREFIX}{base.model_type}",

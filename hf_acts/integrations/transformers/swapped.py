@@ -10,6 +10,8 @@ instead of dropping the activations' parameters.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import transformers
@@ -82,9 +84,31 @@ def record_swap(model: PreTrainedModel, report: Any) -> None:
         root, module = _site(model, r.name)
         records = [x for x in records if (x["root"], x["module"]) != (root, module)]
         records.append({"module": module, "root": root, "activation": report.activation, "kwargs": r.kwargs,
-                        "channels_last": r.channels_last})
+                        "channels_last": r.channels_last, "replaced": r.old})
     rebuild_config(model, swapped_config_class(CONFIG_MAPPING[base_type]), **{SWAP_FIELD: records})
     model.__class__ = swapped_model_class(base_class)
+
+
+def folder_auto_class(folder: str | Path) -> str:
+    """The ``AutoModel*`` class name that loads a saved transformers folder as the class it was saved from: its
+    ``auto_map`` entry for the architecture (hf-acts folders), else the Auto class that maps the architecture's
+    config, else ``AutoModel``. A swapped folder's family is registered first, so ``AutoConfig`` reads it."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    model_type = config["model_type"]
+    if model_type.startswith(SWAPPED_PREFIX):
+        register_family(model_type.removeprefix(SWAPPED_PREFIX))
+    architecture = (config.get("architectures") or [None])[0]
+    for auto_name, target in (config.get("auto_map") or {}).items():
+        if auto_name.startswith("AutoModel") and target.rpartition(".")[2] == architecture:
+            return auto_name
+    config_class = type(AutoConfig.from_pretrained(folder))
+    for auto_name in _auto_classes():
+        try:
+            if getattr(modeling_auto, auto_name)._model_mapping[config_class].__name__ == architecture:
+                return auto_name
+        except (KeyError, ValueError, ImportError, AttributeError):
+            continue
+    return "AutoModel"
 
 
 def create_transformers_model(variant: str, config: Any = None, pretrained: str | None = None,
