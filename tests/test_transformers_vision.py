@@ -137,6 +137,21 @@ def test_task_folder_loads_into_the_bare_model(saved):
                                    t["model"].vit(pixel_values=PIXELS).last_hidden_state, rtol=0, atol=0)
 
 
+def test_a_swap_in_the_bare_model_reloads(tmp_path):
+    """A swap in a base model (no task head: its sites are the base model's own) reloads with every parameter."""
+    model = AutoModel.from_config(ViTConfig(**VIT)).eval()
+    hf_acts.replace_activations(model, "fles", target="gelu")
+    assert {r["root"] for r in model.config.hf_acts_activations} == {"base"}
+    for m in model.modules():
+        if isinstance(m, FleS):
+            randomize_(m, 0.3)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        got, want = reloaded(pixel_values=PIXELS), model(pixel_values=PIXELS)
+    assert torch.equal(got.last_hidden_state, want.last_hidden_state)
+
+
 def test_remote_code_alone_reloads_every_variant(saved, tmp_path):
     """A fresh interpreter where `import hf_acts` fails: trust_remote_code rebuilds every variant (plain formulas)."""
     folders = {v: (str(t["folder"]), t["auto"], t["name"]) for v, t in saved.items()}
@@ -251,6 +266,11 @@ def test_second_swap_appends_to_the_record(tmp_path):
     assert [(r["module"], r["activation"]) for r in records] == [
         ("encoder.layer.0.intermediate.intermediate_act_fn", "dynactivation"),
         ("encoder.layer.1.intermediate.intermediate_act_fn", "fles")]
+    assert [r["replaced"] for r in records] == ["GELUActivation", "GELUActivation"]
+    hf_acts.replace_activations(model, "swish_beta", target="DynActivation")  # a site swapped again: one record
+    assert [(r["module"], r["activation"], r["replaced"]) for r in model.config.hf_acts_activations] == [
+        ("encoder.layer.1.intermediate.intermediate_act_fn", "fles", "GELUActivation"),
+        ("encoder.layer.0.intermediate.intermediate_act_fn", "swish_beta", "DynActivation")]
     for m in model.modules():
         if isinstance(m, (FleS, DynActivation)):
             randomize_(m, 0.3)
