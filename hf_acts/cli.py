@@ -30,22 +30,31 @@ def cmd_swap(args: argparse.Namespace) -> None:
     from hf_acts.cards import render_card
 
     out = empty_output_dir(args.output_dir)
+    sites = {"target": args.target.split(","), "select": args.select, "exclude": args.exclude, "last": args.last}
+    act_kwargs = json_object(args.act_kwargs, "--act-kwargs")
     if args.library == "transformers":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import transformers
+        from transformers import AutoConfig, AutoProcessor
 
-        model = AutoModelForCausalLM.from_pretrained(args.model)
-        hf_acts.convert_glu(model, args.act, layers=args.layers)
+        from hf_acts.integrations.transformers.configuration_hf_acts import MLP_VARIANTS
+        from hf_acts.integrations.transformers.swapped import auto_class_for
+
+        auto = getattr(transformers, auto_class_for(AutoConfig.from_pretrained(args.model)))
+        model = auto.from_pretrained(args.model)
+        if args.act in MLP_VARIANTS:  # an LM's gated MLPs (Llama, Mistral, Qwen2, Qwen3)
+            hf_acts.convert_glu(model, args.act, layers=args.layers)
+        else:  # any architecture: its activation modules, recorded in its config
+            print(hf_acts.replace_activations(model, args.act, **sites, **act_kwargs))
         base = None if Path(args.model).exists() else args.model
         model.save_pretrained(out)
-        try:
-            AutoTokenizer.from_pretrained(args.model).save_pretrained(out)
+        try:  # the tokenizer or image processor, so the folder is usable as it was
+            AutoProcessor.from_pretrained(args.model).save_pretrained(out)
         except (OSError, ValueError):
-            print(f"hf-acts: no tokenizer saved ({args.model} has none)", file=sys.stderr)
+            print(f"hf-acts: no tokenizer or processor saved ({args.model} has none)", file=sys.stderr)
     else:
         import timm
 
-        swap = {"act": args.act, "target": args.target.split(","), "select": args.select, "exclude": args.exclude,
-                "last": args.last, "kwargs": json_object(args.act_kwargs, "--act-kwargs")}
+        swap = {"act": args.act, **sites, "kwargs": act_kwargs}
         kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
         model = timm.create_model("hf_acts_swapped", base_model=args.model, swaps=[swap], pretrained=args.pretrained,
                                   **kwargs)
@@ -98,11 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("swap", help="pretrained timm/transformers model + activation -> saved folder")
     p.add_argument("model", help="timm name / hf-hub: / local-dir:, or a transformers id/folder")
-    p.add_argument("--act", required=True, help="hf-acts activation (timm) or MLP variant (transformers)")
+    p.add_argument("--act", required=True,
+                   help="hf-acts activation; for transformers LMs also an MLP variant (dynactglu: convert_glu)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--library", choices=["timm", "transformers"], default="timm")
     p.add_argument("--pretrained", action="store_true", help="timm: load the base model's pretrained weights")
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--num-classes", type=int, help="timm: a new classifier with this many classes")
     p.add_argument("--target", default="relu,silu,gelu")
     p.add_argument("--select")
     p.add_argument("--exclude")

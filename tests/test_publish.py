@@ -97,6 +97,7 @@ def test_transformers_card_from_a_real_run(lm_run):
     assert "base_model" not in meta  # the tiny model is trained from scratch
 
 
+PIXELS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 TINY_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
                 patch_size=8, num_labels=3)
 
@@ -348,6 +349,49 @@ def test_cli_swap_card_publish_dry_run(tmp_path, capsys):
     assert "hf-hub:org/r18-fles" in (out / "README.md").read_text()
     cli(["publish", str(out), "--repo-id", "org/r18-fles", "--dry-run"])
     assert "model.safetensors" in capsys.readouterr().out
+
+
+def test_cli_swap_of_transformers_models(tmp_path, capsys):
+    """`hf-acts swap --library transformers`: an activation into any architecture (loaded with the Auto class of its
+    architecture, its processor kept), or an LM's MLPs converted to dynActGLU; both folders reload and publish."""
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageClassification,
+        LlamaConfig,
+        LlamaForCausalLM,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    vit = ViTForImageClassification(ViTConfig(**TINY_VIT)).eval()
+    vit.save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    cli(["swap", str(tmp_path / "vit"), "--library", "transformers", "--act", "fles", "--target", "gelu",
+         "--select", r"layers\.1\.", "--output-dir", str(tmp_path / "vit_fles")])
+    assert "| `vit.layers.1.mlp.activation_fn` | GELUActivation | FleS | 64 |" in capsys.readouterr().out
+    swapped = AutoModelForImageClassification.from_pretrained(tmp_path / "vit_fles").eval()
+    with torch.no_grad():  # FleS over GELU starts as GELU
+        torch.testing.assert_close(swapped(pixel_values=PIXELS).logits, vit(pixel_values=PIXELS).logits)
+    assert (tmp_path / "vit_fles" / "preprocessor_config.json").exists()
+    card = str(render_card(tmp_path / "vit_fles", "org/vit-fles"))
+    assert 'AutoImageProcessor.from_pretrained("org/vit-fles")' in card
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2)).eval()
+    llama.save_pretrained(tmp_path / "llama")
+    cli(["swap", str(tmp_path / "llama"), "--library", "transformers", "--act", "dynactglu", "--layers", "1",
+         "--output-dir", str(tmp_path / "llama_glu")])
+    assert "no tokenizer or processor saved" in capsys.readouterr().err
+    converted = AutoModelForCausalLM.from_pretrained(tmp_path / "llama_glu").eval()
+    assert [type(layer.mlp).__name__ for layer in converted.model.layers] == ["LlamaMLP", "DynActGLU"]
+    ids = torch.arange(20).view(2, 10)
+    with torch.no_grad():
+        assert torch.equal(converted(input_ids=ids).logits, llama(input_ids=ids).logits)
+    for folder in ("vit_fles", "llama_glu"):
+        cli(["publish", str(tmp_path / folder), "--repo-id", f"org/{folder}", "--dry-run"])
+        assert "model.safetensors" in capsys.readouterr().out
 
 
 def test_cli_help_and_list(capsys):

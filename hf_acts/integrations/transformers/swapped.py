@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.models.auto import modeling_auto
 
 from . import rebuild_config
@@ -89,26 +89,29 @@ def record_swap(model: PreTrainedModel, report: Any) -> None:
     model.__class__ = swapped_model_class(base_class)
 
 
-def folder_auto_class(folder: str | Path) -> str:
-    """The ``AutoModel*`` class name that loads a saved transformers folder as the class it was saved from: its
-    ``auto_map`` entry for the architecture (hf-acts folders), else the Auto class that maps the architecture's
-    config, else ``AutoModel``. A swapped folder's family is registered first, so ``AutoConfig`` reads it."""
-    config = json.loads((Path(folder) / "config.json").read_text())
-    model_type = config["model_type"]
-    if model_type.startswith(SWAPPED_PREFIX):
-        register_family(model_type.removeprefix(SWAPPED_PREFIX))
-    architecture = (config.get("architectures") or [None])[0]
-    for auto_name, target in (config.get("auto_map") or {}).items():
+def auto_class_for(config: PretrainedConfig) -> str:
+    """The ``AutoModel*`` class name that builds ``config``'s architecture (``architectures[0]``): its ``auto_map``
+    entry (hf-acts folders), else the Auto class that maps the config class to it, else ``AutoModel``."""
+    architecture = (config.architectures or [None])[0]
+    for auto_name, target in (getattr(config, "auto_map", None) or {}).items():
         if auto_name.startswith("AutoModel") and target.rpartition(".")[2] == architecture:
             return auto_name
-    config_class = type(AutoConfig.from_pretrained(folder))
     for auto_name in _auto_classes():
         try:
-            if getattr(modeling_auto, auto_name)._model_mapping[config_class].__name__ == architecture:
+            if getattr(modeling_auto, auto_name)._model_mapping[type(config)].__name__ == architecture:
                 return auto_name
         except (KeyError, ValueError, ImportError, AttributeError):
             continue
     return "AutoModel"
+
+
+def folder_auto_class(folder: str | Path) -> str:
+    """:func:`auto_class_for` a saved folder's config; a swapped folder's family is registered first, so that
+    ``AutoConfig`` reads it without remote code."""
+    model_type = json.loads((Path(folder) / "config.json").read_text())["model_type"]
+    if model_type.startswith(SWAPPED_PREFIX):
+        register_family(model_type.removeprefix(SWAPPED_PREFIX))
+    return auto_class_for(AutoConfig.from_pretrained(folder))
 
 
 def create_transformers_model(variant: str, config: Any = None, pretrained: str | None = None,
