@@ -152,6 +152,33 @@ def test_a_swap_in_the_bare_model_reloads(tmp_path):
     assert torch.equal(got.last_hidden_state, want.last_hidden_state)
 
 
+def test_a_task_folder_with_a_swapped_head_loads_into_the_bare_model(tmp_path):
+    """BERT's masked-LM head has its own GELU: its record names the task model's module (root "model"), which the
+    bare model skips when it loads the folder; the encoder's swapped activations load into it."""
+    from transformers import BertForMaskedLM
+
+    model = BertForMaskedLM(BertConfig(**BERT)).eval()
+    hf_acts.replace_activations(model, "dynactivation", target="gelu")
+    roots = {r["module"]: r["root"] for r in model.config.hf_acts_activations}
+    assert roots.pop("cls.predictions.transform.transform_act_fn") == "model" and set(roots.values()) == {"base"}
+    for m in model.modules():
+        if isinstance(m, DynActivation):
+            randomize_(m, 0.3)
+    model.save_pretrained(tmp_path)
+    bare = AutoModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        got, want = bare(input_ids=IDS), model.bert(input_ids=IDS)
+    assert torch.equal(got.last_hidden_state, want.last_hidden_state)
+
+
+def test_create_transformers_model_refuses_what_it_cannot_build():
+    with pytest.raises(ValueError, match="unknown variant 'vit_nope'; known: vit_fles"):
+        hf_acts.create_transformers_model("vit_nope")
+    with pytest.raises(ValueError, match="variant 'vit_fles' is for vit models, got model_type 'bert'"):
+        hf_acts.create_transformers_model("vit_fles", config=BertConfig(**BERT),
+                                          auto_class="AutoModelForSequenceClassification")
+
+
 def test_remote_code_alone_reloads_every_variant(saved, tmp_path):
     """A fresh interpreter where `import hf_acts` fails: trust_remote_code rebuilds every variant (plain formulas)."""
     folders = {v: (str(t["folder"]), t["auto"], t["name"]) for v, t in saved.items()}
