@@ -50,6 +50,33 @@ def test_peft_config_of_a_timm_model():
     assert "classifier" not in config.target_modules
 
 
+def test_peft_config_of_a_transformers_task_model():
+    """A swapped ViT classifier: its head is trained in full like timm's; the LM head of a causal LM is not (it is
+    the output embeddings), nor is a masked-LM head holding them; a bare model has no head."""
+    from transformers import BertConfig, BertForMaskedLM, ViTConfig, ViTForImageClassification, ViTModel
+
+    vit = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+               patch_size=8, num_labels=3)
+    model = ViTForImageClassification(ViTConfig(**vit))
+    hf_acts.replace_activations(model, "fles", target="gelu")
+    config = hf_acts.peft_config(model, r=4)
+    assert set(config.modules_to_save) == {"classifier"} | {f"vit.layers.{i}.mlp.activation_fn" for i in (0, 1)}
+    assert "classifier" not in config.target_modules and "vit.layers.0.mlp.fc1" in config.target_modules
+    peft_model = get_peft_model(model, config)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any(n.endswith("classifier.modules_to_save.default.weight") for n in trainable)
+    assert peft_model(pixel_values=torch.randn(2, 3, 32, 32)).logits.shape == (2, 3)
+
+    bare = ViTModel(ViTConfig(**vit))
+    hf_acts.replace_activations(bare, "fles", target="gelu")
+    assert set(hf_acts.peft_config(bare).modules_to_save) == {f"layers.{i}.mlp.activation_fn" for i in (0, 1)}
+    assert "lm_head" not in hf_acts.peft_config(converted_base()).modules_to_save
+    mlm = BertForMaskedLM(BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64))
+    hf_acts.replace_activations(mlm, "dynactivation", target="gelu")
+    assert not {"cls", "cls.predictions"} & set(hf_acts.peft_config(mlm).modules_to_save)
+
+
 def test_plain_lora_config_would_freeze_the_activations():
     """Why the helper exists: PEFT's own default trains no activation parameter."""
     from peft import LoraConfig
