@@ -251,6 +251,8 @@ def test_act2fn_names_are_lazily_sized_activations():
     stock = ViTForImageClassification(ViTConfig(**VIT, hidden_act="fles")).eval()
     assert stock(pixel_values=PIXELS).logits.shape == (2, 3)
     assert {m.channels for m in stock.modules() if isinstance(m, FleS)} == {64}
+    gray = ViTForImageClassification(ViTConfig(**VIT, num_channels=1, hidden_act="fles"))  # inputs from the config
+    assert {m.channels for m in gray.modules() if isinstance(m, FleS)} == {64}  # sized when built, before any call
 
 
 @pytest.mark.parametrize("hidden_act", ["fles_gelu", "adrelu"])
