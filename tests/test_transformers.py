@@ -205,7 +205,7 @@ def test_missing_activation_parameters_get_their_init(tmp_path):
 def test_from_config_and_auto_classes():
     config = AutoConfig.for_model("hf_acts_qwen2", **TINY, mlp_variant="dynactglu", dynact_beta_init=0.25)
     model = AutoModelForCausalLM.from_config(config)
-    assert type(model).__name__ == "HfActsQwen2ForCausalLM"
+    assert type(model).__name__ == "HfActsQwen2ForCausalLM" and type(model.model).__name__ == "HfActsQwen2Model"
     assert model.model.layers[1].mlp.act_fn.beta.item() == 0.25
 
 
