@@ -24,7 +24,7 @@ from transformers import (
 from transformers.activations import ACT2FN
 
 import hf_acts
-from hf_acts.integrations.transformers.configuration_hf_acts import HfActsLlamaConfig
+from hf_acts.integrations.transformers.configuration_hf_acts import HIDDEN_ACT_BASES, HfActsLlamaConfig
 from hf_acts.ops import dispatch
 
 TINY = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
@@ -150,12 +150,26 @@ def test_bf16_forward(family):
     assert model.model.layers[0].mlp.act_fn.alpha.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("hidden_act", sorted(HIDDEN_ACT_BASES))
+def test_every_hidden_act_with_a_base_converts_function_preserving(hidden_act):
+    """Each hidden_act convert_glu accepts maps to the dynActivation base that computes it."""
+    model = tiny("llama", hidden_act=hidden_act)
+    before = logits(model)
+    hf_acts.convert_glu(model)
+    x = 4 * torch.randn(256, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.model.layers[0].mlp.act_fn(x), ACT2FN[hidden_act](x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(logits(model), before, rtol=1e-5, atol=1e-6)
+
+
 def test_layer_selection_and_keys():
     model = tiny("llama")
     keys = set(model.state_dict())
     hf_acts.convert_glu(model, layers=[0, 2])
     kinds = [type(layer.mlp).__name__ for layer in model.model.layers]
     assert kinds == ["DynActGLU", "LlamaMLP", "DynActGLU"]
+    assert type(model.model).__name__ == "HfActsLlamaModel"
+    holders = [m for m in model.modules() if hasattr(m, "config")]
+    assert len(holders) > 2 and all(m.config is model.config for m in holders)  # one config, the family's
     new = set(model.state_dict())
     assert keys <= new and new - keys == {f"model.layers.{i}.mlp.act_fn.{p}" for i in (0, 2) for p in ("alpha", "beta")}
 
@@ -226,8 +240,11 @@ def test_errors():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=64))
     with pytest.raises(ValueError, match="convert_glu supports"):
         hf_acts.convert_glu(gpt2)
-    with pytest.raises(ValueError, match="out of range"):
-        hf_acts.convert_glu(tiny("llama"), layers=[5])
+    for layers in ([5], [-1]):
+        with pytest.raises(ValueError, match="out of range"):
+            hf_acts.convert_glu(tiny("llama"), layers=layers)
+    with pytest.raises(ValueError, match="mlp_mode must be one of"):
+        HfActsLlamaConfig(**TINY, mlp_mode="up")
     model = tiny("llama")
     model.model.layers[1].mlp = torch.nn.Sequential(torch.nn.Linear(32, 32))
     with pytest.raises(ValueError, match="layer 1: expected a gated MLP"):
