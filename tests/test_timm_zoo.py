@@ -82,6 +82,20 @@ def test_warm_start_from_a_local_base_checkpoint(name, exact, tmp_path):
         assert (model(x) - base(x)).abs().max() <= 1e-5 * base(x).abs().max()
 
 
+def test_warm_start_runs_the_base_architectures_checkpoint_filter(tmp_path):
+    """A 224 px ViT checkpoint into the FleS variant at 64 px: ViT's own filter resamples the position embeddings,
+    exactly as timm does when it loads that checkpoint into the base model at 64 px."""
+    base = timm.create_model("vit_tiny_patch16_224", num_classes=5).eval()
+    save_file(base.state_dict(), tmp_path / "base.safetensors")
+    cfg = dict(pretrained_cfg_overlay=dict(file=str(tmp_path / "base.safetensors"), num_classes=5))
+    model = timm.create_model("vit_tiny_patch16_224_fles", pretrained=True, num_classes=5, img_size=64, **cfg).eval()
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=True, num_classes=5, img_size=64, **cfg).eval()
+    assert model.pos_embed.shape == (1, 17, 192) and torch.equal(model.pos_embed, reference.pos_embed)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)  # FleS starts as GELU
+
+
 @pytest.mark.parametrize("name,kwargs", [
     ("resnet8_cifar_adrelu", {}),
     ("vit_tiny_patch16_224_fles", {}),
