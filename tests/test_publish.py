@@ -115,14 +115,14 @@ def _converted_and_swapped_llama():
 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=2)).eval()
-    hf_acts.convert_glu(model, layers=[0])
+    hf_acts.convert_glu(model, layers=[0], mode="both")  # a dynActivation on the gate and one on the up branch
     hf_acts.replace_activations(model, "swish_beta", target="silu", select=r"layers\.1\.")
     return model
 
 
 @pytest.mark.parametrize("make,auto,task,row", [
     (_converted_and_swapped_llama, "AutoModelForCausalLM", "text-generation",
-     "| `model.layers.0.mlp` | gated MLP (`hidden_act=silu`) | DynActGLU | `base='silu'`, `mode='gate'` |\n"
+     "| `model.layers.0.mlp` | gated MLP (`hidden_act=silu`) | DynActGLU | `base='silu'`, `mode='both'` |\n"
      "| `model.layers.1.mlp.act_fn` | SiLUActivation | SwishBeta | `channels=64` |"),
     (lambda: hf_acts.create_transformers_model("convnext_adrelu_last_stage", hidden_sizes=[8, 16, 32, 64],
                                                depths=[1, 1, 2, 1], image_size=64, num_labels=3),
