@@ -110,6 +110,15 @@ def _bare_vit_fles():
     return model
 
 
+def _masked_lm_bert():
+    from transformers import BertConfig, BertForMaskedLM
+
+    model = BertForMaskedLM(BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64)).eval()
+    hf_acts.replace_activations(model, "dynactivation", target="gelu")
+    return model
+
+
 def _converted_and_swapped_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -133,6 +142,9 @@ def _converted_and_swapped_llama():
         num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3),
      "AutoModelForSequenceClassification", "text-classification",
      "| `bert.encoder.layer.1.intermediate.intermediate_act_fn` | GELUActivation | DynActivation | `base='gelu'`"),
+    (_masked_lm_bert, "AutoModelForMaskedLM", "fill-mask",  # a head's own activation is named in the task model
+     "| `cls.predictions.transform.transform_act_fn` | GELUActivation | DynActivation | `base='gelu'`, "
+     "`channels=32` |"),
     (_bare_vit_fles, "AutoModel", "feature-extraction",
      "| `layers.0.mlp.activation_fn` | GELUActivation | FleS | `base='gelu'`, `channels=64` |"),
 ])
@@ -153,7 +165,7 @@ def test_swapped_transformers_folders_validate_and_get_a_card(make, auto, task, 
     assert row in text
     state = model.state_dict()
     added = sum(state[k].numel() for k in hf_acts.swap.activation_state_keys(model))
-    total = sum(t.numel() for t in state.values())
+    total = sum({t.data_ptr(): t.numel() for t in state.values()}.values())  # tied weights are saved once
     assert added > 0 and f"| parameters | {total - added:,} | {total:,} |" in text
     assert f'model = {auto}.from_pretrained("org/swapped", trust_remote_code=True)' in text
     assert ('AutoImageProcessor.from_pretrained("org/swapped")' in text) == (auto == "AutoModel")
