@@ -92,6 +92,7 @@ def test_transformers_card_from_a_real_run(lm_run):
     (result,) = meta["model-index"][0]["results"][0]["metrics"]
     assert result["type"] == "perplexity" and result["value"] == metrics["perplexity"]
     assert 'from_pretrained("org/tiny-dynactglu", trust_remote_code=True)' in str(card)
+    assert 'tokenizer = AutoTokenizer.from_pretrained("org/tiny-dynactglu")' in str(card)  # the run saved one
     assert "@article{bachmann2026dynactivation" in str(card)
     assert_every_section_has_content(str(card))
     assert "base_model" not in meta  # the tiny model is trained from scratch
