@@ -42,6 +42,8 @@ def test_timm_card_from_a_real_run(vision_run):
     assert "import hf_acts" in text and "@misc{adrelu" in text and "rw2019timm" in text
     assert "| parameters | 78,042 | 92,170 |" in text  # ResNet-8 with 10 classes, and its ADReLU twin
     assert f"{metrics['top1']:.4f}" in text and "training_curves.png" in text
+    assert "Speed:" not in text  # the method's paragraphs, not the docstring's implementation notes
+    assert "| `--lr` |" in text and "`--pretrained`" not in text  # arguments left unset or False are not listed
     assert_every_section_has_content(text)
 
 
@@ -69,11 +71,12 @@ def test_base_model_only_when_the_run_started_from_pretrained_weights(vision_run
     scratch = metadata(render_card(vision_run))
     assert "base_model" not in scratch and "base_model_relation" not in scratch
     folder = shutil.copytree(vision_run, tmp_path / "run")
-    args = json.loads((folder / "training_args.json").read_text())
-    (folder / "training_args.json").write_text(json.dumps({**args, "pretrained": True}))
     config = json.loads((folder / "config.json").read_text())
     config["pretrained_cfg"]["hf_hub_id"] = "org/resnet8-cifar-weights"
     (folder / "config.json").write_text(json.dumps(config))
+    assert "base_model" not in metadata(render_card(folder))  # weights named, but the run did not start from them
+    args = json.loads((folder / "training_args.json").read_text())
+    (folder / "training_args.json").write_text(json.dumps({**args, "pretrained": True}))
     card = render_card(folder)
     meta = metadata(card)
     assert meta["base_model"] == "org/resnet8-cifar-weights" and meta["base_model_relation"] == "finetune"
