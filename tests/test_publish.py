@@ -34,6 +34,7 @@ def test_timm_card_from_a_real_run(vision_run):
     metrics = json.loads((vision_run / "metrics.json").read_text())
     assert meta["library_name"] == "timm" and meta["pipeline_tag"] == "image-classification"
     assert {"hf-acts", "adrelu"} <= set(meta["tags"])
+    assert "datasets" not in meta  # digits ships with scikit-learn: no Hub dataset to link
     values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert values == {"top-1 accuracy": metrics["top1"], "top-5 accuracy": metrics["top5"]}
     text = str(card)
