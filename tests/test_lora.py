@@ -100,8 +100,12 @@ def test_adapter_round_trip_and_merge(tmp_path):
     model.peft_config["default"].base_model_name_or_path = "org/tiny-llama"  # as from_pretrained("org/...") sets it
     model.save_pretrained(tmp_path)
     assert any(k.endswith("mlp.act_fn.alpha") for k in load_file(tmp_path / "adapter_model.safetensors"))
-    meta = render_card(tmp_path).data.to_dict()
+    card = render_card(tmp_path)
+    meta = card.data.to_dict()
     assert meta["base_model"] == "org/tiny-llama" and meta["base_model_relation"] == "adapter"
+    lora = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    saved = sum(p.numel() for n, p in model.named_parameters() if ".modules_to_save.default." in n)
+    assert f"({lora:,} parameters)" in str(card) and f"({saved:,} parameters)" in str(card)
 
     reloaded = PeftModel.from_pretrained(converted_base(), tmp_path).eval()
     with torch.no_grad():
