@@ -82,6 +82,14 @@ def test_warm_start_from_a_local_base_checkpoint(name, exact, tmp_path):
         assert (model(x) - base(x)).abs().max() <= 1e-5 * base(x).abs().max()
 
 
+def test_features_only_of_a_base_with_fewer_than_five_feature_levels():
+    """The default out_indices is every level up to five: the CIFAR ResNet-8 has three."""
+    model = timm.create_model("hf_acts_swapped", base_model="resnet8_cifar", features_only=True,
+                              swaps=[{"act": "fles", "target": "relu", "last": 1}])
+    maps = model(torch.randn(1, 3, 32, 32))
+    assert [tuple(m.shape[1:]) for m in maps] == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
+
+
 def test_warm_start_runs_the_base_architectures_checkpoint_filter(tmp_path):
     """A 224 px ViT checkpoint into the FleS variant at 64 px: ViT's own filter resamples the position embeddings,
     exactly as timm does when it loads that checkpoint into the base model at 64 px."""
