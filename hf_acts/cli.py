@@ -40,7 +40,8 @@ def cmd_swap(args: argparse.Namespace) -> None:
         from hf_acts.integrations.transformers.swapped import auto_class_for
 
         auto = getattr(transformers, auto_class_for(AutoConfig.from_pretrained(args.model)))
-        model = auto.from_pretrained(args.model)
+        head = {"num_labels": args.num_classes, "ignore_mismatched_sizes": True} if args.num_classes else {}
+        model = auto.from_pretrained(args.model, **head)
         if args.act in MLP_VARIANTS:  # an LM's gated MLPs (Llama, Mistral, Qwen2, Qwen3)
             hf_acts.convert_glu(model, args.act, layers=args.layers)
         else:  # any architecture: its activation modules, recorded in its config
@@ -112,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--library", choices=["timm", "transformers"], default="timm")
     p.add_argument("--pretrained", action="store_true", help="timm: load the base model's pretrained weights")
-    p.add_argument("--num-classes", type=int, help="timm: a new classifier with this many classes")
+    p.add_argument("--num-classes", type=int,
+                   help="a new classifier with this many classes (transformers: num_labels, the head re-initialised)")
     p.add_argument("--target", default="relu,silu,gelu")
     p.add_argument("--select")
     p.add_argument("--exclude")

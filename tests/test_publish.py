@@ -392,6 +392,11 @@ def test_cli_swap_of_transformers_models(tmp_path, capsys):
     with torch.no_grad():  # FleS over GELU starts as GELU
         torch.testing.assert_close(swapped(pixel_values=PIXELS).logits, vit(pixel_values=PIXELS).logits)
     assert (tmp_path / "vit_fles" / "preprocessor_config.json").exists()
+    cli(["swap", str(tmp_path / "vit"), "--library", "transformers", "--act", "fles", "--target", "gelu",
+         "--num-classes", "5", "--output-dir", str(tmp_path / "vit_fles_5")])
+    five = AutoModelForImageClassification.from_pretrained(tmp_path / "vit_fles_5").eval()
+    assert five.classifier.out_features == 5 and torch.equal(five.vit.embeddings.patch_embeddings.projection.weight,
+                                                             vit.vit.embeddings.patch_embeddings.projection.weight)
     card = str(render_card(tmp_path / "vit_fles", "org/vit-fles"))
     assert 'AutoImageProcessor.from_pretrained("org/vit-fles")' in card
 
