@@ -75,6 +75,15 @@ def randomize_(module: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
     return module
 
 
+def randomize_activations_(model: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
+    """:func:`randomize_` every hf-acts activation of ``model`` (moved off the init, as training would)."""
+    from hf_acts.registry import named_activations
+
+    for _, module in named_activations(model):
+        randomize_(module, scale)
+    return model
+
+
 def launch(script: str, args: list[str], processes: int = 1, config: str | None = None,
            launch_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``accelerate launch [launch_args] finetune/<script> args`` in a subprocess with a launch config of

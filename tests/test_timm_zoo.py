@@ -5,7 +5,7 @@ import json
 import pytest
 import timm
 import torch
-from conftest import randomize_
+from conftest import randomize_, randomize_activations_
 from safetensors.torch import save_file
 from timm.layers import create_act
 
@@ -165,9 +165,7 @@ def test_register_names_string_act_layer_round_trip(tmp_path):
     model = timm.create_model("resnet18", act_layer="fles", num_classes=3).eval()
     x = torch.randn(1, 3, 32, 32)
     model(x)  # lazy channels materialise
-    for m in model.modules():
-        if isinstance(m, hf_acts.FleS):
-            randomize_(m, 0.05)
+    randomize_activations_(model, 0.05)
     hf_acts.save_timm_model(model, tmp_path)
     reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
     assert torch.equal(reloaded(x), model(x))

@@ -10,7 +10,7 @@ import pytest
 import timm
 import torch
 import transformers
-from conftest import randomize_
+from conftest import randomize_, randomize_activations_
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModel,
@@ -142,9 +142,7 @@ def test_a_swap_in_the_bare_model_reloads(tmp_path):
     model = AutoModel.from_config(ViTConfig(**VIT)).eval()
     hf_acts.replace_activations(model, "fles", target="gelu")
     assert {r["root"] for r in model.config.hf_acts_activations} == {"base"}
-    for m in model.modules():
-        if isinstance(m, FleS):
-            randomize_(m, 0.3)
+    randomize_activations_(model, 0.3)
     model.save_pretrained(tmp_path)
     reloaded = AutoModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
@@ -161,9 +159,7 @@ def test_a_task_folder_with_a_swapped_head_loads_into_the_bare_model(tmp_path):
     hf_acts.replace_activations(model, "dynactivation", target="gelu")
     roots = {r["module"]: r["root"] for r in model.config.hf_acts_activations}
     assert roots.pop("cls.predictions.transform.transform_act_fn") == "model" and set(roots.values()) == {"base"}
-    for m in model.modules():
-        if isinstance(m, DynActivation):
-            randomize_(m, 0.3)
+    randomize_activations_(model, 0.3)
     model.save_pretrained(tmp_path)
     bare = AutoModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
@@ -265,9 +261,7 @@ def test_hidden_act_in_an_hf_acts_config_is_built_before_loading(hidden_act, tmp
         meta = cls(config)
     assert all(m.channels == 64 for m in meta.modules() if isinstance(m, (FleS, ADReLU)))
     model = cls(config)
-    for m in model.modules():
-        if isinstance(m, (FleS, ADReLU)):
-            randomize_(m, 0.3)
+    randomize_activations_(model, 0.3)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path)
     assert type(reloaded) is cls
@@ -300,9 +294,7 @@ def test_second_swap_appends_to_the_record(tmp_path):
     assert [(r["module"], r["activation"], r["replaced"]) for r in model.config.hf_acts_activations] == [
         ("encoder.layer.1.intermediate.intermediate_act_fn", "fles", "GELUActivation"),
         ("encoder.layer.0.intermediate.intermediate_act_fn", "swish_beta", "DynActivation")]
-    for m in model.modules():
-        if isinstance(m, (FleS, DynActivation)):
-            randomize_(m, 0.3)
+    randomize_activations_(model, 0.3)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert torch.equal(_logits(reloaded, "input_ids", IDS), _logits(model, "input_ids", IDS))
@@ -316,9 +308,7 @@ def test_channels_last_sites_in_timm_convnext():
     report = hf_acts.replace_activations(model, "fles", target="gelu", example_inputs=x)
     assert [r.channels for r in report.records] == [32, 64, 128, 256] and all(r.channels_last for r in report.records)
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
-    for m in model.modules():
-        if isinstance(m, FleS):
-            randomize_(m, 0.3)
+    randomize_activations_(model, 0.3)
     y = model(torch.randn(2, 3, 96, 96))  # another spatial size: still sized by channels
     assert y.shape == (2, 3)
 
@@ -421,9 +411,7 @@ def test_an_encoder_decoder_with_an_hf_acts_act_reloads(tmp_path):
                       feed_forward_proj="fles", decoder_start_token_id=0)
     model = T5ForConditionalGeneration(config).eval()
     assert [m.channels for m in model.modules() if isinstance(m, FleS)] == [32, 32]
-    for m in model.modules():
-        if isinstance(m, FleS):
-            randomize_(m, 0.3)
+    randomize_activations_(model, 0.3)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
