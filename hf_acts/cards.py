@@ -148,14 +148,13 @@ def _transformers_context(folder: Path) -> dict[str, Any]:
     """An hf-acts LM (``convert_glu``'s MLPs), a swapped model of any architecture (``hf_acts_activations``), or
     both: the replaced sites, parameter counts from the weights' headers, and the Auto class and task it loads as."""
     import transformers
-    from transformers import AutoConfig
     from transformers.pipelines import SUPPORTED_TASKS
 
     from .integrations.transformers.configuration_hf_acts import SWAP_FIELD
-    from .integrations.transformers.swapped import folder_auto_class
+    from .integrations.transformers.swapped import auto_class_for, folder_config
 
-    auto_class = folder_auto_class(folder)
-    config = AutoConfig.from_pretrained(folder)
+    config = folder_config(folder)
+    auto_class = auto_class_for(config)
     shapes = _weight_shapes(folder)
     rows, acts, added_params = [], [], 0
     base_mlp = mlp = None

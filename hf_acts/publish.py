@@ -36,9 +36,9 @@ def validate_folder(folder: str | Path) -> str:
         else:
             import transformers
 
-            from .integrations.transformers.swapped import folder_auto_class
+            from .integrations.transformers.swapped import auto_class_for, folder_config
 
-            auto = getattr(transformers, folder_auto_class(folder))
+            auto = getattr(transformers, auto_class_for(folder_config(folder)))
             _, info = auto.from_pretrained(folder, output_loading_info=True)
             wrong = {k: sorted(v)[:4] for k, v in info.items() if k in LOAD_PROBLEMS and v}
             if wrong:

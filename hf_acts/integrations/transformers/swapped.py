@@ -105,13 +105,13 @@ def auto_class_for(config: PretrainedConfig) -> str:
     return "AutoModel"
 
 
-def folder_auto_class(folder: str | Path) -> str:
-    """:func:`auto_class_for` a saved folder's config; a swapped folder's family is registered first, so that
-    ``AutoConfig`` reads it without remote code."""
+def folder_config(folder: str | Path) -> PretrainedConfig:
+    """A saved folder's config; a swapped folder's family is registered first, so that ``AutoConfig`` reads it
+    without remote code."""
     model_type = json.loads((Path(folder) / "config.json").read_text())["model_type"]
     if model_type.startswith(SWAPPED_PREFIX):
         register_family(model_type.removeprefix(SWAPPED_PREFIX))
-    return auto_class_for(AutoConfig.from_pretrained(folder))
+    return AutoConfig.from_pretrained(folder)
 
 
 def create_transformers_model(variant: str, config: Any = None, pretrained: str | None = None,
