@@ -1,6 +1,9 @@
 """The Triton kernels (hf_acts/ops/triton_*.py) against the plain formulas: on CUDA tensors where a GPU exists,
 elsewhere on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set in conftest). Shapes are small (the
-interpreter is slow) and never a multiple of the block sizes, so every kernel runs its masked tails.
+interpreter is slow) and never a multiple of the block sizes, so every kernel runs its masked tails. The shapes fit
+one tile or a few, so the kernels' tests run twice (the ``tiles`` fixture): with the launch's own tile sizes and with
+tiles of a few dozen elements, where every kernel runs many programs along each axis, the loops over position blocks,
+and the pointwise backward's row-strided loop and partial sums over several programs, as real shapes do.
 
 Tolerances: float32 inputs against a float64 reference 1e-5 (the kernels compute in float32); bfloat16 / float16
 inputs against the float64 reference of the same rounded inputs 2e-2 / 4e-3 relative (one rounding of each output
@@ -13,12 +16,31 @@ import torch.nn.functional as F
 from conftest import TRITON_DEVICE
 
 from hf_acts.activations.dynactivation import DYN_BASES, dynact_formula
-from hf_acts.ops import fles_math, pointwise, triton_fles
+from hf_acts.ops import fles_math, pointwise, triton_adrelu, triton_fles, triton_pointwise
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
        torch.float16: dict(rtol=4e-3, atol=4e-3)}
 # (shape, channels): per-channel images (channels on rows), tokens and vectors (channels last), one coefficient
 LAYOUTS = [((2, 5, 7, 9), 5), ((3, 13, 37), 37), ((5, 11), 11), ((2, 5, 7, 9), 1), ((3, 13, 37), 1)]
+
+# tile sizes that cut the test shapes into many tiles: (3, 13, 37) tokens become 10 row blocks of 4 x 16 over 3
+# column blocks, shared by 2 row programs; FleS's 35 positions 5 blocks of 8, its 6-11 channels 2-3 blocks of 4
+SMALL_TILES = {
+    triton_pointwise: dict(TILE=64, MAX_BLOCK_K=16, MAX_ROW_PROGRAMS=2),
+    triton_fles: dict(TILE=32, MAX_BLOCK_P=8, MAX_BLOCK_C=4),
+    triton_adrelu: dict(TILE=32, MIN_BLOCK_P=4, ROW_BLOCK=8),
+}
+
+
+@pytest.fixture(params=["default", "small"])
+def tiles(request, monkeypatch) -> str:  # noqa: ANN001
+    """The kernels' launch sizes: their own, or :data:`SMALL_TILES`."""
+    if request.param == "small":
+        for module, sizes in SMALL_TILES.items():
+            for name, value in sizes.items():
+                assert hasattr(module, name), name
+                monkeypatch.setattr(module, name, value)
+    return request.param
 
 
 def _view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -41,8 +63,10 @@ def _close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape,channels", LAYOUTS)
-@pytest.mark.parametrize("base", DYN_BASES)
-def test_dynact(base, shape, channels, dtype):
+# every base with the launch's tiles; the small tiles (the same indexing for every base) with SiLU
+@pytest.mark.parametrize("base,tiles", [(base, "default") for base in DYN_BASES] + [("silu", "small")],
+                         indirect=["tiles"])
+def test_dynact(base, shape, channels, dtype, tiles):
     x = (torch.randn(shape) * 2).to(TRITON_DEVICE, dtype)
     grad = torch.randn(shape).to(TRITON_DEVICE, dtype)
     alpha, beta = torch.randn(2, channels, device=TRITON_DEVICE)
@@ -60,7 +84,7 @@ def test_dynact(base, shape, channels, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape,channels", LAYOUTS)
-def test_swish_beta(shape, channels, dtype):
+def test_swish_beta(shape, channels, dtype, tiles):
     x = torch.randn(shape).to(TRITON_DEVICE, dtype)
     grad = torch.randn(shape).to(TRITON_DEVICE, dtype)
     beta = (torch.rand(channels) + 0.5).to(TRITON_DEVICE)
@@ -76,7 +100,7 @@ def test_swish_beta(shape, channels, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels", [1, 37])
 @pytest.mark.parametrize("base", ["silu", "gelu_tanh"])
-def test_dynact_glu(base, channels, dtype):
+def test_dynact_glu(base, channels, dtype, tiles):
     shape = (3, 5, 37)
     gate, up, grad = (torch.randn(shape).to(TRITON_DEVICE, dtype) for _ in range(3))
     alpha, beta = torch.randn(2, channels, device=TRITON_DEVICE)
@@ -107,7 +131,7 @@ def _fles_plain(x, w1, b1, w2, b2, base):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(2, 6, 5, 7), (3, 11, 6)])
 @pytest.mark.parametrize("base", ["silu", "gelu"])
-def test_fles(base, shape, dtype):
+def test_fles(base, shape, dtype, tiles):
     channels = shape[1] if len(shape) == 4 else shape[-1]
     x = torch.randn(shape).to(TRITON_DEVICE, dtype)
     grad = torch.randn(shape).to(TRITON_DEVICE, dtype)
@@ -184,7 +208,7 @@ def _adrelu_plain(config: tuple):  # noqa: ANN202
     (32, 2, 8, (2, 32, 3, 3)),  # heads nest inside groups
     (24, 4, 6, (3, 24, 1, 9)),  # tokens as a 1 x N map; head_dim not a power of 2
 ])
-def test_adrelu_cuda_path(channels, groups, head_dim, shape, dtype):
+def test_adrelu_cuda_path(channels, groups, head_dim, shape, dtype, tiles):
     """The CUDA implementation (Triton attention and GroupNorm + max between cuBLAS/cuDNN convolutions) and its
     recomputing backward against ADReLU's plain formula ``max(x, tau)``."""
     from hf_acts import ADReLU

@@ -19,6 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
+# Launch sizes (module constants, so that the tests can shrink them and run every kernel over many tiles)
+TILE = 4096  # elements per attention program (head channels x positions)
+MIN_BLOCK_P = 16  # positions per attention program, at least
+ROW_BLOCK = 1024  # positions per program of the row kernels, at most
 
 @triton.jit
 def _head(qkv_ptr, C, P, CG, DK, eps, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
@@ -100,7 +104,7 @@ def _attention_grid(qkv: torch.Tensor, head_dim: int) -> tuple[tuple[int, int, i
     """The launch grid of the attention kernels (one program per sample, head and block of positions)."""
     b, c3, h, w = qkv.shape
     block_d = triton.next_power_of_2(head_dim)
-    block_p = max(16, min(triton.next_power_of_2(h * w), 4096 // block_d))
+    block_p = max(MIN_BLOCK_P, min(triton.next_power_of_2(h * w), TILE // block_d))
     return (b, c3 // 3 // head_dim, triton.cdiv(h * w, block_p)), block_d, block_p
 
 
@@ -127,9 +131,10 @@ def attention_backward(qkv: torch.Tensor, grad_a: torch.Tensor, groups: int, hea
 
 
 def _row_grid(x: torch.Tensor) -> tuple[tuple[int, int], int]:
-    """The grid and block of the row kernels: a program per ``(b, c)`` row and block of up to 1024 positions."""
+    """The grid and block of the row kernels: a program per ``(b, c)`` row and block of up to ``ROW_BLOCK``
+    positions."""
     b, c, h, w = x.shape
-    block = min(triton.next_power_of_2(h * w), 1024)
+    block = min(triton.next_power_of_2(h * w), ROW_BLOCK)
     return (b * c, triton.cdiv(h * w, block)), block
 
 

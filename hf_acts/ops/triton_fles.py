@@ -16,6 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
+# Launch sizes (module constants, so that the tests can shrink them and run every kernel over many tiles)
+TILE = 4096  # elements per program's tile
+MAX_BLOCK_P = 1024  # positions per tile of an image
+MAX_BLOCK_C = 64  # channels per tile of tokens
 
 @triton.jit
 def _gate(u, GATE: tl.constexpr):
@@ -112,11 +116,11 @@ def _shape(x: torch.Tensor, channels: int, inner: int) -> tuple[int, int, bool, 
     images = inner > 1
     P = x.numel() // (x.shape[0] * channels)
     if images:
-        block_p = min(triton.next_power_of_2(P), 1024)
-        block_c = min(max(1, 4096 // block_p), triton.next_power_of_2(channels))
+        block_p = min(triton.next_power_of_2(P), MAX_BLOCK_P)
+        block_c = min(max(1, TILE // block_p), triton.next_power_of_2(channels))
     else:
-        block_c = min(triton.next_power_of_2(channels), 64)
-        block_p = max(1, 4096 // block_c)
+        block_c = min(triton.next_power_of_2(channels), MAX_BLOCK_C)
+        block_p = max(1, TILE // block_c)
     return P, x.shape[0], images, block_p, block_c
 
 

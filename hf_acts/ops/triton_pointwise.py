@@ -24,6 +24,9 @@ from .ids import POINTWISE_OPS
 
 RELU, LEAKY_RELU, SILU, GELU, GELU_TANH, MISH, SWISH = (tl.constexpr(POINTWISE_OPS[name]) for name in (
     "relu", "leaky_relu", "silu", "gelu", "gelu_tanh", "mish", "swish_beta"))
+# Launch sizes (module constants, so that the tests can shrink them and run every kernel over many tiles)
+TILE = 4096  # elements per program's tile
+MAX_BLOCK_K = 1024  # columns per tile
 MAX_ROW_PROGRAMS = 512  # programs along R; each loops over its share of row blocks (bounds the partial buffers)
 
 
@@ -161,11 +164,11 @@ def _matrix(x: torch.Tensor, channels: int) -> tuple[int, int, bool]:
 
 
 def _blocks(r: int, k: int) -> tuple[int, int]:
-    """``(BLOCK_R, BLOCK_K)``: tiles of about 4096 elements (a single row: one row of 4096)."""
+    """``(BLOCK_R, BLOCK_K)``: tiles of about ``TILE`` elements (a single row: one row of ``TILE``)."""
     if r == 1:
-        return 1, min(triton.next_power_of_2(k), 4096)
-    block_k = min(triton.next_power_of_2(k), 1024)
-    return max(1, 4096 // block_k), block_k
+        return 1, min(triton.next_power_of_2(k), TILE)
+    block_k = min(triton.next_power_of_2(k), MAX_BLOCK_K)
+    return max(1, TILE // block_k), block_k
 
 
 def forward(x: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, op: int, up: torch.Tensor | None = None
