@@ -99,6 +99,8 @@ def test_features_only_and_intermediates(name):
         kept = pruned.prune_intermediate_layers([n - 2])
         (only,) = pruned.forward_intermediates(x, indices=kept, intermediates_only=True)
         torch.testing.assert_close(only, intermediates[n - 2])
+    # pruning drops the classifier too (prune_head=True, the default): no parameters left unused
+    assert pruned.num_classes == 0 and not any(p.numel() for p in pruned.get_classifier().parameters())
 
 
 @pytest.mark.parametrize("name", PARAMS)
