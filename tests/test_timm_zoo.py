@@ -58,6 +58,20 @@ def test_cifar_resnets_reproduce_table5_parameter_counts():
     assert count("resnet8_cifar_dyrelu") == 98_672 and count("resnet32_cifar_dyrelu") == 545_104
 
 
+def test_cifar_resnet_head_dropout_only_in_training():
+    model = timm.create_model("resnet8_cifar", drop_rate=0.5, num_classes=4)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(x), model(x))
+        features = model.forward_features(x)
+        model.train()
+        dropped = model.forward_head(features, pre_logits=True)
+    pooled = features.mean((2, 3))
+    kept = dropped != 0
+    assert not kept.all() and torch.allclose(dropped[kept], 2 * pooled[kept])  # inverted dropout, p = 0.5
+
+
 def test_list_models():
     assert "efficientnetv2_rw_t_adrelu" in timm.list_models("*adrelu*")
     assert set(timm.list_models("*fles*")) >= {"resnet50_fles", "vit_tiny_patch16_224_fles",
