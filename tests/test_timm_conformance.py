@@ -3,6 +3,7 @@ network), at small input sizes; declared exceptions come from hf_acts.models.con
 
 import copy
 import functools
+import math
 
 import pytest
 import timm
@@ -92,6 +93,10 @@ def test_features_only_and_intermediates(name):
         torch.testing.assert_close(final, model.forward_features(x))
         assert len(intermediates) == n
         assert [t.shape[1] for t in intermediates] == [i["num_chs"] for i in model.feature_info]
+        # the maps are as large as feature_info's reductions say, exactly at these sizes (timm's test allows one more)
+        for info, t in zip(model.feature_info, intermediates, strict=True):
+            expected = [math.ceil(s / info["reduction"]) for s in x.shape[2:]]
+            assert list(t.shape[2:]) == expected, (info, t.shape)
         features = timm.create_model(name, features_only=True, out_indices=(n - 2, n - 1)).eval()
         outs = features(x)
         assert len(outs) == 2 and [o.shape[1] for o in outs] == features.feature_info.channels()
