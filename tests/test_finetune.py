@@ -167,3 +167,16 @@ def test_recipes_parse_and_the_lm_pair_differs_only_in_the_mlp():
     assert recipe.model == "efficientnetv2_s_adrelu" and recipe.pretrained and recipe.label_column == "fine_label"
     a, b = (vars(lm.parse_args([f"@{ROOT}/finetune/configs/lm_tiny_{m}.args"])) for m in ("swiglu", "dynactglu"))
     assert {k for k in a if a[k] != b[k]} == {"mlp", "output_dir"}
+
+
+def test_lm_packing_joins_documents_with_eos_and_drops_the_last_partial_block():
+    from datasets import Dataset
+
+    docs = ["def f(x):\n    return x + 1\n", "class A:\n    pass\n", "import os\nprint(os.sep)\n"]
+    tokenizer = lm.tiny_tokenizer(docs * 20, vocab_size=300)
+    stream = [t for doc in docs for t in [*tokenizer(doc)["input_ids"], tokenizer.eos_token_id]]
+    block = 7
+    packed = lm.pack(Dataset.from_dict({"text": docs}), tokenizer, block)[:]
+    assert len(packed["input_ids"]) == len(stream) // block > 1
+    assert torch.equal(packed["input_ids"].flatten(), torch.tensor(stream[:len(stream) // block * block]))
+    assert torch.equal(packed["labels"], packed["input_ids"])
