@@ -180,3 +180,24 @@ def test_lm_packing_joins_documents_with_eos_and_drops_the_last_partial_block():
     assert len(packed["input_ids"]) == len(stream) // block > 1
     assert torch.equal(packed["input_ids"].flatten(), torch.tensor(stream[:len(stream) // block * block]))
     assert torch.equal(packed["labels"], packed["input_ids"])
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_lm_build_converts_the_layers_and_mode_it_is_given(pretrained, tmp_path):
+    """``--layers``, ``--mlp-mode`` and ``--dynact-beta-init`` reach the model, for a tiny model built from scratch and
+    for a pretrained plain Llama converted by ``convert_glu``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    texts = ["def f(x):\n    return x + 1\n", "class A:\n    pass\n"] * 20
+    args = [*LM, "--layers", "1", "--mlp-mode", "both", "--dynact-beta-init", "0.25"]
+    if pretrained:
+        base = tmp_path / "base"
+        LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2)).save_pretrained(base)
+        lm.tiny_tokenizer(texts, 300).save_pretrained(base)
+        args[args.index("tiny")] = str(base)
+    _, model = lm.build(lm.parse_args(args), texts)
+    first, second = (layer.mlp for layer in model.model.layers)
+    assert not isinstance(first, hf_acts.DynActGLU) and isinstance(second, hf_acts.DynActGLU)
+    assert second.mode == "both" and second.act_fn.beta.item() == 0.25
+    assert model.config.mlp_layers == [1] and model.config.mlp_mode == "both"
