@@ -201,3 +201,18 @@ def test_lm_build_converts_the_layers_and_mode_it_is_given(pretrained, tmp_path)
     assert not isinstance(first, hf_acts.DynActGLU) and isinstance(second, hf_acts.DynActGLU)
     assert second.mode == "both" and second.act_fn.beta.item() == 0.25
     assert model.config.mlp_layers == [1] and model.config.mlp_mode == "both"
+
+
+def test_vision_model_spec_passes_every_swap_argument():
+    """``--act`` and its site arguments become one ``hf_acts_swapped`` swap over ``--model``; ``--model-kwargs``,
+    the class count and a one-channel input reach ``timm.create_model``."""
+    args = vision.parse_args(["--model", "resnet18", "--act", "fles", "--target", "relu,gelu", "--select", "^layer4",
+                              "--exclude", r"\.act1$", "--last", "2", "--act-kwargs", '{"base": "gelu"}',
+                              "--model-kwargs", '{"drop_rate": 0.1}'])
+    name, kwargs = vision.model_spec(args, num_classes=7, in_chans=1)
+    assert name == "hf_acts_swapped"
+    assert kwargs == {"drop_rate": 0.1, "num_classes": 7, "in_chans": 1, "base_model": "resnet18",
+                      "swaps": [{"act": "fles", "target": ["relu", "gelu"], "select": "^layer4",
+                                 "exclude": r"\.act1$", "last": 2, "kwargs": {"base": "gelu"}}]}
+    plain = vision.parse_args(["--model", "resnet8_cifar_adrelu"])
+    assert vision.model_spec(plain, num_classes=10, in_chans=3) == ("resnet8_cifar_adrelu", {"num_classes": 10})
