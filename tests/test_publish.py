@@ -392,6 +392,7 @@ def test_cli_swap_of_transformers_models(tmp_path, capsys):
     with torch.no_grad():  # FleS over GELU starts as GELU
         torch.testing.assert_close(swapped(pixel_values=PIXELS).logits, vit(pixel_values=PIXELS).logits)
     assert (tmp_path / "vit_fles" / "preprocessor_config.json").exists()
+    assert "base_model" not in metadata(ModelCard.load(tmp_path / "vit_fles" / "README.md"))  # a local folder
     cli(["swap", str(tmp_path / "vit"), "--library", "transformers", "--act", "fles", "--target", "gelu",
          "--num-classes", "5", "--output-dir", str(tmp_path / "vit_fles_5")])
     five = AutoModelForImageClassification.from_pretrained(tmp_path / "vit_fles_5").eval()
