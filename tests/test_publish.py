@@ -362,6 +362,7 @@ def test_cli_swap_card_publish_dry_run(tmp_path, capsys):
     assert "`layer4.1.act1` | ReLU | FleS" in capsys.readouterr().out
     meta = metadata(ModelCard.load(out / "README.md"))
     assert "model-index" not in meta  # untrained: no numbers
+    assert "base_model" not in meta  # built without --pretrained: not resnet18's published weights
     cli(["card", str(out), "--repo-id", "org/r18-fles"])
     assert "hf-hub:org/r18-fles" in (out / "README.md").read_text()
     cli(["publish", str(out), "--repo-id", "org/r18-fles", "--dry-run"])
@@ -393,9 +394,10 @@ def test_cli_swap_of_transformers_models(tmp_path, capsys):
         torch.testing.assert_close(swapped(pixel_values=PIXELS).logits, vit(pixel_values=PIXELS).logits)
     assert (tmp_path / "vit_fles" / "preprocessor_config.json").exists()
     assert "base_model" not in metadata(ModelCard.load(tmp_path / "vit_fles" / "README.md"))  # a local folder
-    cli(["swap", str(tmp_path / "vit"), "--library", "transformers", "--act", "fles", "--target", "gelu",
+    cli(["swap", str(tmp_path / "vit"), "--library", "transformers", "--act", "fles",  # --target: relu,silu,gelu
          "--num-classes", "5", "--output-dir", str(tmp_path / "vit_fles_5")])
     five = AutoModelForImageClassification.from_pretrained(tmp_path / "vit_fles_5").eval()
+    assert sum(isinstance(m, hf_acts.FleS) for m in five.modules()) == TINY_VIT["num_hidden_layers"]
     assert five.classifier.out_features == 5 and torch.equal(five.vit.embeddings.patch_embeddings.projection.weight,
                                                              vit.vit.embeddings.patch_embeddings.projection.weight)
     card = str(render_card(tmp_path / "vit_fles", "org/vit-fles"))
