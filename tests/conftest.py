@@ -1,7 +1,9 @@
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,18 @@ def randomize_(module: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
         for p in module.parameters():
             p.normal_(0.0, scale)
     return module
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """ATen's intra-op thread count set to ``n`` inside the block (the kernels split their work by it), restored
+    after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def randomize_activations_(model: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_fused_equals_plain, ran_op, randomize_
+from conftest import assert_fused_equals_plain, num_threads, ran_op, randomize_
 
 from hf_acts import ADReLU
 from hf_acts.ops import adrelu as adrelu_op
@@ -180,12 +180,8 @@ def test_the_fused_kernel_is_built_and_is_the_default():
 ])
 def test_fused_path_matches_the_plain_path_with_all_gradients(monkeypatch, shape, kwargs):
     channels = shape[-1] if len(shape) == 3 else shape[1]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(4)  # more threads than samples: the kernel splits samples into units where f allows
-    try:
+    with num_threads(4):  # more threads than samples: the kernel splits samples into units where f allows
         assert_fused_equals_plain(monkeypatch, randomize_(ADReLU(channels, **kwargs)), shape)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("channels,shape,fused", [

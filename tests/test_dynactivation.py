@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_fused_equals_plain, ran_op
+from conftest import assert_fused_equals_plain, num_threads, ran_op
 from torch import nn
 
 from hf_acts import DynActGLU, DynActivation, SwishBeta
@@ -271,12 +271,8 @@ def test_fused_path_equals_the_plain_path_in_float64(monkeypatch, base, shape, p
                       channels=channels if per_channel else None)
     with torch.no_grad():
         m.alpha.add_(torch.randn_like(m.alpha) * 0.1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with num_threads(2):
         assert_fused_equals_plain(monkeypatch, m, shape)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_dispatch_modes_run_the_plain_formula():

@@ -169,14 +169,16 @@ def test_recipes_parse_and_the_lm_pair_differs_only_in_the_mlp():
     assert {k for k in a if a[k] != b[k]} == {"mlp", "output_dir"}
 
 
+CODE_DOCS = ["def f(x):\n    return x + 1\n", "class A:\n    pass\n", "import os\nprint(os.sep)\n"]
+
+
 def test_lm_packing_joins_documents_with_eos_and_drops_the_last_partial_block():
     from datasets import Dataset
 
-    docs = ["def f(x):\n    return x + 1\n", "class A:\n    pass\n", "import os\nprint(os.sep)\n"]
-    tokenizer = lm.tiny_tokenizer(docs * 20, vocab_size=300)
-    stream = [t for doc in docs for t in [*tokenizer(doc)["input_ids"], tokenizer.eos_token_id]]
+    tokenizer = lm.tiny_tokenizer(CODE_DOCS * 20, vocab_size=300)
+    stream = [t for doc in CODE_DOCS for t in [*tokenizer(doc)["input_ids"], tokenizer.eos_token_id]]
     block = 7
-    packed = lm.pack(Dataset.from_dict({"text": docs}), tokenizer, block)[:]
+    packed = lm.pack(Dataset.from_dict({"text": CODE_DOCS}), tokenizer, block)[:]
     assert len(packed["input_ids"]) == len(stream) // block > 1
     assert torch.equal(packed["input_ids"].flatten(), torch.tensor(stream[:len(stream) // block * block]))
     assert torch.equal(packed["labels"], packed["input_ids"])
@@ -188,7 +190,7 @@ def test_lm_build_converts_the_layers_and_mode_it_is_given(pretrained, tmp_path)
     for a pretrained plain Llama converted by ``convert_glu``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    texts = ["def f(x):\n    return x + 1\n", "class A:\n    pass\n"] * 20
+    texts = CODE_DOCS * 20
     args = [*LM, "--layers", "1", "--mlp-mode", "both", "--dynact-beta-init", "0.25"]
     if pretrained:
         base = tmp_path / "base"

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_fused_equals_plain, ran_op, randomize_
+from conftest import assert_fused_equals_plain, num_threads, ran_op, randomize_
 
 from hf_acts import FleS
 
@@ -114,12 +114,8 @@ def test_fused_path_equals_the_plain_path_with_a_wide_coefficient_mlp(monkeypatc
 def test_fused_path_with_fewer_samples_than_threads(monkeypatch, threads, shape):
     """A batch smaller than the thread count splits each sample's channels or rows over the threads (the per-thread
     partial sums are added afterwards); one thread takes the per-sample path. Both equal the plain path."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         assert_fused_equals_plain(monkeypatch, randomize_(FleS(16), 0.3), shape)
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_fused_path_gradcheck_including_parameters():

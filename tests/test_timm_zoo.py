@@ -82,9 +82,9 @@ def test_list_models():
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_warm_start_from_a_local_base_checkpoint(name, tmp_path):
     """Every variant loads every weight of its base, and where its method has an init equal to the activation it
-    replaces (``preserving_kwargs``), it starts as the base model: exactly, or within 1e-5 for FleS, whose init is
-    the base only up to its ``eps``. A variant whose arguments contradict that init (a dynActivation over SiLU in
-    place of GELU) fails here."""
+    replaces (``preserving_kwargs``), it starts as the base model: exactly, or within 1e-5 for FleS, whose kernel
+    computes ``rho(x) x`` in its own arithmetic rather than through the base's ATen kernel. A variant whose
+    arguments contradict that init (a dynActivation over SiLU in place of GELU) fails here."""
     variant = ZOO[name]
     preserves = hf_acts.get_activation(variant.act).preserving_kwargs(variant.target) is not None
     base = timm.create_model(variant.base.split(".")[0], num_classes=5).eval()

@@ -24,6 +24,7 @@ TILE = 4096  # elements per attention program (head channels x positions)
 MIN_BLOCK_P = 16  # positions per attention program, at least
 ROW_BLOCK = 1024  # positions per program of the row kernels, at most
 
+
 @triton.jit
 def _head(qkv_ptr, C, P, CG, DK, eps, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
     """One program's head and block of positions: its Q, K, V tiles (float32), their offsets and mask, and Eq. 2's

@@ -21,6 +21,7 @@ TILE = 4096  # elements per program's tile
 MAX_BLOCK_P = 1024  # positions per tile of an image
 MAX_BLOCK_C = 64  # channels per tile of tokens
 
+
 @triton.jit
 def _gate(u, GATE: tl.constexpr):
     """``(rho(u), rho'(u))``: sigmoid (GATE 0, SiLU) or the normal CDF (GATE 1, GELU)."""
