@@ -30,7 +30,6 @@ from transformers import (
     AutoTokenizer,
     PreTrainedTokenizerFast,
     default_data_collator,
-    get_cosine_schedule_with_warmup,
 )
 
 import hf_acts
@@ -41,6 +40,7 @@ from hf_acts.training import (
     RecipeArgumentParser,
     add_training_args,
     after_batch,
+    cosine_schedule,
     end_epoch,
     epoch_batches,
     final_metrics,
@@ -51,6 +51,7 @@ from hf_acts.training import (
     prepare_output_dir,
     read_log,
     start_state,
+    steps_per_epoch,
     write_args,
 )
 
@@ -165,17 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
     eval_loader = DataLoader(eval_ds, batch_size=args.batch_size, collate_fn=default_data_collator)
     if accelerator.is_main_process:
         write_args(out, run_args)
-    # optimizer steps per epoch of this run (Accelerate shards the batches over the processes)
-    steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / args.grad_accum)
-    if args.max_steps:
-        steps_per_epoch = min(steps_per_epoch, args.max_steps)
-    total_steps = steps_per_epoch * args.epochs
+    epoch_steps = steps_per_epoch(len(train_loader), accelerator.num_processes, args.grad_accum, args.max_steps)
+    total_steps = epoch_steps * args.epochs
     optimizer = torch.optim.AdamW(hf_acts.param_groups_weight_decay(model, args.weight_decay), lr=args.lr,
                                   betas=(0.9, 0.95))
-    # Accelerate steps a prepared scheduler once per process at each optimizer step: the schedule spans n times the
-    # optimizer steps (without this, --max-steps on 2 processes ran the cosine to zero halfway)
-    n = accelerator.num_processes
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps) * n, total_steps * n)
+    scheduler = cosine_schedule(optimizer, total_steps, args.warmup_ratio, accelerator.num_processes)
     model_class = type(model)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
@@ -187,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.train()
         loss_sum, seen = 0.0, 0
         for batch in epoch_batches(accelerator, train_loader, state):
-            if state.step >= (state.epoch + 1) * steps_per_epoch:
+            if state.step >= (state.epoch + 1) * epoch_steps:
                 break
             with accelerator.accumulate(model):
                 loss = model(**batch).loss

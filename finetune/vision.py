@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import timm
@@ -24,7 +23,6 @@ from accelerate.utils import set_seed
 from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 import hf_acts
 from hf_acts.cards import BASE_SPEC, render_card
@@ -36,6 +34,7 @@ from hf_acts.training import (
     RecipeArgumentParser,
     add_training_args,
     after_batch,
+    cosine_schedule,
     end_epoch,
     epoch_batches,
     final_metrics,
@@ -46,6 +45,7 @@ from hf_acts.training import (
     prepare_output_dir,
     read_log,
     start_state,
+    steps_per_epoch,
     sync_buffers,
     write_args,
 )
@@ -150,9 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     run_args = dict(vars(args))
     out = prepare_output_dir(args.output_dir, run_args, args.resume)  # fails before any heavy work
-    set_seed(args.seed)
     accelerator = make_accelerator(args, out)
     data = load_image_dataset(args.dataset, args.image_column, args.label_column, args.train_split, args.eval_split)
+    # seeded after loading: a first import while loading (rich's) draws from Python's random, which the training
+    # transforms use, so a second run with the same seed in one process (a notebook) would otherwise differ
+    set_seed(args.seed)
     if args.max_train_samples:
         data.train = data.train.select(range(min(args.max_train_samples, len(data.train))))
     if args.max_eval_samples:
@@ -176,8 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
             accelerator.print(report)
 
     optimizer = torch.optim.AdamW(hf_acts.param_groups_weight_decay(model, args.weight_decay), lr=args.lr)
-    total_steps = math.ceil(len(train_loader) / args.grad_accum) * args.epochs
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    total_steps = steps_per_epoch(len(train_loader), accelerator.num_processes, args.grad_accum) * args.epochs
+    scheduler = cosine_schedule(optimizer, total_steps, args.warmup_ratio, accelerator.num_processes)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler)
     state = start_state(accelerator, out, args.resume, "vision", run_args)

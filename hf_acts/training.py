@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
@@ -18,6 +19,7 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DataLoaderConfiguration, DistributedType
+from transformers import get_cosine_schedule_with_warmup
 
 CHECKPOINTS = "checkpoints"
 ARGS_FILE = "training_args.json"
@@ -125,6 +127,22 @@ def epoch_batches(accelerator: Accelerator, loader, state: TrainState):
     """The batches of ``state.epoch`` still to do (skips those a resumed checkpoint already consumed)."""
     loader.set_epoch(state.epoch)
     return accelerator.skip_first_batches(loader, state.batches_in_epoch)
+
+
+def steps_per_epoch(num_batches: int, num_processes: int, grad_accum: int, max_steps: int | None = None) -> int:
+    """Optimizer steps each process takes per epoch: Accelerate shards the ``num_batches`` batches of the unprepared
+    loader over the processes (the last shard padded), and every ``grad_accum`` micro-batches make a step."""
+    steps = math.ceil(math.ceil(num_batches / num_processes) / grad_accum)
+    return min(steps, max_steps) if max_steps else steps
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, num_processes: int):
+    """transformers' cosine schedule with linear warmup over ``total_steps`` optimizer steps, for
+    ``accelerator.prepare``: a prepared scheduler steps once per process at each optimizer step (Accelerate's
+    ``split_batches=False`` default), so the schedule spans ``num_processes`` times the steps and ends at 0 on the
+    run's last step."""
+    n = num_processes
+    return get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps) * n, total_steps * n)
 
 
 def optimizer_step(accelerator: Accelerator, model, optimizer, scheduler, loss, clip_grad: float) -> None:

@@ -19,6 +19,12 @@ sys.path.insert(0, str(ROOT / "finetune"))
 import lm  # noqa: E402
 import vision  # noqa: E402
 
+SHORT = ["--epochs", "1", "--max-train-samples", "64", "--max-eval-samples", "16"]
+
+
+def _last_record(out) -> dict:
+    return json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+
 
 @pytest.mark.slow
 def test_vision_output_is_hub_ready_and_reproduces_its_metrics(vision_run):
@@ -51,6 +57,7 @@ def test_vision_two_processes_count_each_eval_sample_once(tmp_path):
     assert metrics["num_processes"] == 2
     assert metrics["eval_count"] == 101  # odd: the padded duplicate is dropped
     assert metrics["steps"] == 5  # 320 samples / (2 x 32)
+    assert _last_record(out)["lr"] == 0.0  # the cosine schedule ends on the last step of each process
 
 
 @pytest.mark.slow
@@ -83,6 +90,7 @@ def test_lm_tiny_end_to_end_and_reload(lm_run):  # not slow: `make test`'s real 
     out = lm_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 12 and metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"])
+    assert _last_record(out)["lr"] == 0.0  # the cosine schedule spans --max-steps
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     remote = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     assert type(model).__name__ == "HfActsLlamaForCausalLM"
@@ -155,6 +163,57 @@ def test_optimizer_step_clips_at_synchronisation_steps_only(sync):
     hf_acts.training.optimizer_step(Accelerator(), model, optimizer, scheduler, loss, clip_grad=1.0)
     assert model.weight.norm().item() == pytest.approx(1.0 if sync else 200.0)
     assert model.weight.grad is None or not model.weight.grad.any()
+
+
+@pytest.mark.parametrize("batches,processes,accum,max_steps,steps", [
+    (10, 1, 1, None, 10), (11, 2, 1, None, 6), (11, 2, 2, None, 3), (11, 2, 2, 2, 2), (3, 4, 1, 5, 1)])
+def test_steps_per_epoch_counts_the_optimizer_steps_of_each_process(batches, processes, accum, max_steps, steps):
+    assert hf_acts.training.steps_per_epoch(batches, processes, accum, max_steps) == steps
+
+
+@pytest.mark.parametrize("processes", [1, 2, 4])
+def test_cosine_schedule_warms_up_and_ends_at_zero_on_the_last_step_of_each_process(processes):
+    """Stepped as Accelerate steps a prepared scheduler (``processes`` times per optimizer step), the schedule peaks
+    after the warmup steps and reaches 0 at the run's last optimizer step, not before."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = hf_acts.training.cosine_schedule(optimizer, total_steps=10, warmup_ratio=0.2, num_processes=processes)
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        for _ in range(processes):
+            scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[-2] > 0 and lrs[-1] == 0.0
+
+
+def test_vision_label_smoothing_is_the_training_loss_it_asks_for(tmp_path):
+    """With ``--lr 0`` three runs of one seed see the same model and batches, and label smoothing's loss is linear in
+    its epsilon: ``(1 - eps) * NLL + eps * mean_k(-log p_k)``, so the eps = 0.3 run's loss is 0.7 L(0) + 0.3 L(1)."""
+    loss = {}
+    for eps in ("0", "1", "0.3"):
+        vision.main([*VISION, *SHORT, "--lr", "0", "--label-smoothing", eps, "--output-dir", str(tmp_path / eps)])
+        loss[eps] = _last_record(tmp_path / eps)["train_loss"]
+    assert loss["1"] > loss["0"]  # the uniform target's cross-entropy exceeds the true class' for a random model
+    assert loss["0.3"] == pytest.approx(0.7 * loss["0"] + 0.3 * loss["1"], rel=1e-6)
+
+
+def test_vision_clears_the_aiec_counters_at_every_epoch_start(tmp_path, monkeypatch):
+    """The class counters hold one epoch's statistics (Sec. 3.4): cleared before the first epoch and again after it,
+    once per epoch."""
+    counted, reset = [], hf_acts.reset_aiec_counters
+
+    def spy(model):
+        counted.append(sum(m.phi.sum().item() for m in hf_acts.activations.aiec.aiec_modules(model)))
+        reset(model)
+
+    monkeypatch.setattr(hf_acts, "reset_aiec_counters", spy)
+    out = tmp_path / "run"
+    vision.main([*VISION, *SHORT, "--epochs", "2", "--model", "resnet8_cifar", "--act", "aiec", "--last", "2",
+                 "--output-dir", str(out)])
+    assert len(counted) == 2 and counted[0] == 0 and counted[1] > 0
+    record = _last_record(out)  # Eq. 14: the training loss adds L_aux (about ln 10 = 2.3 for an untrained unit)
+    assert record["train_loss"] - record["eval_loss"] > 1.0
 
 
 def test_lm_bad_model(tmp_path):
