@@ -176,7 +176,8 @@ def test_create_transformers_model_refuses_what_it_cannot_build():
 
 
 def test_remote_code_alone_reloads_every_variant(saved, tmp_path):
-    """A fresh interpreter where `import hf_acts` fails: trust_remote_code rebuilds every variant (plain formulas)."""
+    """A fresh interpreter where `import hf_acts` fails: trust_remote_code rebuilds every variant (plain formulas),
+    and loads each task folder into the bare model (``AutoModel``) with the same activations, as hf-acts does."""
     folders = {v: (str(t["folder"]), t["auto"], t["name"]) for v, t in saved.items()}
     script = textwrap.dedent(f"""
         import sys
@@ -190,6 +191,11 @@ def test_remote_code_alone_reloads_every_variant(saved, tmp_path):
             with torch.no_grad():
                 got = model(**{{name: expected["x"]}}).logits
             assert torch.equal(got, expected["plain"]), (variant, (got - expected["plain"]).abs().max())
+            bare = transformers.AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+            assert type(bare).__name__ == "HfActsSwapped" + type(model.base_model).__name__, type(bare)
+            with torch.no_grad():
+                want = model.base_model(**{{name: expected["x"]}}).last_hidden_state
+                assert torch.equal(bare(**{{name: expected["x"]}}).last_hidden_state, want), variant
         print("remote ok")
     """)
     env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}

@@ -39,26 +39,42 @@ def _auto_classes() -> list[str]:
                   hasattr(getattr(modeling_auto, n), "_model_mapping"))
 
 
-def register_family(model_type: str) -> type:
-    """Register ``HfActsSwapped<Config>`` (model type ``hf_acts_swapped_<model_type>``) with ``AutoConfig`` and an
-    ``HfActsSwapped<Model>`` class with every ``AutoModel*`` class that maps ``model_type``'s config (transformers'
-    own models and registered ones, e.g. the hf-acts LM family); returns the config class."""
-    base_config = CONFIG_MAPPING[model_type]
-    config_class = swapped_config_class(base_config)
-    config_class.register_for_auto_class()
-    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+def _family_models(model_type: str) -> dict[str, type]:
+    """``AutoModel*`` class name -> the model class it builds for ``model_type``'s config (transformers' own models and
+    registered ones, e.g. the hf-acts LM family)."""
+    found = {}
     for auto_name in _auto_classes():
-        auto = getattr(modeling_auto, auto_name)
         try:
-            base_model = auto._model_mapping[base_config]
+            base_model = getattr(modeling_auto, auto_name)._model_mapping[CONFIG_MAPPING[model_type]]
         except (KeyError, ValueError, ImportError, AttributeError):
             continue
         if isinstance(base_model, type) and issubclass(base_model, PreTrainedModel):
-            model_class = swapped_model_class(base_model)
-            if model_class._auto_class is None:  # saved folders name the first Auto class that maps it
-                model_class.register_for_auto_class(auto_name)
-            auto.register(config_class, model_class, exist_ok=True)
+            found[auto_name] = base_model
+    return found
+
+
+def register_family(model_type: str) -> type:
+    """Register ``HfActsSwapped<Config>`` (model type ``hf_acts_swapped_<model_type>``) with ``AutoConfig`` and an
+    ``HfActsSwapped<Model>`` class with every ``AutoModel*`` class that maps ``model_type``'s config; returns the
+    config class."""
+    config_class = swapped_config_class(CONFIG_MAPPING[model_type])
+    config_class.register_for_auto_class()
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    for auto_name, base_model in _family_models(model_type).items():
+        model_class = swapped_model_class(base_model)
+        if model_class._auto_class is None:  # save_pretrained writes this one auto_map entry (see remote_auto_map)
+            model_class.register_for_auto_class(auto_name)
+        getattr(modeling_auto, auto_name).register(config_class, model_class, exist_ok=True)
     return config_class
+
+
+def remote_auto_map(model_type: str) -> dict[str, str]:
+    """The ``auto_map`` of a swapped folder of ``model_type``: every ``AutoModel*`` class of the family, so that
+    ``trust_remote_code`` loads it into any of them (a task model's folder into ``AutoModel``, the bare model) as
+    installed hf-acts does. transformers' save writes only the saved class's own entry (``_auto_class``)."""
+    module = swapped_model_class.__module__.rpartition(".")[2]
+    return {auto_name: f"{module}.{swapped_model_class(base_model).__name__}"
+            for auto_name, base_model in _family_models(model_type).items()}
 
 
 def _site(model: PreTrainedModel, name: str) -> tuple[str, str]:
@@ -85,7 +101,8 @@ def record_swap(model: PreTrainedModel, report: Any) -> None:
         records = [x for x in records if (x["root"], x["module"]) != (root, module)]
         records.append({"module": module, "root": root, "activation": report.activation, "kwargs": r.kwargs,
                         "channels_last": r.channels_last, "replaced": r.old})
-    rebuild_config(model, swapped_config_class(CONFIG_MAPPING[base_type]), **{SWAP_FIELD: records})
+    rebuild_config(model, swapped_config_class(CONFIG_MAPPING[base_type]), auto_map=remote_auto_map(base_type),
+                   **{SWAP_FIELD: records})
     model.__class__ = swapped_model_class(base_class)
 
 
