@@ -11,10 +11,12 @@ from .activations import (
     SwishBeta,
     aiec_loss,
     aiec_targets,
+    attach_aiec_loss,
     reset_aiec_counters,
 )
 from .activations._base import build_lazy
 from .integrations.timm import save_timm_model  # registers hf_acts_swapped
+from .integrations.trainer import AIECCallback
 from .integrations.transformers import (  # registers the causal-LM family, swapped families and ACT2FN names
     convert_glu,
     create_transformers_model,
@@ -30,6 +32,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AIEC",
+    "AIECCallback",
     "ADReLU",
     "DyReLU",
     "DynActGLU",
@@ -42,6 +45,7 @@ __all__ = [
     "build_lazy",
     "aiec_loss",
     "aiec_targets",
+    "attach_aiec_loss",
     "convert_glu",
     "create_activation",
     "create_transformers_model",

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import hf_acts
 from hf_acts import AIEC, aiec_loss, aiec_targets, reset_aiec_counters
 
 W = torch.tensor([[1.0, -1.0, -0.5], [-1.0, 1.0, -0.2]])
@@ -124,3 +125,62 @@ def test_errors():
     m.set_targets(Y)
     with pytest.raises(ValueError, match="num_classes"):
         m(X)
+
+
+class Classifier(nn.Module):
+    """A task model as transformers writes them: ``forward(x, labels=None)`` returns its loss when given labels."""
+
+    def __init__(self, return_dict: bool = True) -> None:
+        super().__init__()
+        self.act, self.head, self.return_dict = worked_example(), nn.Linear(3, 2), return_dict
+
+    def forward(self, x, labels=None):
+        logits = self.head(self.act(x))
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        return {"loss": loss, "logits": logits} if self.return_dict else (loss, logits)
+
+
+@pytest.mark.parametrize("return_dict", [True, False])
+def test_attach_aiec_loss_makes_the_models_loss_eq14_in_training_only(return_dict):
+    model, twin = Classifier(return_dict).train(), Classifier().train()
+    twin.load_state_dict(model.state_dict())
+    handles = hf_acts.attach_aiec_loss(model, lambda_aux=0.5, lambda_gate=3.0)
+    got = model(X, labels=Y)
+    loss = got["loss"] if return_dict else got[0]
+    with aiec_targets(twin, Y):  # the context-manager API on the same weights
+        out = twin(X, labels=Y)
+    torch.testing.assert_close(loss, out["loss"] + aiec_loss(twin, lambda_aux=0.5, lambda_gate=3.0))
+    assert torch.equal(model.act.phi, twin.act.phi) and model.act.phi.sum() > 0 and model.act.targets is None
+    loss.backward()
+    assert model.act.decision.weight.grad.abs().sum() > 0  # L_aux reaches the decision unit
+
+    model.eval()
+    reset_aiec_counters(model)
+    got = model(X, labels=Y)
+    assert torch.equal(got["loss"] if return_dict else got[0], F.cross_entropy(model.head(F.relu(X)), Y))
+    assert model.act.phi.sum() == 0  # eval: the threshold only
+    model.train()
+    assert (model(X)["logits"] if return_dict else model(X)[1]).shape == (3, 2)  # no labels: nothing to add
+    for handle in handles:
+        handle.remove()
+    got = model(X, labels=Y)
+    assert model.act.phi.sum() == 0 and (got["loss"] if return_dict else got[0]) is not None
+
+
+class Bare(nn.Module):
+    """A model that takes labels but returns only its features (a transformers base model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = worked_example()
+
+    def forward(self, x, labels=None):
+        return self.act(x)
+
+
+def test_attach_aiec_loss_refuses_a_model_without_a_loss():
+    model = Bare().train()
+    hf_acts.attach_aiec_loss(model)
+    with pytest.raises(ValueError, match="Bare returned no loss for its labels"):
+        model(X, labels=Y)
+    assert model.act.targets is None

@@ -91,3 +91,57 @@ def test_text_generation_pipeline_with_and_without_hf_acts(lm_run, tmp_path):
         print(repr(generate("def main():", max_new_tokens=8, do_sample=False)[0]["generated_text"]))
     """, tmp_path)
     assert out.strip().splitlines()[-1] == repr(text)
+
+
+def aiec_vit(num_classes: bool = True):
+    """A tiny ViT classifier with AIEC (class-token pooling) in every MLP, the paper's placement."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                intermediate_size=64, image_size=16, patch_size=8, num_labels=3))
+    kwargs = {"num_classes": model.config.num_labels} if num_classes else {}
+    hf_acts.replace_activations(model, "aiec", target="gelu", pool="cls", **kwargs)
+    return model
+
+
+def images(n: int = 16) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    return Dataset.from_dict({"pixel_values": torch.randn(n, 3, 16, 16, generator=g).tolist(),
+                              "labels": torch.randint(0, 3, (n,), generator=g).tolist()}).with_format("torch")
+
+
+def test_aiec_callback_trains_the_decision_units_and_clears_the_counters_each_epoch(tmp_path, monkeypatch):
+    """The Trainer's loss becomes Eq. 14's total: the decision units, which only L_aux trains, move; the counters
+    are cleared at every epoch start; after training the model's loss is its own again."""
+    model = aiec_vit()
+    decision = model.vit.layers[0].mlp.activation_fn.decision.weight
+    before = decision.detach().clone()
+    resets = []
+    reset = hf_acts.integrations.trainer.reset_aiec_counters
+    monkeypatch.setattr(hf_acts.integrations.trainer, "reset_aiec_counters", lambda m: resets.append(1) or reset(m))
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=4,
+                             learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=images(), callbacks=[hf_acts.AIECCallback(lambda_gate=2.0)])
+    trainer.train()
+    assert trainer.state.global_step == 8 and len(resets) == 2
+    assert not torch.equal(decision.detach(), before)
+    x, y = images(4)[:]["pixel_values"], images(4)[:]["labels"]
+    out = model.train()(pixel_values=x, labels=y)  # hooks removed: the classifier's cross-entropy alone
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, y))
+
+
+@pytest.mark.parametrize("case,match", [("no_classes", "no num_classes"), ("smoothing", "label_smoothing_factor"),
+                                        ("no_aiec", "no AIEC activation")])
+def test_aiec_callback_refuses_what_would_train_aiec_silently_as_a_threshold(tmp_path, case, match):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    model = aiec_vit(num_classes=case != "no_classes")
+    if case == "no_aiec":
+        model = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                    intermediate_size=64, image_size=16, patch_size=8))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no", use_cpu=True,
+                             label_smoothing_factor=0.1 if case == "smoothing" else 0.0)
+    trainer = Trainer(model=model, args=args, train_dataset=images(), callbacks=[hf_acts.AIECCallback()])
+    with pytest.raises(ValueError, match=match):
+        trainer.train()

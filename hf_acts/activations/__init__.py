@@ -1,7 +1,7 @@
 """Activation modules, one method per file, torch only."""
 
 from .adrelu import ADReLU
-from .aiec import AIEC, aiec_loss, aiec_modules, aiec_targets, reset_aiec_counters
+from .aiec import AIEC, aiec_loss, aiec_modules, aiec_targets, attach_aiec_loss, reset_aiec_counters
 from .dynactglu import DynActGLU
 from .dynactivation import DynActivation
 from .dyrelu import DyReLU
@@ -19,5 +19,6 @@ __all__ = [
     "aiec_loss",
     "aiec_modules",
     "aiec_targets",
+    "attach_aiec_loss",
     "reset_aiec_counters",
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ._base import LazyChannels
 
@@ -184,3 +186,35 @@ def reset_aiec_counters(model: nn.Module) -> None:
     """Clear the counters of every AIEC module (at the start of each epoch)."""
     for m in aiec_modules(model):
         m.reset_counters()
+
+
+def attach_aiec_loss(model: nn.Module, lambda_aux: float = 1.0, lambda_gate: float = 200.0) -> list[RemovableHandle]:
+    """Train AIEC inside a model that takes ``labels=`` and returns its loss (transformers task models, so Trainer,
+    PEFT and any loop that calls the model with labels): in training, a call's ``labels`` are the targets of every AIEC
+    module, and the loss it returns gains :func:`aiec_loss` (Eq. 14), as if the model's own loss were Eq. 14's total.
+    Returns the two hook handles (``handle.remove()`` detaches)."""
+    mods = aiec_modules(model)
+
+    def set_targets(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        labels = kwargs.get("labels")
+        for m in mods:
+            m.set_targets(labels if module.training else None)
+
+    def add_loss(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        counted = any(m.targets is not None for m in mods)
+        for m in mods:
+            m.set_targets(None)
+        if not counted or output is None:  # no labels, eval mode, or the forward raised
+            return output
+        loss = output[0] if isinstance(output, tuple) else output.get("loss") if isinstance(output, Mapping) else None
+        if not isinstance(loss, torch.Tensor):
+            raise ValueError(f"attach_aiec_loss: {type(model).__name__} returned no loss for its labels; call a task "
+                             "model (e.g. ...ForImageClassification) or use aiec_targets / aiec_loss in your loop")
+        total = loss + aiec_loss(model, lambda_aux, lambda_gate).to(loss.device, loss.dtype)
+        if isinstance(output, tuple):  # return_dict=False: the loss comes first
+            return (total, *output[1:])
+        output["loss"] = total
+        return output
+
+    return [model.register_forward_pre_hook(set_targets, with_kwargs=True),
+            model.register_forward_hook(add_loss, with_kwargs=True, always_call=True)]
