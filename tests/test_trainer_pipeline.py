@@ -131,6 +131,23 @@ def test_aiec_callback_trains_the_decision_units_and_clears_the_counters_each_ep
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, y))
 
 
+def test_aiec_callback_with_lora_trains_the_adapted_copies_of_the_decision_units(tmp_path):
+    """PEFT keeps a frozen original and a trained copy of each AIEC site (modules_to_save): the copies run, get the
+    labels and move; the originals stay as they were."""
+    from peft import get_peft_model
+
+    model = aiec_vit()
+    model = get_peft_model(model, hf_acts.peft_config(model, r=4))
+    sites = {n: m for n, m in model.named_modules() if isinstance(m, hf_acts.AIEC)}
+    before = {n: m.decision.weight.detach().clone() for n, m in sites.items()}
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-2,
+                             report_to=[], save_strategy="no", use_cpu=True, seed=0)
+    Trainer(model=model, args=args, train_dataset=images(), callbacks=[hf_acts.AIECCallback(lambda_gate=2.0)]).train()
+    moved = {(n.rpartition(".activation_fn.")[2], not torch.equal(m.decision.weight.detach(), before[n]))
+             for n, m in sites.items()}  # (role, moved) of both layers' sites
+    assert len(sites) == 4 and moved == {("original_module", False), ("modules_to_save.default", True)}
+
+
 @pytest.mark.parametrize("case,match", [("no_classes", "no num_classes"), ("smoothing", "label_smoothing_factor"),
                                         ("no_aiec", "no AIEC activation")])
 def test_aiec_callback_refuses_what_would_train_aiec_silently_as_a_threshold(tmp_path, case, match):
