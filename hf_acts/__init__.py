@@ -16,7 +16,6 @@ from .activations import (
 )
 from .activations._base import build_lazy
 from .integrations.timm import save_timm_model  # registers hf_acts_swapped
-from .integrations.trainer import AIECCallback
 from .integrations.transformers import (  # registers the causal-LM family, swapped families and ACT2FN names
     convert_glu,
     create_transformers_model,
@@ -29,6 +28,16 @@ from .swap import SwapRecord, SwapReport, replace_activations
 
 mark_kernel_layers()  # Kernel Hub layer names, where `kernels` is installed
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> type:
+    """``hf_acts.AIECCallback`` on first use: the Trainer's modules import PEFT, about 2 s that ``import hf_acts``
+    does not pay otherwise."""
+    if name == "AIECCallback":
+        from .integrations.trainer import AIECCallback
+
+        return AIECCallback
+    raise AttributeError(f"module 'hf_acts' has no attribute {name!r}")
 
 __all__ = [
     "AIEC",

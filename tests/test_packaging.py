@@ -44,6 +44,8 @@ def test_wheel_install_renders_cards_and_saves_remote_code(wheel_python, tmp_pat
         from pathlib import Path
         import torch, hf_acts
         assert "site-packages" in hf_acts.__file__ and "{ROOT}" not in hf_acts.__file__, hf_acts.__file__
+        assert "peft" not in sys.modules  # the Trainer's modules (and PEFT) load with hf_acts.AIECCallback only
+        assert hf_acts.AIECCallback.__module__ == "hf_acts.integrations.trainer" and "peft" in sys.modules
         from hf_acts.cards import TEMPLATES, render_card
         assert TEMPLATES.parent == Path(hf_acts.__file__).parent, TEMPLATES
 

@@ -117,9 +117,10 @@ def test_aiec_callback_trains_the_decision_units_and_clears_the_counters_each_ep
     model = aiec_vit()
     decision = model.vit.layers[0].mlp.activation_fn.decision.weight
     before = decision.detach().clone()
-    resets = []
-    reset = hf_acts.integrations.trainer.reset_aiec_counters
-    monkeypatch.setattr(hf_acts.integrations.trainer, "reset_aiec_counters", lambda m: resets.append(1) or reset(m))
+    from hf_acts.integrations import trainer as callbacks
+
+    resets, reset = [], callbacks.reset_aiec_counters
+    monkeypatch.setattr(callbacks, "reset_aiec_counters", lambda m: resets.append(1) or reset(m))
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=4,
                              learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True, seed=0)
     trainer = Trainer(model=model, args=args, train_dataset=images(), callbacks=[hf_acts.AIECCallback(lambda_gate=2.0)])
