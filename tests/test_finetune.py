@@ -194,7 +194,7 @@ def test_vision_label_smoothing_is_the_training_loss_it_asks_for(tmp_path):
     for eps in ("0", "1", "0.3"):
         vision.main([*VISION, *SHORT, "--lr", "0", "--label-smoothing", eps, "--output-dir", str(tmp_path / eps)])
         loss[eps] = _last_record(tmp_path / eps)["train_loss"]
-    assert loss["1"] > loss["0"]  # the uniform target's cross-entropy exceeds the true class' for a random model
+    assert abs(loss["1"] - loss["0"]) > 1e-3  # the flag changes the loss (else the relation below holds trivially)
     assert loss["0.3"] == pytest.approx(0.7 * loss["0"] + 0.3 * loss["1"], rel=1e-6)
 
 

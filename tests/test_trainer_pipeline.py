@@ -114,11 +114,11 @@ def images(n: int = 16) -> Dataset:
 def test_aiec_callback_trains_the_decision_units_and_clears_the_counters_each_epoch(tmp_path, monkeypatch):
     """The Trainer's loss becomes Eq. 14's total: the decision units, which only L_aux trains, move; the counters
     are cleared at every epoch start; after training the model's loss is its own again."""
+    from hf_acts.integrations import trainer as callbacks
+
     model = aiec_vit()
     decision = model.vit.layers[0].mlp.activation_fn.decision.weight
     before = decision.detach().clone()
-    from hf_acts.integrations import trainer as callbacks
-
     resets, reset = [], callbacks.reset_aiec_counters
     monkeypatch.setattr(callbacks, "reset_aiec_counters", lambda m: resets.append(1) or reset(m))
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=4,
