@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "hf_acts"
 REMOTE_CODE_MODULES = (
-    "_base.py", "adrelu.py", "bases.py", "dynactglu.py", "dynactivation.py", "fles.py", "swish_beta.py")
+    "_base.py", "adrelu.py", "aiec.py", "bases.py", "dynactglu.py", "dynactivation.py", "fles.py", "swish_beta.py")
 
 
 def main() -> None:

@@ -204,6 +204,49 @@ def test_remote_code_alone_reloads_every_variant(saved, tmp_path):
     assert "remote ok" in proc.stdout
 
 
+def test_remote_code_alone_loads_an_aiec_folder_with_its_decision_units(tmp_path):
+    """AIEC has a remote copy too: a classifier swapped to AIEC (as AIECCallback trains it) loads with
+    trust_remote_code alone, its threshold and decision units as saved; at inference it is the threshold (Alg. 2).
+    Dy-ReLU, a baseline without a remote copy, is refused with a message."""
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(**VIT)).eval()
+    hf_acts.replace_activations(model, "aiec", target="gelu", num_classes=3, pool="cls", tau=0.1)
+    model.save_pretrained(tmp_path / "aiec")
+    baseline = ViTForImageClassification(ViTConfig(**VIT))
+    hf_acts.replace_activations(baseline, "dyrelu", target="gelu")
+    baseline.save_pretrained(tmp_path / "dyrelu")
+    with torch.no_grad():
+        logits = model(pixel_values=PIXELS).logits
+    decision = {k: v for k, v in model.state_dict().items() if k.endswith("decision.weight")}
+    assert len(decision) == 2
+    save_file({"x": PIXELS, "logits": logits, **decision}, str(tmp_path / "expected.safetensors"))
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["hf_acts"] = None  # importing hf_acts now raises ImportError
+        import torch, transformers
+        from safetensors.torch import load_file
+        expected = load_file("{tmp_path}/expected.safetensors")
+        model = transformers.AutoModelForImageClassification.from_pretrained("{tmp_path}/aiec",
+                                                                             trust_remote_code=True).eval()
+        acts = [m for m in model.modules() if type(m).__name__ == "AIEC"]
+        assert len(acts) == 2 and all(m.tau == 0.1 and m.pool == "cls" for m in acts), acts
+        state = model.state_dict()
+        assert all(torch.equal(state[k], expected[k]) for k in expected if k.endswith("decision.weight"))
+        with torch.no_grad():
+            assert torch.equal(model(pixel_values=expected["x"]).logits, expected["logits"])
+        try:
+            transformers.AutoModelForImageClassification.from_pretrained("{tmp_path}/dyrelu", trust_remote_code=True)
+        except ValueError as error:
+            assert "holds a 'dyrelu' activation, which needs hf-acts installed" in str(error), error
+        else:
+            raise AssertionError("a Dy-ReLU folder loaded without hf-acts")
+        print("remote ok")
+    """)
+    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "remote ok" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_a_folder_whose_config_lost_a_swap_raises_instead_of_dropping_parameters(saved, tmp_path):
     import shutil
 

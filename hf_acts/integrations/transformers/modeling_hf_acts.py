@@ -46,12 +46,14 @@ try:  # one class identity with the rest of hf-acts when it is installed
 except ImportError:  # remote code on a machine without hf-acts: the files saved beside this one
     from ._base import ChannelsLast, LazyChannels, build_lazy, unbuilt_activations
     from .adrelu import ADReLU
+    from .aiec import AIEC
     from .dynactglu import DynActGLU
     from .dynactivation import DYN_BASES, DynActivation
     from .fles import GATES, FleS
     from .swish_beta import SwishBeta
 
-    ACTIVATIONS = {"adrelu": ADReLU, "fles": FleS, "dynactivation": DynActivation, "swish_beta": SwishBeta}
+    ACTIVATIONS = {"adrelu": ADReLU, "aiec": AIEC, "fles": FleS, "dynactivation": DynActivation,
+                   "swish_beta": SwishBeta}
 from .configuration_hf_acts import (
     SWAP_FIELD,
     HfActsLlamaConfig,
