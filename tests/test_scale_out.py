@@ -212,3 +212,69 @@ def test_two_machines_on_loopback(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
     assert _metrics(out)["num_processes"] == 2 and _metrics(out)["steps"] == 3
     assert AutoModelForCausalLM.from_pretrained(out).model.layers[0].mlp.act_fn.alpha != 1.0
+
+
+AIEC_STEPS = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    import hf_acts
+
+
+    def aiec_steps(model, batches, wrapped=None):
+        '''SGD steps on (x, y) batches with Eq. 14's loss; the counters of the AIEC layer after each step.'''
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        counters = []
+        for x, y in batches:
+            with hf_acts.aiec_targets(model, y):
+                logits = (wrapped or model)(x)
+            loss = nn.functional.cross_entropy(logits, y) + hf_acts.aiec_loss(model, lambda_gate=2.0)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            counters.append(torch.stack([model[1].theta, model[1].eta, model[1].phi]))
+        return torch.stack(counters)
+
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 8), hf_acts.AIEC(8, num_classes=3), nn.Linear(8, 3)).train()
+
+
+    g = torch.Generator().manual_seed(0)
+    BATCHES = [(torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(4)]
+""")
+
+
+@pytest.mark.slow
+def test_aiec_counters_under_ddp_count_the_global_batch(tmp_path):
+    """Two DDP ranks, each on half of every global batch: after every step both hold the counters one process
+    holds after the same steps on the whole batches (the counts are summed over the ranks; without that, DDP's
+    buffer broadcast left each rank rank 0's counts plus its own last batch)."""
+    (tmp_path / "aiec_steps.py").write_text(AIEC_STEPS)
+    (tmp_path / "worker.py").write_text(textwrap.dedent(f"""
+        import sys
+        import torch, torch.distributed as dist
+        from safetensors.torch import save_file
+        sys.path.insert(0, "{tmp_path}")
+        from aiec_steps import BATCHES, aiec_steps, build
+
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        model = build()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        halves = [(x.chunk(2)[rank], y.chunk(2)[rank]) for x, y in BATCHES]
+        save_file({{"counters": aiec_steps(model, halves, ddp)}}, f"{tmp_path}/rank{{rank}}.safetensors")
+        dist.destroy_process_group()
+    """))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551",
+           str(tmp_path / "worker.py")]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    sys.path.insert(0, str(tmp_path))
+    from aiec_steps import BATCHES, aiec_steps, build
+
+    one = aiec_steps(build(), BATCHES)
+    assert one[-1, 2].sum() > 0  # samples were counted
+    for rank in (0, 1):
+        assert torch.equal(load_file(tmp_path / f"rank{rank}.safetensors")["counters"], one), rank

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -35,7 +36,11 @@ class AIEC(LazyChannels):
     The losses are stored on the module (``aux_loss``, ``gate_loss``);
     :func:`hf_acts.aiec_loss` combines them over layers as in Eq. 14. Counters are cleared with
     :meth:`reset_counters` at each epoch start (Sec. 3.4) and are not saved in the state dict
-    (project decision: they are training statistics, not model weights). Readings of points the
+    (project decision: they are training statistics, not model weights). In a data-parallel run
+    (DDP, FSDP, ZeRO) each step's counts are summed over the ranks (one ``all_reduce`` of
+    ``2 K C`` integers per AIEC layer), so every rank holds the counts of the whole global batch, as
+    one process would; otherwise DDP's buffer broadcast would leave each rank with rank 0's counts
+    plus its own last batch. Readings of points the
     paper leaves open, chosen from evidence (benchmarks/reproductions.md, section 6):
 
     * ``L_aux`` trains the decision weights only ("for learning {w^k}", Alg. 1 line 11; Table 3:
@@ -118,9 +123,14 @@ class AIEC(LazyChannels):
         with torch.no_grad():
             fired = (a > 0).long()  # Eq. 4
             counted = (logits.argmax(-1) == targets).long()[:, None]  # DMU-correct samples only
-            self.theta.index_add_(0, targets, fired * counted)  # Eq. 5
-            self.eta.index_add_(0, targets, (1 - fired) * counted)
-            self.phi.index_add_(0, targets, counted.expand_as(fired))
+            step = torch.zeros((2, *self.phi.shape), dtype=self.phi.dtype, device=self.phi.device)
+            step[0].index_add_(0, targets, fired * counted)  # Eq. 5: activations
+            step[1].index_add_(0, targets, counted.expand_as(fired))  # totals
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(step)  # data parallel: every rank counts the whole global batch
+            self.theta += step[0]
+            self.eta += step[1] - step[0]  # inhibitions: counted samples whose channel did not fire
+            self.phi += step[1]
             v = (self.theta - self.eta) / self.phi.clamp_min(1)  # Eq. 6
             intrinsic = v <= 0  # Eq. 7
             if not self.gate_unseen:  # no counted sample of the class yet: no intrinsic verdict
