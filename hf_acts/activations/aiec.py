@@ -38,7 +38,7 @@ class AIEC(LazyChannels):
     :meth:`reset_counters` at each epoch start (Sec. 3.4) and are not saved in the state dict
     (project decision: they are training statistics, not model weights). In a data-parallel run
     (DDP, FSDP, ZeRO) each step's counts are summed over the ranks (one ``all_reduce`` of
-    ``2 K C`` integers per AIEC layer), so every rank holds the counts of the whole global batch, as
+    ``K (C + 1)`` int32 per AIEC layer), so every rank holds the counts of the whole global batch, as
     one process would; otherwise DDP's buffer broadcast would leave each rank with rank 0's counts
     plus its own last batch. Readings of points the
     paper leaves open, chosen from evidence (benchmarks/reproductions.md, section 6):
@@ -123,14 +123,17 @@ class AIEC(LazyChannels):
         with torch.no_grad():
             fired = (a > 0).long()  # Eq. 4
             counted = (logits.argmax(-1) == targets).long()[:, None]  # DMU-correct samples only
-            step = torch.zeros((2, *self.phi.shape), dtype=self.phi.dtype, device=self.phi.device)
-            step[0].index_add_(0, targets, fired * counted)  # Eq. 5: activations
-            step[1].index_add_(0, targets, counted.expand_as(fired))  # totals
+            # this step's activations (Eq. 5) per class and channel, and counted samples per class (the totals
+            # phi are the same for every channel, and inhibitions eta = phi - theta); int32: at most a batch
+            k, c = self.phi.shape
+            step = torch.zeros((k, c + 1), dtype=torch.int32, device=self.phi.device)
+            step.index_add_(0, targets, torch.cat([fired * counted, counted], 1).int())
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 dist.all_reduce(step)  # data parallel: every rank counts the whole global batch
-            self.theta += step[0]
-            self.eta += step[1] - step[0]  # inhibitions: counted samples whose channel did not fire
-            self.phi += step[1]
+            fired_step, total_step = step[:, :c], step[:, c:]
+            self.theta += fired_step
+            self.eta += total_step - fired_step
+            self.phi += total_step
             v = (self.theta - self.eta) / self.phi.clamp_min(1)  # Eq. 6
             intrinsic = v <= 0  # Eq. 7
             if not self.gate_unseen:  # no counted sample of the class yet: no intrinsic verdict
