@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo demo-swap reproduce test test-all lint venv
+.PHONY: demo demo-swap reproduce test test-all test-lowest lint venv
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,16 @@ test: venv
 test-all: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# the non-slow suite on the oldest releases pyproject.toml allows: every dependency pinned to its lower bound, the
+# rest resolved as pip resolves it for a user (torch stays 2.14.1 from this machine's wheel cache); in its own venv
+LOWEST := .venv-lowest
+test-lowest: venv
+	python3 -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) scripts/lowest_constraints.py --extra test > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install -q -c $(LOWEST)/constraints.txt -e ".[test]"
+	$(LOWEST)/bin/python -m pytest -q -m "not slow"
 
 lint: venv
 	$(PY) -m ruff check .

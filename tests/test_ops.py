@@ -114,7 +114,7 @@ def test_export_decomposes_to_aten_ops():
 
 
 def test_onnx_export_matches_onnxruntime(tmp_path):
-    import onnxruntime as ort  # the dev extra installs onnxruntime and onnxscript
+    import onnxruntime as ort  # the test extra installs onnxruntime and onnxscript
     model, x = _zoo_piece(), torch.randn(2, 3, 6, 6)
     torch.onnx.export(model, (x,), tmp_path / "m.onnx", dynamo=True)
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
@@ -272,11 +272,17 @@ def test_cpu_kernels_target_atens_instruction_set(monkeypatch, machine, capabili
     assert ("-mprefer-vector-width=512" in flags) == wide
 
 
-def test_each_torch_release_builds_the_kernels_in_a_folder_of_its_own(monkeypatch):
+def test_each_torch_install_builds_the_kernels_in_a_folder_of_its_own(monkeypatch):
     """torch's extension cache folder names only Python's and CUDA's versions: torch 2.11 waited forever on the
-    ``lock`` file torch 2.14 leaves in a build folder (session 18), and one torch could load another's build."""
+    ``lock`` file torch 2.14 leaves in a build folder (session 18), and one torch could load another's build. Two
+    virtualenvs of one torch release (`make test` and `make test-lowest`) rebuilt each other's kernels at every
+    switch, their include paths differing (session 26)."""
     tag = _cpp._build_tag()
-    monkeypatch.setattr(torch, "__version__", "2.11.0+cpu")
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "__version__", "2.11.0+cpu")
+        assert _cpp._build_tag() != tag
+    assert _cpp._build_tag() == tag
+    monkeypatch.setattr(torch, "__file__", "/elsewhere/venv/lib/python3.11/site-packages/torch/__init__.py")
     assert _cpp._build_tag() != tag
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,34 @@ def test_wheel_install_renders_cards_and_saves_remote_code(wheel_python, tmp_pat
     proc = subprocess.run([str(wheel_python), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and "wheel ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_lowest_constraints_pin_every_bound_and_follow_the_extras(tmp_path, monkeypatch):
+    """`make test-lowest`'s constraints: each dependency at its lower bound (markers kept), extras followed through
+    self-references, torch left as installed, and a dependency without a bound refused."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import lowest_constraints
+
+    lines = lowest_constraints.constraints(["test"])
+    for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name, _, bound = dep.partition(">=")
+        assert name in ("torch", "torchvision") or f"{name}=={bound}" in lines, dep
+    assert any(line.startswith("kernels==") for line in lines)  # through hf-acts[kernels]
+    assert "triton==3.8.0; platform_system == \"Linux\"" in lines
+    assert not any(line.startswith(("torch==", "torchvision==", "hf-acts")) for line in lines)
+    assert not any(line.startswith(("ruff==", "olah==")) for line in lines)  # dev only
+    assert len(lines) == len({line.split("==")[0] for line in lines})
+    (tmp_path / "pyproject.toml").write_text(textwrap.dedent("""
+        [project]
+        name = "p"
+        dependencies = ["a>=1.2", "b~=2.0"]
+        [project.optional-dependencies]
+        x = ["p[y]"]
+        y = ["c"]
+    """))
+    monkeypatch.setattr(lowest_constraints, "ROOT", tmp_path)
+    assert lowest_constraints.constraints([]) == ["a==1.2", "b==2.0"]
+    with pytest.raises(SystemExit, match="no lower bound in pyproject.toml for: c"):
+        lowest_constraints.constraints(["x"])
+    with pytest.raises(SystemExit, match="no extra 'z'"):
+        lowest_constraints.constraints(["z"])

@@ -9,17 +9,21 @@ import sys
 import textwrap
 import time
 
-import httpx2
 import pytest
 import torch
 import yaml
 from conftest import ENV, ROOT, assert_every_section_has_content
 from huggingface_hub import ModelCard, set_client_factory
+from huggingface_hub.utils import _http as hub_http
 
 import hf_acts
 from hf_acts.cards import render_card
 from hf_acts.cli import main as cli
 from hf_acts.publish import files_to_upload, publish_to_hub, validate_folder
+
+# the HTTP client the installed huggingface_hub talks through: httpx2 from 2.0 on, httpx in 1.x (which
+# transformers 5.0 requires); the test double must answer the client the Hub library actually builds
+httpx = getattr(hub_http, "httpx2", None) or hub_http.httpx
 
 TOKEN = "hf_test_token_never_written_0123456789"
 
@@ -202,37 +206,37 @@ class FakeHub:
     def __init__(self):
         self.requests, self.commits, self.branches = [], [], []
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+    def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path
         if path == "/api/validate-yaml":
             readme = json.loads(request.content)["content"]
             yaml.safe_load(readme.split("---")[1])  # the front matter must parse
-            return httpx2.Response(200, json={"errors": [], "warnings": []})
+            return httpx.Response(200, json={"errors": [], "warnings": []})
         if path == "/api/repos/create":
-            return httpx2.Response(200, json={"url": "https://huggingface.co/org/run", "name": "org/run"})
+            return httpx.Response(200, json={"url": "https://huggingface.co/org/run", "name": "org/run"})
         if "/preupload/" in path:
             files = json.loads(request.content)["files"]
-            return httpx2.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular",
+            return httpx.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular",
                                                          "shouldIgnore": False} for f in files]})
         if "/commit/" in path:
             self.commits.append([json.loads(line) for line in request.content.decode().splitlines()])
-            return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/org/run/commit/1",
+            return httpx.Response(200, json={"commitUrl": "https://huggingface.co/org/run/commit/1",
                                               "commitOid": "1" * 40, "pullRequestUrl": None})
         if "/branch/" in path:
             self.branches.append(path.rsplit("/", 1)[1])
-            return httpx2.Response(200, json={})
+            return httpx.Response(200, json={})
         if path == "/api/agent-harnesses":
-            return httpx2.Response(200, json=[])
-        return httpx2.Response(404, json={"error": f"not part of the test double: {path}"})
+            return httpx.Response(200, json=[])
+        return httpx.Response(404, json={"error": f"not part of the test double: {path}"})
 
 
 @pytest.fixture
 def fake_hub():
     hub = FakeHub()
-    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+    set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(hub)))
     yield hub
-    set_client_factory(httpx2.Client)
+    set_client_factory(httpx.Client)
 
 
 def test_upload_sends_files_card_and_commit(vision_run, tmp_path, fake_hub, caplog):
@@ -298,9 +302,9 @@ def hub_server(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
-            httpx2.get(endpoint + "/api/models/none/none", timeout=1)
+            httpx.get(endpoint + "/api/models/none/none", timeout=1)
             break
-        except httpx2.TransportError:
+        except httpx.TransportError:
             time.sleep(0.3)
 
     def add(folder, repo_id):

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -287,3 +288,17 @@ def test_remote_code_copies_are_current():
         copy = ROOT / "hf_acts" / "integrations" / "transformers" / name
         assert not copy.is_symlink(), copy
         assert copy.read_text() == (ROOT / "hf_acts" / "activations" / name).read_text(), f"stale copy: {copy}"
+
+
+def test_remote_code_names_every_file_it_needs_directly():
+    """transformers up to 5.9 copies only the direct relative imports of a local folder's remote module into its
+    module cache (5.10 follows them transitively), so every file the remote code reaches must be imported by
+    ``modeling_hf_acts.py`` itself: otherwise `from_pretrained(folder, trust_remote_code=True)` fails there with a
+    FileNotFoundError for the file one import further away."""
+    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
+
+    folder = Path(hf_acts.__file__).parent / "integrations" / "transformers"
+    modeling = folder / "modeling_hf_acts.py"
+    reached = {Path(f).name for f in get_relative_import_files(str(modeling))}
+    direct = {f"{name}.py" for name in get_relative_imports(str(modeling))}
+    assert "bases.py" in reached and reached <= direct, f"imported only indirectly: {sorted(reached - direct)}"

@@ -47,10 +47,11 @@ def target_flags() -> list[str]:
 
 def _build_tag() -> str:
     """A hash of the host's CPU features, the target, the shared headers (torch rebuilds on source changes only),
-    where the sources live (two installs side by side, e.g. editable and wheel, would otherwise rebuild each other's
-    build) and the torch version. torch's cache folder names only Python's and CUDA's versions, so without it two
-    torch releases share a build folder: torch 2.11 waits forever on the ``lock`` file that torch 2.14 leaves there
-    (seen in session 18), and a build for one torch's ABI could be loaded by another."""
+    where the sources and torch live (two installs side by side, e.g. editable and wheel, or two virtualenvs of the
+    same torch sharing one editable checkout, would otherwise rebuild each other's build at every switch: its include
+    paths differ) and the torch version. torch's cache folder names only Python's and CUDA's versions, so without it
+    two torch releases share a build folder: torch 2.11 waits forever on the ``lock`` file that torch 2.14 leaves
+    there (seen in session 18), and a build for one torch's ABI could be loaded by another."""
     import torch
 
     try:
@@ -58,7 +59,8 @@ def _build_tag() -> str:
     except (OSError, StopIteration):
         flags = platform.processor()
     headers = "".join(p.read_text() for p in sorted(CSRC.glob("*.h")))
-    key = f"{platform.machine()} {flags} {target_flags()} {headers} {CSRC} {torch.__version__}"
+    torch_dir = Path(torch.__file__).parent
+    key = f"{platform.machine()} {flags} {target_flags()} {headers} {CSRC} {torch_dir} {torch.__version__}"
     return hashlib.sha1(key.encode()).hexdigest()[:8]
 
 

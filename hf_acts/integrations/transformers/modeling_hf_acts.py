@@ -47,6 +47,7 @@ except ImportError:  # remote code on a machine without hf-acts: the files saved
     from ._base import ChannelsLast, LazyChannels, build_lazy, unbuilt_activations
     from .adrelu import ADReLU
     from .aiec import AIEC
+    from .bases import get_base  # noqa: F401  (transformers <= 5.9 copies only the direct imports of a local folder)
     from .dynactglu import DynActGLU
     from .dynactivation import DYN_BASES, DynActivation
     from .fles import GATES, FleS
@@ -195,8 +196,8 @@ def install_model_hooks() -> bool:
                            f"sized when the model was built ({error!r}); they are sized at the first call, and "
                            "from_pretrained cannot load their parameters into this class")
 
-    def _initialize_weights(self: cls, module: nn.Module, is_custom_code: bool = False) -> None:
-        stock_initialize(self, module, is_custom_code)
+    def _initialize_weights(self: cls, module: nn.Module, *args: object, **kwargs: object) -> None:
+        stock_initialize(self, module, *args, **kwargs)  # 5.14 adds is_custom_code; 5.10 passes the module alone
         if isinstance(module, LazyChannels):
             init_unloaded(module)
 
@@ -354,7 +355,7 @@ def register_0d_coefficient_conversion() -> bool:
             return {target_patterns[0]: tensor.reshape(1) if tensor.ndim == 0 else tensor}
 
     for config_class in MODELS:
-        converters = [WeightConverter(f"{act}.{name}", f"{act}.{name}", [AtLeast1d()])
+        converters = [WeightConverter(f"{act}.{name}", f"{act}.{name}", operations=[AtLeast1d()])
                       for act in ("act_fn", "up_act") for name in ("alpha", "beta")]
         register_checkpoint_conversion_mapping(config_class.model_type, converters, overwrite=True)
     return True
