@@ -21,8 +21,8 @@ from hf_acts.cards import render_card
 from hf_acts.cli import main as cli
 from hf_acts.publish import files_to_upload, publish_to_hub, validate_folder
 
-# the HTTP client the installed huggingface_hub talks through: httpx2 from 2.0 on, httpx in 1.x (which
-# transformers 5.0 requires); the test double must answer the client the Hub library actually builds
+# the HTTP client the installed huggingface_hub talks through: httpx2 from 2.0 on, httpx in 1.x (the bound is 1.31,
+# which make test-lowest runs); the test double must answer the client the Hub library actually builds
 httpx = getattr(hub_http, "httpx2", None) or hub_http.httpx
 
 TOKEN = "hf_test_token_never_written_0123456789"
