@@ -82,7 +82,7 @@ def test_wheel_install_renders_cards_and_saves_remote_code(wheel_python, tmp_pat
 def test_lowest_constraints_pin_every_bound_and_follow_the_extras(tmp_path, monkeypatch):
     """`make test-lowest`'s constraints: each dependency at its lower bound (markers kept), extras followed through
     self-references, torch left as installed, and a dependency without a bound refused."""
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import lowest_constraints
 
     lines = lowest_constraints.constraints(["test"])
